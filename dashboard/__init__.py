@@ -1,0 +1,1 @@
+"""velodash dashboard: Dash pages over a results AnnData written by `core`."""
