@@ -1,0 +1,372 @@
+"""The whole fit: counts in, the results AnnData of the DESIGN.md contract out.
+
+`run` chains io validation → preprocessing → veloVI training → one posterior pass → the paper's
+analyses, records every parameter and per-stage timings in ``uns['velodash']``, and reports
+progress through one callback. `fit_file` wraps it with reading and an atomic write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+
+from core import __version__
+from core.io import (
+    detect_groupby,
+    file_fingerprint,
+    read_dataset,
+    validate_counts,
+    write_h5ad_atomic,
+)
+from core.preprocess import PreprocessConfig, preprocess
+
+#: Analyses run after the posterior, in order; each can be left out with ``skip``.
+ANALYSES = ("graph", "intrinsic", "extrinsic", "coherence", "permutation", "baseline")
+#: Analyses that need another one: coherence and extrinsic uncertainty use the velocity graph.
+REQUIRES = {"extrinsic": "graph", "coherence": "graph"}
+#: obs column holding the single group used when a dataset has no cell-type annotation.
+SINGLE_GROUP_KEY = "velodash_group"
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """Every option of a fit; all of it is recorded in ``uns['velodash']['params']``."""
+
+    groupby: str | None = None
+    # preprocessing
+    normalize: bool = True
+    min_shared_counts: int = 20
+    n_top_genes: int = 2000
+    n_pcs: int = 30
+    n_neighbors: int = 30
+    compute_umap: bool = True
+    # model
+    n_hidden: int = 256
+    n_latent: int = 10
+    time_dependent_rate: bool = False
+    # training
+    max_epochs: int = 500
+    batch_size: int = 256
+    lr: float = 1e-2
+    weight_decay: float = 1e-2
+    patience: int = 45
+    early_stopping: bool = True
+    device: str = "auto"
+    seed: int = 0
+    # posterior and analyses
+    n_samples: int = 25
+    posterior_mode: str = "sample"
+    n_samples_intrinsic: int = 100
+    n_samples_extrinsic: int = 25
+    permutation_cells: int = 200
+    baseline: str = "steady_state"
+    skip: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.skip) - set(ANALYSES))
+        if unknown:
+            raise ValueError(
+                f"unknown analysis to skip: {', '.join(unknown)}; choose from {', '.join(ANALYSES)}"
+            )
+        if self.posterior_mode not in ("sample", "mean"):
+            raise ValueError("posterior_mode must be 'sample' or 'mean'")
+        if self.baseline not in ("steady_state", "dynamical"):
+            raise ValueError("baseline must be 'steady_state' or 'dynamical'")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FitParams:
+        """Build from a (JSON) dict, ignoring unknown keys; lists become tuples."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        if "skip" in kwargs:
+            kwargs["skip"] = tuple(kwargs["skip"])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of every option."""
+        values = asdict(self)
+        values["skip"] = list(self.skip)
+        return values
+
+    def analyses(self) -> list[str]:
+        """Analyses that will run: not skipped, and with what they need not skipped."""
+        return [a for a in ANALYSES if a not in self.skip and REQUIRES.get(a) not in self.skip]
+
+
+@dataclass
+class ProgressEvent:
+    """One progress report; ``fraction`` is the overall progress in [0, 1]."""
+
+    stage: str
+    fraction: float
+    message: str
+    epoch: int | None = None
+    max_epochs: int | None = None
+    elbo_train: float | None = None
+    elbo_validation: float | None = None
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+# Share of the overall progress bar given to each stage (train is filled epoch by epoch).
+_STAGE_SPAN = {
+    "preprocess": (0.0, 0.10),
+    "train": (0.10, 0.75),
+    "posterior": (0.75, 0.80),
+    "graph": (0.80, 0.84),
+    "intrinsic": (0.84, 0.87),
+    "extrinsic": (0.87, 0.92),
+    "coherence": (0.92, 0.93),
+    "permutation": (0.93, 0.97),
+    "baseline": (0.97, 0.99),
+    "write": (0.99, 1.0),
+}
+
+
+class _Stages:
+    """Times stages and reports their start to the progress callback."""
+
+    def __init__(self, progress: ProgressCallback | None) -> None:
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    def report(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    @contextmanager
+    def stage(self, name: str, message: str) -> Iterator[None]:
+        self.report(ProgressEvent(name, _STAGE_SPAN[name][0], message))
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 4)
+
+
+def _group_codes(adata: AnnData, groupby: str) -> tuple[np.ndarray, list[str]]:
+    """Integer codes (N,) and ordered category names of the cell-type column."""
+    column = adata.obs[groupby].astype("category")
+    adata.obs[groupby] = column
+    return column.cat.codes.to_numpy().astype(np.int64), [str(c) for c in column.cat.categories]
+
+
+def _h5ad_safe(value):
+    """Recursively make a value writable into ``uns`` (no None; tuples become lists)."""
+    if isinstance(value, dict):
+        return {str(k): _h5ad_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_h5ad_safe(v) for v in value]
+    return value
+
+
+def run(
+    adata: AnnData,
+    params: FitParams = FitParams(),
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    fingerprint: str = "",
+) -> AnnData:
+    """Fit veloVI on raw spliced/unspliced counts and run every analysis not skipped.
+
+    ``adata`` needs ``layers['spliced'|'unspliced']`` (cells × genes counts); it is not
+    modified. Returns the results AnnData (cells × fitted genes) of the DESIGN.md contract.
+    Raises ``core.io.DatasetError`` on bad input and ``core.train.TrainingCancelled`` when
+    ``should_stop()`` becomes true during training.
+    """
+    # Imported here so that reading this module (e.g. in the web process) does not load torch.
+    from core.posterior import add_posterior_to_adata
+    from core.train import TrainConfig
+    from core.velovi import ModelConfig, VeloVI
+
+    stages = _Stages(progress)
+    validate_counts(adata)
+    groupby = detect_groupby(adata, params.groupby)
+    notes: list[str] = []
+    if groupby is None:
+        adata = adata.copy()
+        adata.obs[SINGLE_GROUP_KEY] = "all cells"
+        groupby = SINGLE_GROUP_KEY
+        notes.append("no cell-type annotation found: all cells form one group")
+        stages.report(ProgressEvent("preprocess", 0.0, notes[-1]))
+
+    with stages.stage("preprocess", "preprocessing: filter, normalise, moments, embedding"):
+        result = preprocess(
+            adata,
+            PreprocessConfig(
+                min_shared_counts=params.min_shared_counts,
+                n_top_genes=params.n_top_genes,
+                n_pcs=params.n_pcs,
+                n_neighbors=params.n_neighbors,
+                normalize=params.normalize,
+                compute_umap=params.compute_umap,
+                seed=params.seed,
+            ),
+        )
+    codes, cell_types = _group_codes(result, groupby)
+
+    start, end = _STAGE_SPAN["train"]
+
+    def on_epoch(report) -> None:
+        stages.report(
+            ProgressEvent(
+                "train",
+                start + (end - start) * report.epoch / report.max_epochs,
+                f"epoch {report.epoch}/{report.max_epochs}",
+                epoch=report.epoch,
+                max_epochs=report.max_epochs,
+                elbo_train=report.elbo_train,
+                elbo_validation=report.elbo_validation,
+            )
+        )
+
+    with stages.stage("train", "training veloVI"):
+        model = VeloVI(
+            result.layers["Ms"],
+            result.layers["Mu"],
+            ModelConfig(
+                n_hidden=params.n_hidden,
+                n_latent=params.n_latent,
+                time_dependent_rate=params.time_dependent_rate,
+            ),
+            device=params.device,
+            seed=params.seed,
+        )
+        history = model.train(
+            TrainConfig(
+                max_epochs=params.max_epochs,
+                batch_size=params.batch_size,
+                lr=params.lr,
+                weight_decay=params.weight_decay,
+                patience=params.patience,
+                early_stopping=params.early_stopping,
+                seed=params.seed,
+            ),
+            progress=on_epoch,
+            should_stop=should_stop,
+        )
+
+    with stages.stage("posterior", f"posterior: {params.n_samples} samples"):
+        posterior = model.posterior(n_samples=params.n_samples, mode=params.posterior_mode)
+        add_posterior_to_adata(result, posterior)
+
+    _run_analyses(result, model, params, codes, cell_types, stages)
+
+    result.uns["velodash"] = _h5ad_safe(
+        {
+            "version": __version__,
+            "params": params.to_dict(),
+            "groupby": groupby,
+            "cell_types": cell_types,
+            "device": str(model.device),
+            "timings": stages.timings,
+            "history": {
+                "elbo_train": np.asarray(history.elbo_train, dtype=np.float64),
+                "elbo_validation": np.asarray(history.elbo_validation, dtype=np.float64),
+                "best_epoch": history.best_epoch,
+                "stopped_epoch": history.stopped_epoch,
+            },
+            "fingerprint": fingerprint,
+            "notes": notes,
+            "analyses": params.analyses(),
+            **result.uns.get("velodash", {}),
+        }
+    )
+    return result
+
+
+def _run_analyses(
+    result: AnnData,
+    model,
+    params: FitParams,
+    codes: np.ndarray,
+    cell_types: list[str],
+    stages: _Stages,
+) -> None:
+    """Velocity graph, uncertainties, coherence, permutation score and baseline, in place."""
+    wanted = params.analyses()
+    graph = None
+    if "graph" in wanted:
+        from core.graph import add_velocity_graph
+
+        with stages.stage("graph", "velocity graph and embedding"):
+            graph = add_velocity_graph(result)
+    if "intrinsic" in wanted:
+        from core.uncertainty import add_uncertainty_to_adata, intrinsic_uncertainty
+
+        with stages.stage("intrinsic", "intrinsic uncertainty"):
+            samples = model.velocity_samples(params.n_samples_intrinsic)
+            add_uncertainty_to_adata(result, intrinsic=intrinsic_uncertainty(samples))
+            del samples
+    if "extrinsic" in wanted:
+        from core.uncertainty import add_uncertainty_to_adata, extrinsic_uncertainty
+
+        with stages.stage("extrinsic", "extrinsic uncertainty"):
+            samples = model.velocity_samples(params.n_samples_extrinsic)
+            stats = extrinsic_uncertainty(samples, result.layers["Ms"], graph.candidates)
+            add_uncertainty_to_adata(result, extrinsic=stats)
+            del samples
+    if "coherence" in wanted:
+        from core.coherence import add_coherence_to_adata, velocity_coherence
+        from core.graph import transition_matrix
+
+        with stages.stage("coherence", "velocity coherence"):
+            T = transition_matrix(graph, self_transitions=True, use_negative_cosines=True)
+            per_cell, per_type = velocity_coherence(
+                T, result.layers["Ms"], result.layers["velocity"], codes, len(cell_types)
+            )
+            add_coherence_to_adata(result, per_cell, per_type)
+    if "permutation" in wanted:
+        from core.permutation import add_permutation_to_adata, permutation_scores
+
+        with stages.stage("permutation", "permutation scores"):
+            scores = permutation_scores(
+                model.expression_fit,
+                result.layers["Ms"],
+                result.layers["Mu"],
+                codes,
+                len(cell_types),
+                n_cells=params.permutation_cells,
+                seed=params.seed,
+            )
+            add_permutation_to_adata(result, scores)
+    if "baseline" in wanted:
+        from core.baseline import add_baseline_to_adata
+
+        with stages.stage("baseline", f"scVelo {params.baseline} baseline"):
+            add_baseline_to_adata(result, mode=params.baseline)
+
+
+def results_key(fingerprint: str, params: FitParams) -> str:
+    """Content address of a results file: hash of the input fingerprint, options and version."""
+    payload = json.dumps(
+        {"fingerprint": fingerprint, "params": params.to_dict(), "version": __version__},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def fit_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    params: FitParams = FitParams(),
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Read a raw dataset, fit it with `run`, and write the results file atomically."""
+    input_path = Path(input_path)
+    adata = read_dataset(input_path)
+    fingerprint = file_fingerprint(input_path)
+    result = run(adata, params, progress=progress, should_stop=should_stop, fingerprint=fingerprint)
+    result.uns["velodash"]["input"] = input_path.name
+    stages = _Stages(progress)
+    with stages.stage("write", f"writing {Path(output_path).name}"):
+        path = write_h5ad_atomic(result, output_path)
+    stages.report(ProgressEvent("done", 1.0, f"results written to {path}"))
+    return path

@@ -1,0 +1,227 @@
+"""The `velodash` command: `fit` a dataset, `simulate` sample data, `run` the dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from core.pipeline import ANALYSES, FitParams, ProgressEvent
+
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
+
+
+def _fit_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="fit veloVI on a raw spliced/unspliced dataset and write the results file",
+        description="Fit veloVI on INPUT (.h5ad or .loom with layers 'spliced' and 'unspliced') "
+        "and write the results AnnData (velocity, uncertainty, coherence, permutation scores).",
+    )
+    d = FitParams()
+    p.add_argument("input", type=Path, help="raw dataset (.h5ad or .loom)")
+    p.add_argument("--out", type=Path, help="results file (default: ./<input>.velodash.h5ad)")
+    p.add_argument("--groupby", help="obs column with cell types (default: auto-detect)")
+    p.add_argument("--max-epochs", type=int, default=d.max_epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--n-samples", type=int, default=d.n_samples, help="posterior samples")
+    p.add_argument(
+        "--posterior-mode",
+        choices=["sample", "mean"],
+        default=d.posterior_mode,
+        help="'mean' gives a deterministic posterior-mean velocity (no sampling)",
+    )
+    p.add_argument(
+        "--no-normalize",
+        action="store_true",
+        help="skip gene filtering, normalisation and HVG selection (simulated or normalised data)",
+    )
+    p.add_argument("--min-shared-counts", type=int, default=d.min_shared_counts)
+    p.add_argument("--n-top-genes", type=int, default=d.n_top_genes)
+    p.add_argument("--n-pcs", type=int, default=d.n_pcs)
+    p.add_argument("--n-neighbors", type=int, default=d.n_neighbors)
+    p.add_argument(
+        "--time-dependent-rate",
+        action="store_true",
+        help="time-dependent transcription rate α(t) (veloVI paper, Fig. 5)",
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=ANALYSES,
+        metavar="NAME",
+        help=f"leave an analysis out (repeatable): {', '.join(ANALYSES)}",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=["steady_state", "dynamical"],
+        default=d.baseline,
+        help="scVelo baseline to compare with ('dynamical' runs scVelo's EM: slow)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_fit)
+
+
+def _simulate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="write a simulated branching dataset with ground truth",
+        description="Write the deterministic branching simulation that velodash ships as sample "
+        "data (raw spliced/unspliced counts plus true time, lineage, rates and velocity).",
+    )
+    p.add_argument("out", type=Path, nargs="?", default=SAMPLE_DATA)
+    p.add_argument("--n-cells", type=int, default=2400)
+    p.add_argument("--n-genes", type=int, default=400)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="launch the dashboard (default: on the bundled sample data)",
+        description="Serve the velodash dashboard. Each DATA is a raw dataset (fitted in the "
+        "background) or a results file from `velodash fit` (opened at once).",
+    )
+    p.add_argument("data", type=Path, nargs="*", help="datasets or results files to offer")
+    p.add_argument("--data-dir", type=Path, help="folder whose .h5ad/.loom files are offered")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--cache-dir", type=Path, help="results and job cache (default: ./.velodash)")
+    p.add_argument("--no-upload", action="store_true", help="disable uploads (hosted use)")
+    p.add_argument("--debug", action="store_true", help="Dash debug mode (never when hosted)")
+    p.set_defaults(func=_cmd_run)
+
+
+class _FitReporter:
+    """Progress bar over epochs plus one line per pipeline stage."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.stage = ""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.quiet:
+            return
+        if event.stage == "train" and event.epoch is not None:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=event.max_epochs, desc="training", unit="epoch")
+            self.bar.update(event.epoch - self.bar.n)
+            self.bar.set_postfix(elbo_val=f"{event.elbo_validation:.1f}")
+            return
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if event.stage != self.stage or event.stage == "preprocess":
+            print(f"[{event.fraction:4.0%}] {event.message}", file=sys.stderr)
+            self.stage = event.stage
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from core.pipeline import fit_file
+
+    params = FitParams(
+        groupby=args.groupby,
+        normalize=not args.no_normalize,
+        min_shared_counts=args.min_shared_counts,
+        n_top_genes=args.n_top_genes,
+        n_pcs=args.n_pcs,
+        n_neighbors=args.n_neighbors,
+        time_dependent_rate=args.time_dependent_rate,
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        device=args.device,
+        seed=args.seed,
+        n_samples=args.n_samples,
+        posterior_mode=args.posterior_mode,
+        baseline=args.baseline,
+        skip=tuple(args.skip),
+    )
+    out = args.out or Path.cwd() / f"{args.input.stem}.velodash.h5ad"
+    start = time.perf_counter()
+    path = fit_file(args.input, out, params, progress=_FitReporter(args.quiet))
+    _print_summary(path, time.perf_counter() - start)
+    return 0
+
+
+def _print_summary(path: Path, seconds: float) -> None:
+    import anndata
+
+    result = anndata.read_h5ad(path, backed="r")
+    info = result.uns["velodash"]
+    history = info["history"]
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in info["timings"].items())
+    print(
+        f"velodash: {result.n_obs} cells × {result.n_vars} genes fitted on {info['device']} in "
+        f"{seconds:.1f}s ({len(history['elbo_validation'])} epochs, best validation ELBO "
+        f"{min(history['elbo_validation']):.2f})\n"
+        f"  stages: {timings}\n"
+        f"  results: {path}"
+    )
+    result.file.close()
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from core.simulate import write_sample_data
+
+    path = write_sample_data(args.out, n_cells=args.n_cells, n_genes=args.n_genes, seed=args.seed)
+    print(f"velodash: simulated {args.n_cells} cells × {args.n_genes} genes → {path}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dashboard.app import serve
+
+    serve(
+        data=list(args.data),
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        cache_dir=args.cache_dir,
+        allow_upload=not args.no_upload,
+        debug=args.debug,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `velodash` argument parser with its `fit`, `simulate` and `run` subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="velodash", description="RNA-velocity dashboard on a fast PyTorch veloVI."
+    )
+    from core import __version__
+
+    parser.add_argument("--version", action="version", version=f"velodash {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _fit_parser(sub)
+    _simulate_parser(sub)
+    _run_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `velodash` console script; returns the exit code."""
+    from core.io import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, ValueError, FileNotFoundError, PermissionError) as error:
+        print(f"velodash: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("velodash: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
