@@ -1,0 +1,152 @@
+"""Closed-form kinetics against a numerical ODE solve (scipy) and the ODE right-hand side."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+from core.kinetics import induction, induction_time_dependent, repression, trajectory
+
+TIMES = np.array([0.0, 0.05, 0.7, 3.0, 9.5, 20.0])
+
+
+def _ode(alpha_of_t, beta, gamma, t_eval, y0=(0.0, 0.0)):
+    """Reference solution of du/dt = α(t) − βu, ds/dt = βu − γs (DOP853, rtol 1e-12)."""
+    sol = solve_ivp(
+        lambda t, y: [alpha_of_t(t) - beta * y[0], beta * y[0] - gamma * y[1]],
+        (0.0, float(t_eval[-1])),
+        list(y0),
+        t_eval=t_eval,
+        method="DOP853",
+        rtol=1e-12,
+        atol=1e-14,
+    )
+    return sol.y[0], sol.y[1]
+
+
+def _t64(x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+RATE_CASES = [
+    (2.0, 1.3, 0.4),  # generic
+    (1.0, 0.7, 0.7),  # γ = β exactly
+    (1.0, 0.7, 0.7 + 1e-7),  # γ = β + 1e-7
+    (1.0, 0.7, 0.7 - 1e-7),  # γ = β − 1e-7
+    (0.5, 0.05, 4.0),  # γ ≫ β
+    (3.0, 12.0, 0.02),  # β ≫ γ (large −(γ−β)t: no overflow allowed)
+]
+
+
+@pytest.mark.parametrize(("alpha", "beta", "gamma"), RATE_CASES)
+def test_induction_matches_ode(alpha, beta, gamma):
+    u, s = induction(_t64(alpha), _t64(beta), _t64(gamma), _t64(TIMES))
+    u_ref, s_ref = _ode(lambda t: alpha, beta, gamma, TIMES)
+    np.testing.assert_allclose(u.numpy(), u_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(s.numpy(), s_ref, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize(("alpha", "beta", "gamma"), RATE_CASES)
+def test_repression_matches_ode(alpha, beta, gamma):
+    u0, s0 = 0.8 * alpha / beta, 0.6 * alpha / gamma
+    u, s = repression(_t64(u0), _t64(s0), _t64(beta), _t64(gamma), _t64(TIMES))
+    u_ref, s_ref = _ode(lambda t: 0.0, beta, gamma, TIMES, y0=(u0, s0))
+    np.testing.assert_allclose(u.numpy(), u_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(s.numpy(), s_ref, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("alpha", "alpha_1", "lam", "beta", "gamma"),
+    [
+        (0.2, 2.0, 0.5, 1.3, 0.4),  # increasing rate, generic
+        (3.0, 0.5, 0.9, 0.9, 0.9),  # decreasing rate, β = γ = λ exactly
+        (1.0, 2.0, 0.6 + 1e-7, 0.6, 0.6 - 1e-7),  # all three within 1e-7
+        (1.0, 1.5, 0.3, 0.3, 2.0),  # β = λ
+        (1.0, 1.5, 2.0, 0.3, 2.0),  # γ = λ
+    ],
+)
+def test_time_dependent_induction_matches_ode(alpha, alpha_1, lam, beta, gamma):
+    u, s = induction_time_dependent(
+        _t64(alpha), _t64(alpha_1), _t64(lam), _t64(beta), _t64(gamma), _t64(TIMES)
+    )
+    rate = lambda t: alpha_1 - (alpha_1 - alpha) * np.exp(-lam * t)  # noqa: E731
+    u_ref, s_ref = _ode(rate, beta, gamma, TIMES)
+    np.testing.assert_allclose(u.numpy(), u_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(s.numpy(), s_ref, rtol=1e-8, atol=1e-12)
+
+
+def test_time_dependent_reduces_to_constant_rate():
+    args = [torch.rand(50, dtype=torch.float64) + 0.1 for _ in range(3)]
+    t = torch.rand(50, dtype=torch.float64) * 20
+    alpha, beta, gamma = args
+    u, s = induction_time_dependent(alpha, alpha, torch.full_like(alpha, 0.4), beta, gamma, t)
+    u_c, s_c = induction(alpha, beta, gamma, t)
+    torch.testing.assert_close(u, u_c)
+    torch.testing.assert_close(s, s_c)
+
+
+def test_velocity_identity_is_ode_rhs():
+    """v = βu − γs equals ds/dt; checked by central differences of the closed form."""
+    alpha, beta, gamma = _t64(1.7), _t64(0.9), _t64(0.35)
+    t = _t64(np.linspace(0.5, 15.0, 30))
+    h = 1e-5
+    u, s = induction(alpha, beta, gamma, t)
+    _, s_plus = induction(alpha, beta, gamma, t + h)
+    _, s_minus = induction(alpha, beta, gamma, t - h)
+    np.testing.assert_allclose(
+        (beta * u - gamma * s).numpy(), ((s_plus - s_minus) / (2 * h)).numpy(), rtol=1e-7
+    )
+    u_r, s_r = repression(_t64(2.0), _t64(3.0), beta, gamma, t)
+    _, s_rp = repression(_t64(2.0), _t64(3.0), beta, gamma, t + h)
+    _, s_rm = repression(_t64(2.0), _t64(3.0), beta, gamma, t - h)
+    np.testing.assert_allclose(
+        (beta * u_r - gamma * s_r).numpy(), ((s_rp - s_rm) / (2 * h)).numpy(), rtol=1e-7
+    )
+
+
+def test_float32_stable_near_gamma_equals_beta():
+    """float32 with |γ − β| ≤ 1e-6 (where the reference's +1e-6 breaks) stays at float64 values."""
+    beta = torch.full((7,), 0.8)
+    gamma = beta + torch.tensor([-1e-6, -5e-7, -1e-7, 0.0, 1e-7, 5e-7, 1e-6])
+    t = torch.full((7,), 6.0)
+    alpha = torch.ones(7)
+    u, s = induction(alpha, beta, gamma, t)
+    u64, s64 = induction(alpha.double(), beta.double(), gamma.double(), t.double())
+    assert torch.isfinite(s).all()
+    np.testing.assert_allclose(s.numpy(), s64.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(u.numpy(), u64.numpy(), rtol=1e-5)
+    _, s_rep = repression(u, s, beta, gamma, t)
+    _, s_rep64 = repression(u64, s64, beta.double(), gamma.double(), t.double())
+    np.testing.assert_allclose(s_rep.numpy(), s_rep64.numpy(), rtol=1e-5)
+
+
+def test_gradients_finite_at_gamma_equals_beta():
+    beta = torch.tensor([0.5, 0.5], requires_grad=True)
+    gamma = torch.tensor([0.5, 0.5 + 1e-7], requires_grad=True)
+    _, s = induction(torch.ones(2), beta, gamma, torch.tensor([3.0, 3.0]))
+    s.sum().backward()
+    assert torch.isfinite(beta.grad).all() and torch.isfinite(gamma.grad).all()
+    # d s / d γ at γ = β is the derivative of the exact limit, not 0 or NaN.
+    assert beta.grad[0] != 0 and gamma.grad[0] != 0
+
+
+def test_trajectory_switches_and_matches_ode():
+    t, u, s = trajectory(1.5, 0.8, 0.3, t_switch=8.0, t_max=20.0, n_points=101)
+    assert t.shape == u.shape == s.shape == (101,)
+    assert t[0] == 0.0 and t[-1] == 20.0 and 8.0 in t
+    assert np.all(np.diff(t) > 0)
+    rate = lambda x: 1.5 if x < 8.0 else 0.0  # noqa: E731
+    sol = solve_ivp(
+        lambda x, y: [rate(x) - 0.8 * y[0], 0.8 * y[0] - 0.3 * y[1]],
+        (0.0, 20.0),
+        [0.0, 0.0],
+        t_eval=t,
+        rtol=1e-10,
+        atol=1e-12,
+        method="DOP853",
+        max_step=0.05,
+    )
+    np.testing.assert_allclose(u, sol.y[0], atol=1e-6)
+    np.testing.assert_allclose(s, sol.y[1], atol=1e-6)
