@@ -1,0 +1,173 @@
+"""scanpy/scVelo preprocessing followed by veloVI's min-max scaling and gene selection.
+
+``preprocess`` returns a new AnnData restricted to the genes the model fits. Besides the slots
+listed in docs/architecture.md it stores ``uns['velodash_preprocess']``: the number of genes
+left after each step (``n_genes_input``, ``n_genes_filtered``, ``n_genes_hvg``,
+``n_genes_velocity``) and ``n_cells``, so the pipeline can report what was dropped where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+import scvelo as scv
+from scipy import sparse
+from scvelo.preprocessing.neighbors import get_connectivities
+from sklearn.preprocessing import MinMaxScaler
+
+from core.io import DatasetError, validate_counts
+
+PREPROCESS_UNS_KEY = "velodash_preprocess"
+
+
+@dataclass
+class PreprocessConfig:
+    """Options of :func:`preprocess` (defaults follow the veloVI reproducibility notebooks).
+
+    ``normalize=False`` is for simulated or already-normalised data: gene filtering, per-cell
+    normalisation, HVG selection and log1p are skipped and PCA/neighbours/moments use X and the
+    layers as given.
+    """
+
+    min_shared_counts: int = 20
+    n_top_genes: int = 2000
+    n_pcs: int = 30
+    n_neighbors: int = 30
+    normalize: bool = True
+    compute_umap: bool = True
+    min_max_scale: bool = True
+    filter_on_r2: bool = True
+    min_cells: int = 30
+    min_genes: int = 10
+    seed: int = 0
+
+
+def _as_float32(matrix):
+    """Return a float32 copy-free view when possible (sparse stays sparse)."""
+    return matrix.astype(np.float32, copy=False)
+
+
+def _require_genes(adata: ad.AnnData, config: PreprocessConfig, step: str, fix: str) -> None:
+    """Raise DatasetError when fewer than ``config.min_genes`` genes are left after ``step``."""
+    if adata.n_vars < config.min_genes:
+        raise DatasetError(
+            f"Only {adata.n_vars} gene(s) left after {step}; at least min_genes="
+            f"{config.min_genes} are needed. {fix}"
+        )
+
+
+def _filter_normalize_hvg(adata: ad.AnnData, config: PreprocessConfig) -> dict[str, int]:
+    """scVelo gene filter + per-cell normalisation, log1p X, Scanpy 'seurat' HVG (in place).
+
+    X is rebuilt from the spliced counts first so the result depends only on the count layers.
+    Returns the number of genes after filtering and after HVG selection.
+    """
+    adata.X = adata.layers["spliced"].copy()
+    scv.pp.filter_genes(adata, min_shared_counts=config.min_shared_counts)
+    _require_genes(
+        adata,
+        config,
+        f"gene filtering (min_shared_counts={config.min_shared_counts})",
+        "Lower min_shared_counts (e.g. 5) or use a deeper-sequenced dataset.",
+    )
+    n_filtered = adata.n_vars
+    scv.pp.normalize_per_cell(adata, layers=["spliced", "unspliced"], enforce=True)
+    sc.pp.log1p(adata)
+    if adata.n_vars > config.n_top_genes:
+        # scVelo 0.3.4 dropped n_top_genes; Scanpy's 'seurat' flavour expects logged X.
+        sc.pp.highly_variable_genes(
+            adata, flavor="seurat", n_top_genes=config.n_top_genes, subset=True
+        )
+    return {"n_genes_filtered": n_filtered, "n_genes_hvg": adata.n_vars}
+
+
+def _embed_and_smooth(adata: ad.AnnData, config: PreprocessConfig) -> None:
+    """PCA, kNN graph, first-order moments Ms/Mu (kNN means) and UMAP, seeded (in place)."""
+    n_pcs = max(1, min(config.n_pcs, adata.n_obs - 1, adata.n_vars - 1))
+    sc.pp.pca(adata, n_comps=n_pcs, random_state=config.seed)
+    sc.pp.neighbors(
+        adata,
+        n_neighbors=min(config.n_neighbors, adata.n_obs - 1),
+        n_pcs=n_pcs,
+        random_state=config.seed,
+    )
+    # scVelo's own moment kernel (binarised kNN + self, row-normalised); called directly because
+    # scv.pp.moments silently re-normalises integer-looking layers, which normalize=False forbids.
+    connectivities = get_connectivities(adata)
+    for layer, moment in (("spliced", "Ms"), ("unspliced", "Mu")):
+        smoothed = connectivities @ sparse.csr_matrix(adata.layers[layer])
+        adata.layers[moment] = smoothed.astype(np.float32).toarray()
+    if config.compute_umap and "X_umap" not in adata.obsm:
+        sc.tl.umap(adata, random_state=config.seed)
+
+
+def _scale_and_select(adata: ad.AnnData, config: PreprocessConfig) -> ad.AnnData:
+    """veloVI's ``preprocess_data``: keep raw moments, min-max scale, steady-state r2 filter."""
+    adata.layers["Ms_raw"] = adata.layers["Ms"].copy()
+    adata.layers["Mu_raw"] = adata.layers["Mu"].copy()
+    if config.min_max_scale:
+        for moment in ("Ms", "Mu"):
+            scaled = MinMaxScaler().fit_transform(adata.layers[moment])
+            adata.layers[moment] = _as_float32(scaled)
+    scv.tl.velocity(adata, mode="deterministic")
+    if config.filter_on_r2:
+        keep = (
+            (adata.var["velocity_r2"] > 0)
+            & (adata.var["velocity_gamma"] > 0)
+            & adata.var["velocity_genes"].astype(bool)
+        )
+        adata = adata[:, keep.to_numpy()].copy()
+    # Steady-state velocity belongs to core.baseline; velocity_params would mislead
+    # scv.tl.velocity_graph about the model's velocity.
+    del adata.layers["velocity"]
+    adata.uns.pop("velocity_params", None)
+    return adata
+
+
+def preprocess(adata: ad.AnnData, config: PreprocessConfig | None = None) -> ad.AnnData:
+    """Preprocess raw spliced/unspliced counts for veloVI; returns a new AnnData.
+
+    Input: ``adata`` (N cells × G genes) with count layers ``spliced``/``unspliced``; it is not
+    modified. Output (N × G' genes kept): ``layers['Ms'|'Mu']`` min-max scaled per gene to
+    [0, 1] (float32, dense), ``layers['Ms_raw'|'Mu_raw']`` the kNN means before scaling (same
+    units as the normalised counts), ``layers['spliced'|'unspliced']`` (per-cell normalised
+    counts when ``normalize``, float32), X (log1p normalised spliced when ``normalize``),
+    ``obsm['X_pca']``, ``obsp['connectivities'|'distances']``, ``obsm['X_umap']`` (kept if
+    present), ``var['velocity_gamma'|'velocity_r2'|'velocity_genes']`` and
+    ``uns['velodash_preprocess']`` (genes left after each step).
+
+    Raises :class:`DatasetError` when the counts are invalid or fewer than ``min_cells`` cells /
+    ``min_genes`` genes remain, naming the step and the option to relax.
+    """
+    config = config or PreprocessConfig()
+    validate_counts(adata)
+    if adata.n_obs < config.min_cells:
+        raise DatasetError(
+            f"The dataset has {adata.n_obs} cell(s); at least min_cells={config.min_cells} are "
+            "needed for the kNN graph and moments. Use a larger dataset or lower min_cells."
+        )
+    data = adata.copy()
+    data.strings_to_categoricals()
+    data.X = _as_float32(data.X)
+    for layer in ("spliced", "unspliced"):
+        data.layers[layer] = _as_float32(data.layers[layer])
+    stats = {"n_cells": data.n_obs, "n_genes_input": data.n_vars}
+    if config.normalize:
+        stats.update(_filter_normalize_hvg(data, config))
+    else:
+        stats.update(n_genes_filtered=data.n_vars, n_genes_hvg=data.n_vars)
+    _require_genes(data, config, "input checks", "Use a dataset with more genes.")
+    _embed_and_smooth(data, config)
+    data = _scale_and_select(data, config)
+    _require_genes(
+        data,
+        config,
+        "velocity gene selection (steady-state r2 > 0, gamma > 0)",
+        "Set filter_on_r2=False to keep all genes, or raise n_top_genes / lower min_shared_counts.",
+    )
+    stats["n_genes_velocity"] = data.n_vars
+    data.uns[PREPROCESS_UNS_KEY] = stats
+    return data
