@@ -1,0 +1,200 @@
+"""End-to-end pipeline: raw counts → results file of the DESIGN.md contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from core.io import DatasetError, file_fingerprint
+from core.pipeline import FitParams, fit_file, results_key
+from core.simulate import simulate_branching
+from core.train import TrainingCancelled
+
+# Small but complete: every analysis runs, with few samples so the suite stays fast.
+SMALL = dict(
+    max_epochs=15,
+    n_samples=5,
+    n_samples_intrinsic=10,
+    n_samples_extrinsic=5,
+    n_top_genes=200,
+    n_neighbors=15,
+)
+
+CONTRACT_LAYERS = [
+    "Ms",
+    "Mu",
+    "Ms_raw",
+    "Mu_raw",
+    "velocity",
+    "velocity_var",
+    "fit_t",
+    "fit_s",
+    "fit_u",
+    "state_induction",
+    "state_induction_steady",
+    "state_repression",
+    "state_repression_steady",
+    "velocity_coherence",
+    "velocity_baseline",
+]
+CONTRACT_VAR = [
+    "fit_alpha",
+    "fit_beta",
+    "fit_gamma",
+    "fit_t_",
+    "fit_scaling",
+    "velocity_genes",
+    "fit_mse",
+    "fit_likelihood",
+    "permutation_score",
+    "baseline_sign_agreement",
+    "baseline_pearson",
+]
+CONTRACT_OBS = ["latent_time", "intrinsic_uncertainty", "extrinsic_uncertainty"]
+CONTRACT_OBSM = ["X_umap", "velocity_umap", "X_velovi"]
+CONTRACT_UNS = ["velocity_graph", "velocity_graph_neg", "velocity_params", "velodash"]
+
+
+@pytest.fixture(scope="module")
+def raw_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("raw") / "small.h5ad"
+    simulate_branching(n_cells=400, n_genes=80, seed=3).write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def events() -> list:
+    return []
+
+
+@pytest.fixture(scope="module")
+def result_path(raw_path, tmp_path_factory, events) -> Path:
+    out = tmp_path_factory.mktemp("results") / "small.velodash.h5ad"
+    return fit_file(raw_path, out, FitParams(**SMALL), progress=events.append)
+
+
+@pytest.fixture(scope="module")
+def result(result_path) -> anndata.AnnData:
+    return anndata.read_h5ad(result_path)
+
+
+def test_results_file_has_every_contract_slot(result):
+    missing = (
+        [f"layers[{k!r}]" for k in CONTRACT_LAYERS if k not in result.layers]
+        + [f"var[{k!r}]" for k in CONTRACT_VAR if k not in result.var]
+        + [f"obs[{k!r}]" for k in CONTRACT_OBS if k not in result.obs]
+        + [f"obsm[{k!r}]" for k in CONTRACT_OBSM if k not in result.obsm]
+        + [f"uns[{k!r}]" for k in CONTRACT_UNS if k not in result.uns]
+        + [f"varm[{k!r}]" for k in ("coherence", "permutation_effect") if k not in result.varm]
+    )
+    assert not missing, f"results file lacks {missing}"
+
+
+def test_contract_values_are_consistent(result):
+    n, g = result.shape
+    info = result.uns["velodash"]
+    n_types = len(info["cell_types"])
+    assert list(result.obs[info["groupby"]].cat.categories) == list(info["cell_types"])
+    assert result.varm["coherence"].shape == (g, n_types)
+    assert result.varm["permutation_effect"].shape == (g, n_types)
+    states = sum(
+        result.layers[f"state_{s}"]
+        for s in ("induction", "induction_steady", "repression", "repression_steady")
+    )
+    np.testing.assert_allclose(states, 1.0, atol=1e-4)
+    assert result.obs["latent_time"].between(0, 1).all()
+    assert (result.layers["velocity_var"] >= 0).all()
+    assert ((result.layers["fit_t"] >= 0) & (result.layers["fit_t"] <= 20 + 1e-4)).all()
+    assert result.var["velocity_genes"].dtype == bool
+    assert sp.issparse(result.uns["velocity_graph"])
+    assert result.uns["velocity_graph"].shape == (n, n)
+    assert result.obsm["velocity_umap"].shape == (n, 2)
+    assert np.isfinite(result.layers["velocity"]).all()
+
+
+def test_provenance_is_recorded(result, raw_path):
+    info = result.uns["velodash"]
+    assert info["fingerprint"] == file_fingerprint(raw_path)
+    assert info["device"] == "cpu"
+    assert info["params"]["max_epochs"] == SMALL["max_epochs"]
+    history = info["history"]
+    assert len(history["elbo_train"]) == len(history["elbo_validation"]) >= 1
+    assert len(history["elbo_validation"]) <= SMALL["max_epochs"]
+    for stage in ("preprocess", "train", "posterior", "graph", "intrinsic", "extrinsic"):
+        assert info["timings"][stage] > 0
+    for stage in ("coherence", "permutation", "baseline"):
+        assert stage in info["timings"]
+
+
+def test_progress_reports_epochs_then_done(events, result):
+    train = [e for e in events if e.stage == "train" and e.epoch is not None]
+    assert [e.epoch for e in train] == list(range(1, len(train) + 1))
+    assert all(np.isfinite(e.elbo_validation) for e in train)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions)
+    assert events[-1].stage == "done" and events[-1].fraction == 1.0
+
+
+def test_graph_matches_scvelo_on_the_results_file(result):
+    """The stored velocity graph is what scVelo computes from the same file."""
+    import scvelo as scv
+
+    ours = result.uns["velocity_graph"].toarray() + result.uns["velocity_graph_neg"].toarray()
+    check = result.copy()
+    scv.tl.velocity_graph(check, approx=False, n_jobs=1, show_progress_bar=False)
+    theirs = check.uns["velocity_graph"].toarray() + check.uns["velocity_graph_neg"].toarray()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_skipping_the_graph_skips_what_needs_it(raw_path, tmp_path):
+    params = FitParams(**{**SMALL, "max_epochs": 3}, skip=("graph", "permutation", "baseline"))
+    out = fit_file(raw_path, tmp_path / "r.h5ad", params)
+    result = anndata.read_h5ad(out)
+    assert "velocity_graph" not in result.uns
+    assert "extrinsic_uncertainty" not in result.obs and "coherence" not in result.varm
+    assert "intrinsic_uncertainty" in result.obs
+    assert list(result.uns["velodash"]["analyses"]) == ["intrinsic"]
+
+
+def test_dataset_without_cell_types_gets_one_group(raw_path, tmp_path):
+    adata = anndata.read_h5ad(raw_path)
+    adata.obs = adata.obs.drop(columns=["clusters"])
+    path = tmp_path / "nogroups.h5ad"
+    adata.write_h5ad(path)
+    params = FitParams(**{**SMALL, "max_epochs": 3}, skip=("extrinsic", "baseline"))
+    result = anndata.read_h5ad(fit_file(path, tmp_path / "r.h5ad", params))
+    assert list(result.uns["velodash"]["cell_types"]) == ["all cells"]
+    assert "one group" in result.uns["velodash"]["notes"][0]
+    assert result.varm["coherence"].shape == (result.n_vars, 1)
+
+
+def test_cancelled_fit_writes_nothing(raw_path, tmp_path):
+    out = tmp_path / "never.h5ad"
+    with pytest.raises(TrainingCancelled):
+        fit_file(raw_path, out, FitParams(**SMALL), should_stop=lambda: True)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_raises_dataset_error_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.h5ad"
+    bad.write_text("this is not an AnnData file")
+    with pytest.raises(DatasetError):
+        fit_file(bad, tmp_path / "out.h5ad")
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_results_key_is_a_content_address():
+    a = results_key("abc", FitParams())
+    assert a == results_key("abc", FitParams())
+    assert a != results_key("abd", FitParams())
+    assert a != results_key("abc", FitParams(max_epochs=10))
+
+
+def test_unknown_skip_is_rejected():
+    with pytest.raises(ValueError, match="unknown analysis"):
+        FitParams(skip=("nonsense",))
