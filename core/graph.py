@@ -1,0 +1,386 @@
+"""Velocity graph, transition matrix and embedding projection, equal to scVelo's, vectorised.
+
+scVelo (``scv.tl.velocity_graph``) loops over cells in Python; here the cosines of all cells
+against their kNN-of-kNN candidates are one gather plus one batched matmul per chunk of cells
+(torch, so it runs on a GPU when there is one), and a posterior's S velocity samples share the
+candidate pattern and the normalised displacements. Deliberate differences from scVelo:
+
+- ``approx`` (30-component PCA of X) is not offered: cosines are always exact in gene space.
+- ``random_neighbors_at_max`` (off by default in scVelo) and ``tkey`` are not offered.
+- ``add_velocity_graph`` raises when the ``xkey`` layer is missing instead of silently using
+  ``spliced``, and never recomputes neighbours (it asks for them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from matplotlib.figure import Figure
+
+MAX_CHUNK_BYTES = 256 * 2**20
+"""Upper bound on the gathered displacement block (cells × candidates × genes, float32)."""
+
+
+@dataclass
+class VelocityGraph:
+    """Cosines of velocities with candidate displacements, split like scVelo.
+
+    ``graph`` (N×N CSR float32) holds the positive cosines in (0, 1], ``graph_neg`` the negative
+    ones in [-1, 0); zeros are not stored. ``self_transition`` (N,) is scVelo's
+    ``clip(P98(c) - c, 0, 1)`` with c the row maximum of ``graph``. ``candidates`` is the N×N
+    boolean pattern the cosines were evaluated on (reuse it for further graphs).
+    """
+
+    graph: sp.csr_matrix
+    graph_neg: sp.csr_matrix
+    self_transition: np.ndarray
+    candidates: sp.csr_matrix
+
+
+def candidate_neighbors(
+    adata_or_distances: AnnData | sp.spmatrix, n_recurse_neighbors: int = 2
+) -> sp.csr_matrix:
+    """Boolean N×N pattern of the cells each cell's velocity is compared with, as scVelo.
+
+    Takes ``adata.obsp['distances']`` (or ``uns['neighbors']['distances']``, or the sparse
+    distance matrix itself). Like scVelo's ``get_indices`` every row is cut to the smallest
+    neighbour count in the graph (keeping the nearest), then the candidates of cell i are i, its
+    neighbours, and their neighbours, recursively ``n_recurse_neighbors`` times (scVelo's default
+    2 for ``mode_neighbors='distances'``): the pattern of (I + A)^r.
+    """
+    distances = _distances(adata_or_distances)
+    if n_recurse_neighbors < 1:
+        raise ValueError(f"n_recurse_neighbors must be >= 1, got {n_recurse_neighbors}.")
+    knn = _truncated_knn(distances)
+    step = (knn + sp.identity(knn.shape[0], dtype=np.int32, format="csr")).astype(bool)
+    pattern = step
+    for _ in range(n_recurse_neighbors - 1):
+        pattern = (pattern @ step).astype(bool)
+    pattern = pattern.tocsr()
+    pattern.sort_indices()
+    return pattern
+
+
+def velocity_graph(
+    V: np.ndarray | torch.Tensor,
+    X: np.ndarray | torch.Tensor,
+    candidates: sp.csr_matrix,
+    sqrt_transform: bool = False,
+    device: str | torch.device | None = None,
+) -> VelocityGraph:
+    """Velocity graph of one velocity field V (N, G) against states X (N, G), as scVelo.
+
+    π_ij = cos(dX_ij − mean_g dX_ij, V_i − mean_g V_i) with dX_ij = X_j − X_i over the
+    ``candidates`` (from :func:`candidate_neighbors`); with ``sqrt_transform`` V and dX are first
+    mapped to sign·sqrt|·| (scVelo's default for stochastic velocities). Undefined cosines (zero
+    velocity, identical cells, the cell itself) are 0 and not stored, as in scVelo. ``device``:
+    where to compute (default: V's device if it is a tensor, else CUDA when available, else CPU).
+    """
+    V = V.unsqueeze(0) if isinstance(V, torch.Tensor) else np.asarray(V)[None]
+    return velocity_graph_samples(V, X, candidates, sqrt_transform, device)[0]
+
+
+def velocity_graph_samples(
+    V: np.ndarray | torch.Tensor,
+    X: np.ndarray | torch.Tensor,
+    candidates: sp.csr_matrix,
+    sqrt_transform: bool = False,
+    device: str | torch.device | None = None,
+) -> list[VelocityGraph]:
+    """S velocity graphs, one per velocity sample V (S, N, G), on shared X (N, G) and candidates.
+
+    Same cosines as :func:`velocity_graph`; the candidate gather and the centred, normalised
+    displacements are computed once per chunk of cells and multiplied with all S samples in one
+    batched matmul. Chunks keep the gathered block under ``MAX_CHUNK_BYTES``.
+    """
+    dev = _device(V, device)
+    V = torch.as_tensor(V, dtype=torch.float32, device=dev)
+    X = torch.as_tensor(X, dtype=torch.float32, device=dev)
+    if V.ndim != 3 or X.ndim != 2 or V.shape[1:] != X.shape:
+        raise ValueError(
+            f"expected V (samples, cells, genes) and X (cells, genes) of matching shape; got V "
+            f"{tuple(V.shape)} and X {tuple(X.shape)}. Subset both to the same genes and cells."
+        )
+    n_samples, n_cells, n_genes = V.shape
+    if candidates.shape != (n_cells, n_cells):
+        raise ValueError(
+            f"candidates has shape {candidates.shape}, expected {(n_cells, n_cells)}; build it "
+            "with candidate_neighbors on the same cells."
+        )
+    candidates = sp.csr_matrix(candidates)
+    candidates.sort_indices()
+    padded, valid = _padded_rows(candidates)
+    width = padded.shape[1]
+    V_unit = _unit_rows(_centre(_signed_sqrt(V) if sqrt_transform else V))  # (S, N, G)
+    cosines = np.empty((n_samples, candidates.nnz), dtype=np.float32)
+    chunk = max(1, MAX_CHUNK_BYTES // max(1, 4 * width * n_genes))
+    for start in range(0, n_cells, chunk):
+        stop = min(start + chunk, n_cells)
+        index = torch.as_tensor(padded[start:stop], device=dev)
+        dX = X[index] - X[start:stop, None, :]  # (n, width, G)
+        if sqrt_transform:
+            dX = _signed_sqrt(dX)
+        dX_unit = _unit_rows(_centre(dX))
+        block = torch.einsum("ckg,scg->sck", dX_unit, V_unit[:, start:stop])
+        mask = valid[start:stop]
+        cosines[:, candidates.indptr[start] : candidates.indptr[stop]] = block.cpu().numpy()[
+            :, mask
+        ]
+    np.nan_to_num(cosines, copy=False, nan=0.0)
+    return [_split_graph(values, candidates) for values in cosines]
+
+
+def transition_matrix(
+    vgraph: VelocityGraph,
+    scale: float = 10.0,
+    self_transitions: bool = True,
+    use_negative_cosines: bool = False,
+    perc: float | None = None,
+    threshold: float | None = None,
+    backward: bool = False,
+) -> sp.csr_matrix:
+    """Transition matrix T (N×N CSR), equal to ``scv.utils.get_transition_matrix``.
+
+    With π the signed cosines (``graph + graph_neg``) and, if ``self_transitions``, the diagonal
+    set to scVelo's self-transition confidence: T_ij = exp(scale·π_ij), or, with
+    ``use_negative_cosines``, sign(π_ij)·(exp(scale·|π_ij|) − 1) (negative cosines become negative
+    weights). Entries below ``threshold`` (or the ``perc`` percentile of the entries) are dropped,
+    ``backward`` transposes, and rows are normalised by Σ_j |T_ij|.
+    """
+    graph = sp.csr_matrix(vgraph.graph, dtype=np.float64)
+    cosines = graph + sp.csr_matrix(vgraph.graph_neg, dtype=np.float64)
+    if self_transitions:
+        cosines = cosines - sp.diags(cosines.diagonal()) + sp.diags(_self_transition(graph))
+    T = sp.csr_matrix(cosines)
+    T.eliminate_zeros()
+    if use_negative_cosines:
+        T.data = np.sign(T.data) * np.expm1(scale * np.abs(T.data))
+    else:
+        T.data = np.exp(scale * T.data)
+    if perc is not None or threshold is not None:
+        cut = np.percentile(T.data, perc) if threshold is None else threshold
+        T.data[T.data < cut] = 0
+        T.eliminate_zeros()
+    if backward:
+        T = T.T.tocsr()
+    row_abs = np.asarray(abs(T).sum(axis=1)).ravel()
+    inverse = np.divide(1.0, row_abs, out=np.zeros_like(row_abs), where=row_abs > 0)
+    return sp.csr_matrix(sp.diags(inverse) @ T)
+
+
+def velocity_embedding(T: sp.spmatrix, X_emb: np.ndarray, autoscale: bool = True) -> np.ndarray:
+    """Velocities projected into an embedding, (N, D), equal to ``scv.tl.velocity_embedding``.
+
+    ν_i = Σ_j T_ij δ_ij − mean_j(T_ij) Σ_j δ_ij over the stored off-diagonal entries of T,
+    with δ_ij = (x_j − x_i)/‖x_j − x_i‖ in ``X_emb`` (N, D) (0 for coinciding cells). Cells
+    without any transition get NaN, as in scVelo. ``autoscale`` divides by 3 × matplotlib's
+    quiver autoscale factor (see :func:`quiver_autoscale`), as scVelo does by default.
+    """
+    X_emb = np.asarray(X_emb, dtype=np.float64)
+    T = sp.csr_matrix(T, dtype=np.float64)
+    if T.shape != (X_emb.shape[0], X_emb.shape[0]):
+        raise ValueError(
+            f"T has shape {T.shape} but X_emb has {X_emb.shape[0]} cells; use the transition "
+            "matrix of the same cells as the embedding."
+        )
+    T = sp.csr_matrix(T - sp.diags(T.diagonal()))
+    T.eliminate_zeros()
+    n_cells = X_emb.shape[0]
+    rows = np.repeat(np.arange(n_cells), np.diff(T.indptr))
+    delta = X_emb[T.indices] - X_emb[rows]
+    norm = np.linalg.norm(delta, axis=1, keepdims=True)
+    delta = np.divide(delta, norm, out=np.zeros_like(delta), where=norm > 0)
+    count = np.bincount(rows, minlength=n_cells).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prob = np.bincount(rows, weights=T.data, minlength=n_cells) / count
+    weighted = np.stack(
+        [np.bincount(rows, weights=T.data * d, minlength=n_cells) for d in delta.T], axis=1
+    )
+    summed = np.stack([np.bincount(rows, weights=d, minlength=n_cells) for d in delta.T], axis=1)
+    V_emb = weighted - mean_prob[:, None] * summed
+    if autoscale:
+        V_emb /= 3 * quiver_autoscale(X_emb, V_emb)
+    return V_emb
+
+
+def quiver_autoscale(X_emb: np.ndarray, V_emb: np.ndarray) -> float:
+    """scVelo's ``quiver_autoscale``: matplotlib's automatic quiver scale for arrows V at X.
+
+    Both (N, ≥2); only the first two columns are used. The factor depends on matplotlib's
+    default figure size and dpi (rcParams), exactly as in scVelo; the figure is an off-screen
+    ``Figure`` (no pyplot state). Uses ``Quiver._init``, the same private hook scVelo uses.
+    """
+    scale_factor = np.abs(X_emb).max()
+    ax = Figure().subplots()
+    quiver = ax.quiver(
+        X_emb[:, 0] / scale_factor,
+        X_emb[:, 1] / scale_factor,
+        V_emb[:, 0],
+        V_emb[:, 1],
+        angles="xy",
+        scale_units="xy",
+        scale=None,
+    )
+    quiver._init()
+    return float(quiver.scale / scale_factor)
+
+
+def add_velocity_graph(
+    adata: AnnData,
+    vkey: str = "velocity",
+    xkey: str = "Ms",
+    basis: str | None = "umap",
+    sqrt_transform: bool | None = None,
+    device: str | torch.device | None = None,
+) -> VelocityGraph:
+    """``scv.tl.velocity_graph`` + ``scv.tl.velocity_embedding`` on ``adata``, in place.
+
+    Genes: ``var[f'{vkey}_genes']`` when present, minus genes whose velocity has NaNs (as
+    scVelo). ``sqrt_transform=None`` means True iff ``uns[f'{vkey}_params']['mode']`` is
+    ``'stochastic'``. Writes ``uns[f'{vkey}_graph']``, ``uns[f'{vkey}_graph_neg']``,
+    ``obs[f'{vkey}_self_transition']`` and ``uns[f'{vkey}_params']`` (merged; ``mode`` kept),
+    and, when ``basis`` is given, ``obsm[f'{vkey}_{basis}']`` from the transition matrix with
+    negative cosines (scVelo's embedding default). Returns the :class:`VelocityGraph`, whose
+    ``candidates`` can be reused for sampled graphs.
+    """
+    for key in (vkey, xkey):
+        if key not in adata.layers:
+            raise KeyError(
+                f"layer {key!r} not found (layers: {sorted(adata.layers)}); compute the "
+                "velocities/moments first or pass vkey/xkey naming existing layers."
+            )
+    if basis is not None and f"X_{basis}" not in adata.obsm:
+        raise KeyError(
+            f"embedding 'X_{basis}' not found in obsm ({sorted(adata.obsm)}); compute it first "
+            "(e.g. scanpy.tl.umap) or pass basis=None to skip the projection."
+        )
+    genes = np.ones(adata.n_vars, dtype=bool)
+    if f"{vkey}_genes" in adata.var:
+        genes &= adata.var[f"{vkey}_genes"].to_numpy(dtype=bool)
+    V = _dense(adata.layers[vkey])[:, genes]
+    X = _dense(adata.layers[xkey])[:, genes]
+    finite = ~np.isnan(V.sum(axis=0))
+    params = dict(adata.uns.get(f"{vkey}_params", {}))
+    if sqrt_transform is None:
+        sqrt_transform = params.get("mode") == "stochastic"
+    candidates = candidate_neighbors(adata)
+    vgraph = velocity_graph(V[:, finite], X[:, finite], candidates, sqrt_transform, device)
+    adata.uns[f"{vkey}_graph"] = vgraph.graph
+    adata.uns[f"{vkey}_graph_neg"] = vgraph.graph_neg
+    adata.obs[f"{vkey}_self_transition"] = vgraph.self_transition
+    params.pop("embeddings", None)
+    params.update(mode_neighbors="distances", n_recurse_neighbors=2)
+    if basis is not None:
+        T = transition_matrix(vgraph, use_negative_cosines=True)
+        adata.obsm[f"{vkey}_{basis}"] = velocity_embedding(T, adata.obsm[f"X_{basis}"])
+        params["embeddings"] = [basis]
+    adata.uns[f"{vkey}_params"] = params
+    return vgraph
+
+
+def _distances(adata_or_distances: AnnData | sp.spmatrix) -> sp.csr_matrix:
+    """The kNN distance matrix (N×N CSR) from an AnnData or the matrix itself."""
+    if isinstance(adata_or_distances, AnnData):
+        adata = adata_or_distances
+        if "distances" in adata.obsp:
+            distances = adata.obsp["distances"]
+        elif "distances" in adata.uns.get("neighbors", {}):
+            distances = adata.uns["neighbors"]["distances"]
+        else:
+            raise KeyError(
+                "no kNN graph: adata.obsp['distances'] is missing; compute neighbours first "
+                "(scanpy.pp.neighbors or core.preprocess.preprocess)."
+            )
+    else:
+        distances = adata_or_distances
+    if not sp.issparse(distances) or distances.shape[0] != distances.shape[1]:
+        raise ValueError(
+            "distances must be a square sparse kNN distance matrix (cells × cells), as "
+            "scanpy.pp.neighbors writes to adata.obsp['distances']."
+        )
+    return sp.csr_matrix(distances)
+
+
+def _truncated_knn(distances: sp.csr_matrix) -> sp.csr_matrix:
+    """0/1 matrix of each row's k nearest stored neighbours, k = the smallest row count.
+
+    scVelo's ``get_indices``: stored zero distances count as neighbours (it adds 1e-6).
+    """
+    counts = np.diff(distances.indptr)
+    k = int(counts.min())
+    if k == 0:
+        raise ValueError(
+            "your neighbour graph seems to be corrupted (a cell has no neighbours, e.g. after "
+            "subsetting); recompute it with scanpy.pp.neighbors."
+        )
+    rows = np.repeat(np.arange(distances.shape[0]), counts)
+    order = np.lexsort((distances.data, rows))
+    rank = np.arange(distances.nnz) - distances.indptr[rows]
+    keep = order[rank < k]
+    data = np.ones(keep.size, dtype=np.int32)
+    return sp.csr_matrix((data, (rows[keep], distances.indices[keep])), shape=distances.shape)
+
+
+def _padded_rows(candidates: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Row-padded column indices (N, width) of a CSR pattern (padding → own row) and the mask."""
+    counts = np.diff(candidates.indptr)
+    width = max(1, int(counts.max(initial=0)))
+    valid = np.arange(width)[None, :] < counts[:, None]
+    padded = np.repeat(np.arange(candidates.shape[0])[:, None], width, axis=1)
+    padded[valid] = candidates.indices
+    return padded, valid
+
+
+def _split_graph(values: np.ndarray, candidates: sp.csr_matrix) -> VelocityGraph:
+    """Positive/negative graphs and self-transition from cosines aligned with ``candidates``."""
+
+    def part(lo: float, hi: float) -> sp.csr_matrix:
+        data = np.clip(values, lo, hi)
+        matrix = sp.csr_matrix(
+            (data, candidates.indices, candidates.indptr), shape=candidates.shape, copy=True
+        )
+        matrix.eliminate_zeros()
+        return matrix
+
+    graph = part(0.0, 1.0)
+    return VelocityGraph(graph, part(-1.0, 0.0), _self_transition(graph), candidates)
+
+
+def _self_transition(graph: sp.csr_matrix) -> np.ndarray:
+    """scVelo's self-transition confidence clip(P98(c) − c, 0, 1), c = row max of ``graph``."""
+    confidence = graph.max(axis=1).toarray().ravel()
+    return np.clip(np.percentile(confidence, 98) - confidence, 0, 1)
+
+
+def _device(V: np.ndarray | torch.Tensor, device: str | torch.device | None) -> torch.device:
+    """Explicit device, else V's device for a tensor, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    if isinstance(V, torch.Tensor):
+        return V.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _signed_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sign(x)·sqrt|x|, scVelo's variance-stabilising transform."""
+    return torch.sign(x) * torch.sqrt(torch.abs(x))
+
+
+def _centre(x: torch.Tensor) -> torch.Tensor:
+    """Subtract the mean over the last (gene) axis."""
+    return x - x.mean(dim=-1, keepdim=True)
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Scale the last axis to unit L2 norm; all-zero rows stay zero."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return torch.where(norm > 0, x / norm, torch.zeros_like(x))
+
+
+def _dense(layer: np.ndarray | sp.spmatrix) -> np.ndarray:
+    """A layer as a dense float32 array."""
+    return np.asarray(layer.toarray() if sp.issparse(layer) else layer, dtype=np.float32)
