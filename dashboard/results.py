@@ -1,0 +1,510 @@
+"""Data access for the dashboard: open a velodash results file once and serve what figures need.
+
+A results file is immutable and content-addressed, so :func:`load_results` memoises the opened
+:class:`Results` per ``(path, mtime, size)``, and each :class:`Results` memoises derived data
+(gene table, per-gene arrays, stream geometry…) in a small bounded LRU (:meth:`Results.memo`).
+Nothing here is per-user state: two web workers opening the same file agree on everything.
+
+Slots of the results contract (DESIGN.md) are either REQUIRED (every ``velodash fit`` writes them)
+or belong to an optional *feature* (an analysis that ``--skip`` can leave out). Accessors of an
+absent feature return ``None`` and :meth:`Results.missing_reason` explains why, so figures can show
+an empty state instead of failing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+T = TypeVar("T")
+
+STATES = ("induction", "induction_steady", "repression", "repression_steady")
+
+REQUIRED_SLOTS: tuple[str, ...] = (
+    "layers/Ms",
+    "layers/Mu",
+    "layers/velocity",
+    "layers/fit_t",
+    "var/fit_alpha",
+    "var/fit_beta",
+    "var/fit_gamma",
+    "var/fit_t_",
+    "obs/latent_time",
+    "obsm/X_umap",
+    "uns/velodash",
+)
+
+# feature -> (slots it needs, why it can be absent)
+FEATURES: dict[str, tuple[tuple[str, ...], str]] = {
+    "intrinsic": (
+        ("obs/intrinsic_uncertainty",),
+        "intrinsic uncertainty was not computed (fitted with --skip intrinsic)",
+    ),
+    "extrinsic": (
+        ("obs/extrinsic_uncertainty",),
+        "extrinsic uncertainty was not computed (fitted with --skip extrinsic or --skip graph)",
+    ),
+    "coherence": (
+        ("varm/coherence",),
+        "velocity coherence was not computed (fitted with --skip coherence or --skip graph)",
+    ),
+    "permutation": (
+        ("var/permutation_score", "varm/permutation_effect"),
+        "permutation scores were not computed (fitted with --skip permutation)",
+    ),
+    "baseline": (
+        ("layers/velocity_baseline",),
+        "the scVelo steady-state baseline was not computed (fitted with --skip baseline)",
+    ),
+    "streams": (
+        ("obsm/velocity_umap",),
+        "no projected velocity obsm['velocity_umap'] (fitted with --skip graph)",
+    ),
+    "states": (tuple(f"layers/state_{s}" for s in STATES), "no posterior state probabilities"),
+    "fitted": (("layers/fit_s", "layers/fit_u"), "no posterior predictive means (fit_s/fit_u)"),
+    "history": (("uns/velodash/history",), "no training history was recorded"),
+}
+
+SINGLE_GROUP = "all cells"
+
+
+class ResultsError(ValueError):
+    """Not a usable velodash results file; the message says what is wrong and how to fix it."""
+
+
+def _has_slot(adata: ad.AnnData, slot: str) -> bool:
+    """Whether ``slot`` ("layers/Ms", "uns/velodash/history", …) exists in ``adata``."""
+    kind, *keys = slot.split("/")
+    container: Any = {
+        "layers": adata.layers,
+        "var": adata.var,
+        "varm": adata.varm,
+        "obs": adata.obs,
+        "obsm": adata.obsm,
+        "uns": adata.uns,
+    }[kind]
+    for key in keys:
+        if not hasattr(container, "__contains__") or key not in container:
+            return False
+        container = container[key]
+    return True
+
+
+def validate_results(adata: ad.AnnData) -> None:
+    """Raise :class:`ResultsError` naming every missing REQUIRED slot of the results contract."""
+    missing = [slot for slot in REQUIRED_SLOTS if not _has_slot(adata, slot)]
+    if not missing:
+        return
+    hint = (
+        "It looks like a counts file (it has spliced/unspliced layers): fit it first with "
+        "`velodash fit <file>` or the Fit button on the home page."
+        if {"spliced", "unspliced"} <= set(adata.layers)
+        else "Open a file written by `velodash fit` (or fit your counts file first)."
+    )
+    raise ResultsError(f"Not a velodash results file: missing {', '.join(missing)}. {hint}")
+
+
+@dataclass(frozen=True)
+class ColorValues:
+    """Per-cell values to colour by.
+
+    ``kind == "categorical"``: ``values`` are int16 codes (N,) into ``categories`` (-1 = missing).
+    ``kind == "numeric"``: ``values`` are float32 (N,) (NaN = missing), ``categories`` is None.
+    """
+
+    key: str
+    label: str
+    kind: Literal["categorical", "numeric"]
+    values: np.ndarray
+    categories: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class GeneArrays:
+    """One gene's per-cell arrays (float32, shape (N,)) and its fitted parameters.
+
+    Optional arrays are None when their slot is absent. ``state`` is the int8 argmax of the state
+    probabilities (0 induction, 1 induction_steady, 2 repression, 3 repression_steady). ``fit_t``
+    is on the 0–20 axis; ``latent_time`` is the cell-level time in [0, 1]. Rates and ``t_switch``
+    follow scVelo's ``fit_*`` convention (same time axis as ``fit_t``).
+    """
+
+    gene: str
+    index: int
+    ms: np.ndarray
+    mu: np.ndarray
+    velocity: np.ndarray
+    fit_t: np.ndarray
+    latent_time: np.ndarray
+    alpha: float
+    beta: float
+    gamma: float
+    t_switch: float
+    scaling: float
+    fit_s: np.ndarray | None = None
+    fit_u: np.ndarray | None = None
+    velocity_var: np.ndarray | None = None
+    baseline: np.ndarray | None = None
+    state: np.ndarray | None = None
+    likelihood: float | None = None
+    mse: float | None = None
+
+
+def _column(matrix: Any, j: int) -> np.ndarray:
+    """Column ``j`` of a dense or sparse (N, G) matrix as a contiguous float32 (N,) array."""
+    col = matrix[:, j]
+    if sp.issparse(col):
+        col = col.toarray()
+    return np.ascontiguousarray(np.asarray(col, dtype=np.float32).ravel())
+
+
+def _scalar(var: pd.DataFrame, key: str, j: int) -> float | None:
+    return float(var[key].iloc[j]) if key in var else None
+
+
+class Results:
+    """A validated, read-only results AnnData with typed, memoised accessors for the figures."""
+
+    MEMO_SIZE = 128
+
+    def __init__(self, adata: ad.AnnData, key: str | None = None, path: Path | None = None):
+        """Wrap ``adata`` (validated); ``key`` identifies its content for caches (default: id)."""
+        validate_results(adata)
+        self.adata = adata
+        self.path = path
+        self.key = key or f"memory:{id(adata)}"
+        self._memo: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Results({self.key!r}, {self.n_cells} cells × {self.n_genes} genes)"
+
+    # -- memoisation -------------------------------------------------------------------------
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()`` once per ``key`` for this file (bounded LRU of ``MEMO_SIZE`` entries)."""
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        value = compute()
+        with self._lock:
+            self._memo[key] = value
+            while len(self._memo) > self.MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return value
+
+    # -- optional features -------------------------------------------------------------------
+    def has(self, feature: str) -> bool:
+        """Whether every slot of optional ``feature`` (a key of :data:`FEATURES`) is present."""
+        slots, _ = FEATURES[feature]
+        return all(_has_slot(self.adata, s) for s in slots)
+
+    def missing_reason(self, feature: str) -> str | None:
+        """None when ``feature`` is present, else a sentence for the figure's empty state."""
+        return None if self.has(feature) else FEATURES[feature][1].capitalize() + "."
+
+    # -- cells -------------------------------------------------------------------------------
+    @property
+    def n_cells(self) -> int:
+        return self.adata.n_obs
+
+    @property
+    def n_genes(self) -> int:
+        return self.adata.n_vars
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """``uns['velodash']`` (version, params, groupby, cell_types, device, timings, …)."""
+        return self.adata.uns["velodash"]
+
+    @cached_property
+    def groupby(self) -> str | None:
+        """The obs column holding cell types, or None when the fit had no grouping."""
+        key = self.info.get("groupby")
+        return str(key) if key and key in self.adata.obs else None
+
+    @cached_property
+    def cell_types(self) -> list[str]:
+        """Cell-type names in the fit's order (``uns['velodash']['cell_types']``)."""
+        if self.groupby is None:
+            return [SINGLE_GROUP]
+        stored = self.info.get("cell_types")
+        if stored is not None and len(stored):
+            return [str(c) for c in stored]
+        return [str(c) for c in pd.Categorical(self.adata.obs[self.groupby]).categories]
+
+    @cached_property
+    def cell_type_codes(self) -> np.ndarray:
+        """int16 (N,) index of each cell's type into :attr:`cell_types` (-1 = not listed)."""
+        if self.groupby is None:
+            return np.zeros(self.n_cells, dtype=np.int16)
+        labels = self.adata.obs[self.groupby].astype(str)
+        return pd.Categorical(labels, categories=self.cell_types).codes.astype(np.int16)
+
+    @cached_property
+    def cell_ids(self) -> np.ndarray:
+        """Cell names (obs_names) as a str array (N,)."""
+        return np.asarray(self.adata.obs_names, dtype=str)
+
+    @cached_property
+    def umap(self) -> np.ndarray:
+        """float32 (N, 2) UMAP coordinates."""
+        return np.ascontiguousarray(self.adata.obsm["X_umap"][:, :2], dtype=np.float32)
+
+    @cached_property
+    def velocity_umap(self) -> np.ndarray | None:
+        """float32 (N, 2) velocity projected on the UMAP, or None (feature ``streams``)."""
+        if not self.has("streams"):
+            return None
+        return np.ascontiguousarray(self.adata.obsm["velocity_umap"][:, :2], dtype=np.float32)
+
+    @cached_property
+    def latent_time(self) -> np.ndarray:
+        """float32 (N,) cell-level latent time in [0, 1]."""
+        return self.obs_numeric("latent_time")
+
+    def obs_numeric(self, key: str) -> np.ndarray | None:
+        """float32 (N,) values of a numeric obs column, or None when absent."""
+        if key not in self.adata.obs:
+            return None
+        return np.asarray(self.adata.obs[key], dtype=np.float32)
+
+    def obs_columns(self) -> dict[str, Literal["categorical", "numeric"]]:
+        """Colourable obs columns (categorical or numeric, in obs order) and their kind."""
+        out: dict[str, Literal["categorical", "numeric"]] = {}
+        for name, col in self.adata.obs.items():
+            if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == bool:
+                out[str(name)] = "categorical"
+            elif pd.api.types.is_numeric_dtype(col):
+                out[str(name)] = "numeric"
+        return out
+
+    def color_values(self, key: str, layer: str = "Ms") -> ColorValues:
+        """Values to colour cells by: an obs column, else a gene's ``layer`` values.
+
+        Raises KeyError naming the problem when ``key`` is neither a colourable obs column
+        nor a gene.
+        """
+        return self.memo(("color", key, layer), lambda: self._color_values(key, layer))
+
+    def _color_values(self, key: str, layer: str) -> ColorValues:
+        kind = self.obs_columns().get(key)
+        if kind == "categorical":
+            if key == self.groupby:
+                return ColorValues(key, key, "categorical", self.cell_type_codes, self.cell_types)
+            cat = pd.Categorical(self.adata.obs[key].astype(str))
+            return ColorValues(
+                key,
+                key,
+                "categorical",
+                cat.codes.astype(np.int16),
+                [str(c) for c in cat.categories],
+            )
+        if kind == "numeric":
+            return ColorValues(key, key, "numeric", self.obs_numeric(key))
+        if key in self.gene_index:
+            if layer not in self.adata.layers:
+                raise KeyError(f"no layer {layer!r}; layers are {', '.join(self.adata.layers)}")
+            values = _column(self.adata.layers[layer], self.gene_index[key])
+            return ColorValues(key, f"{key} ({layer})", "numeric", values)
+        raise KeyError(
+            f"cannot colour by {key!r}: it is neither a gene name nor an obs column "
+            f"({', '.join(self.obs_columns())})"
+        )
+
+    # -- genes -------------------------------------------------------------------------------
+    @cached_property
+    def gene_names(self) -> list[str]:
+        """Gene names (var_names) in file order."""
+        return [str(g) for g in self.adata.var_names]
+
+    @cached_property
+    def gene_index(self) -> dict[str, int]:
+        """Gene name -> column index."""
+        return {g: j for j, g in enumerate(self.gene_names)}
+
+    @cached_property
+    def _lower_names(self) -> np.ndarray:
+        return np.char.lower(np.asarray(self.gene_names, dtype=str))
+
+    def resolve_gene(self, gene: str) -> int:
+        """Column index of ``gene``; raises KeyError with close matches when it is unknown."""
+        if gene in self.gene_index:
+            return self.gene_index[gene]
+        close = self.search_genes(gene, limit=5) or self.search_genes(gene[:3], limit=5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown gene {gene!r} (the results hold {self.n_genes} genes).{hint}")
+
+    def search_genes(self, query: str, limit: int = 20) -> list[str]:
+        """Type-ahead: genes whose name starts with ``query`` (case-insensitive), then those that
+        contain it, each group in file order; at most ``limit`` names."""
+        q = query.strip().lower()
+        if not q:
+            return self.gene_names[:limit]
+        starts = np.char.startswith(self._lower_names, q)
+        contains = np.char.find(self._lower_names, q) >= 0
+        order = np.concatenate([np.flatnonzero(starts), np.flatnonzero(contains & ~starts)])
+        return [self.gene_names[j] for j in order[:limit]]
+
+    def gene_arrays(self, gene: str) -> GeneArrays:
+        """One gene's per-cell arrays and fit (memoised per gene)."""
+        return self.memo(("gene", gene), lambda: self._gene_arrays(gene))
+
+    def _gene_arrays(self, gene: str) -> GeneArrays:
+        j = self.resolve_gene(gene)
+        layers, var = self.adata.layers, self.adata.var
+
+        def optional(name: str) -> np.ndarray | None:
+            return _column(layers[name], j) if name in layers else None
+
+        state = None
+        if self.has("states"):
+            probs = np.stack([_column(layers[f"state_{s}"], j) for s in STATES], axis=1)
+            state = probs.argmax(1).astype(np.int8)
+        return GeneArrays(
+            gene=gene,
+            index=j,
+            ms=_column(layers["Ms"], j),
+            mu=_column(layers["Mu"], j),
+            velocity=_column(layers["velocity"], j),
+            fit_t=_column(layers["fit_t"], j),
+            latent_time=self.latent_time,
+            alpha=float(var["fit_alpha"].iloc[j]),
+            beta=float(var["fit_beta"].iloc[j]),
+            gamma=float(var["fit_gamma"].iloc[j]),
+            t_switch=float(var["fit_t_"].iloc[j]),
+            scaling=_scalar(var, "fit_scaling", j) or 1.0,
+            fit_s=optional("fit_s"),
+            fit_u=optional("fit_u"),
+            velocity_var=optional("velocity_var"),
+            baseline=optional("velocity_baseline"),
+            state=state,
+            likelihood=_scalar(var, "fit_likelihood", j),
+            mse=_scalar(var, "fit_mse", j),
+        )
+
+    def gene_table(self) -> pd.DataFrame:
+        """One row per gene (file order), for the sortable gene table.
+
+        Columns: ``gene``, ``velocity_gene``, ``permutation_score``, ``fit_mse``,
+        ``fit_likelihood``, ``alpha``, ``beta``, ``gamma``, ``switch_time`` (fit_t_),
+        ``coherence_<cell type>`` (one per type), ``baseline_agreement``, ``baseline_pearson``;
+        columns of absent optional slots are left out.
+        """
+        return self.memo(("gene_table",), self._gene_table)
+
+    def _gene_table(self) -> pd.DataFrame:
+        var = self.adata.var
+        renames = {
+            "velocity_genes": "velocity_gene",
+            "permutation_score": "permutation_score",
+            "fit_mse": "fit_mse",
+            "fit_likelihood": "fit_likelihood",
+            "fit_alpha": "alpha",
+            "fit_beta": "beta",
+            "fit_gamma": "gamma",
+            "fit_t_": "switch_time",
+        }
+        table = pd.DataFrame({"gene": self.gene_names})
+        for src, dst in renames.items():
+            if src in var:
+                table[dst] = var[src].to_numpy()
+        if self.has("coherence"):
+            coherence = np.asarray(self.adata.varm["coherence"], dtype=np.float64)
+            for c, name in enumerate(self.cell_types):
+                table[f"coherence_{name}"] = coherence[:, c]
+        for src, dst in (
+            ("baseline_sign_agreement", "baseline_agreement"),
+            ("baseline_pearson", "baseline_pearson"),
+        ):
+            if src in var:
+                table[dst] = var[src].to_numpy()
+        return table
+
+    def varm_matrix(self, key: str) -> np.ndarray | None:
+        """float32 (G, C) ``varm[key]`` (``coherence``, ``permutation_effect``) or None."""
+        if key not in self.adata.varm:
+            return None
+        return np.asarray(self.adata.varm[key], dtype=np.float32)
+
+    # -- run metadata ------------------------------------------------------------------------
+    def history(self) -> dict[str, np.ndarray] | None:
+        """Per-epoch ``elbo_train`` and ``elbo_validation`` (float64 arrays) or None."""
+        if not self.has("history"):
+            return None
+        hist = self.info["history"]
+        return {
+            k: np.asarray(hist[k], dtype=np.float64)
+            for k in ("elbo_train", "elbo_validation")
+            if k in hist
+        }
+
+    def permutation_stats(self) -> dict[str, float]:
+        """``uns['velodash']['permutation']`` (skewness, kurtosis, …) as floats; {} if absent."""
+        stats = self.info.get("permutation", {})
+        return {str(k): float(v) for k, v in stats.items() if np.isscalar(v)}
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready overview: sizes, cell types with counts, device, timings, params, absences."""
+        counts = np.bincount(
+            self.cell_type_codes[self.cell_type_codes >= 0], minlength=len(self.cell_types)
+        )
+        var = self.adata.var
+        return {
+            "n_cells": self.n_cells,
+            "n_genes": self.n_genes,
+            "n_velocity_genes": int(var["velocity_genes"].sum())
+            if "velocity_genes" in var
+            else None,
+            "groupby": self.groupby,
+            "cell_types": {name: int(n) for name, n in zip(self.cell_types, counts, strict=True)},
+            "version": str(self.info.get("version", "")),
+            "device": str(self.info.get("device", "")),
+            "fingerprint": str(self.info.get("fingerprint", "")),
+            "timings": _plain(self.info.get("timings", {})),
+            "params": _plain(self.info.get("params", {})),
+            "missing": {f: reason for f in FEATURES if (reason := self.missing_reason(f))},
+        }
+
+
+def _plain(value: Any) -> Any:
+    """Convert numpy scalars/arrays inside nested dicts to JSON-ready Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def load_results(path: str | Path) -> Results:
+    """Open a results ``.h5ad`` (one read) and return its :class:`Results`, memoised per
+    ``(resolved path, mtime, size)``; raises :class:`ResultsError` for a missing/unreadable file
+    or one that is not a velodash results file."""
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise ResultsError(f"results file {p} does not exist; choose an existing .h5ad file")
+    stat = p.stat()
+    return _load_cached(str(p), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, size: int) -> Results:
+    try:
+        adata = ad.read_h5ad(path)
+    except Exception as exc:  # anndata/h5py raise many types for a non-h5ad file
+        raise ResultsError(
+            f"cannot read {path} as an .h5ad file ({exc}); choose a velodash results file"
+        ) from exc
+    return Results(adata, key=f"{path}:{mtime_ns}:{size}", path=Path(path))
