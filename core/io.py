@@ -35,9 +35,9 @@ class DatasetError(ValueError):
 def read_dataset(path: str | os.PathLike) -> ad.AnnData:
     """Read an ``.h5ad`` or ``.loom`` file into an AnnData (cells × genes).
 
-    Loom files are read with their ``spliced``/``unspliced`` layers (velocyto's layer names;
-    ``ambiguous`` is kept when present) and ``obs_names``/``var_names`` from the usual
-    ``CellID``/``Gene`` attributes. Raises :class:`DatasetError` for a missing file, an
+    Loom files (velocyto, STARsolo, kb) keep their named layers (``spliced``, ``unspliced``,
+    ``ambiguous``) as AnnData layers and the main matrix as X; cell and gene names come from the
+    usual ``CellID``/``Gene`` attributes. Raises :class:`DatasetError` for a missing file, an
     unsupported suffix, or a file that is not a readable AnnData/loom file.
     """
     path = Path(path)
@@ -56,30 +56,27 @@ def read_dataset(path: str | os.PathLike) -> ad.AnnData:
         if suffix == ".h5ad":
             adata = ad.read_h5ad(path)
         else:
-            adata = ad.read_loom(path, sparse=True, cleanup=False, X_name="spliced")
+            adata = ad.read_loom(path, sparse=True, X_name="")
     except Exception as err:  # the readers raise many unrelated types on corrupt input
         raise DatasetError(
             f"Could not read {path.name} as a {suffix} file ({type(err).__name__}: {err}). "
             "The file is corrupt, truncated, or not an AnnData/loom file; re-export it with "
             "anndata (`adata.write_h5ad`) or loompy."
         ) from err
-    if suffix == ".loom":
-        _map_loom_layers(adata)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise DatasetError(
+            f"{path.name} holds an empty matrix ({adata.n_obs} cells × {adata.n_vars} genes); "
+            "it is not a count dataset. Check that the right file was exported."
+        )
     adata.obs_names_make_unique()
     adata.var_names_make_unique()
     return adata
 
 
-def _map_loom_layers(adata: ad.AnnData) -> None:
-    """Use loom's main matrix as ``spliced`` when the file has no separate spliced layer."""
-    if "spliced" not in adata.layers and "unspliced" in adata.layers:
-        adata.layers["spliced"] = adata.X.copy()
-
-
 def _nonfinite_negative_counts(matrix) -> tuple[int, int, int]:
     """Count (NaN, ±inf, negative) entries of a dense or sparse matrix, in row blocks."""
     if sparse.issparse(matrix):
-        values = sparse.csr_matrix(matrix).data
+        values = matrix.data if matrix.format in ("csr", "csc", "coo") else matrix.tocsr().data
         return (
             int(np.isnan(values).sum()),
             int(np.isinf(values).sum()),
@@ -93,9 +90,10 @@ def _nonfinite_negative_counts(matrix) -> tuple[int, int, int]:
 
 
 def validate_counts(adata: ad.AnnData) -> None:
-    """Check that ``layers['spliced'|'unspliced']`` exist, match X's shape, and are finite, ≥ 0.
+    """Check that ``layers['spliced'|'unspliced']`` exist, are numeric, finite and ≥ 0.
 
-    Works on sparse and dense layers without densifying the whole matrix. Raises
+    AnnData itself refuses layers whose shape differs from X (in memory and on reading). Works
+    on sparse and dense layers without densifying the whole matrix. Raises
     :class:`DatasetError` naming the problem, the layer, how many entries, and how to fix it.
     """
     missing = [name for name in REQUIRED_LAYERS if name not in adata.layers]
@@ -110,11 +108,6 @@ def validate_counts(adata: ad.AnnData) -> None:
         )
     for name in REQUIRED_LAYERS:
         layer = adata.layers[name]
-        if layer.shape != adata.shape:
-            raise DatasetError(
-                f"Layer '{name}' has shape {layer.shape} but X has {adata.shape}; every layer "
-                "must be cells × genes like X. Rebuild the AnnData with matching matrices."
-            )
         if not np.issubdtype(layer.dtype, np.number):
             raise DatasetError(
                 f"Layer '{name}' has dtype {layer.dtype}; counts must be numeric. Convert with "
