@@ -111,8 +111,9 @@ def velocity_graph_samples(
             f"candidates has shape {candidates.shape}, expected {(n_cells, n_cells)}; build it "
             "with candidate_neighbors on the same cells."
         )
-    candidates = sp.csr_matrix(candidates)
-    candidates.sort_indices()
+    if candidates.format != "csr" or not candidates.has_sorted_indices:
+        candidates = sp.csr_matrix(candidates, copy=True)
+        candidates.sort_indices()
     padded, valid = _padded_rows(candidates)
     width = padded.shape[1]
     V_unit = _unit_rows(_centre(_signed_sqrt(V) if sqrt_transform else V))  # (S, N, G)
