@@ -1,0 +1,143 @@
+"""Small shared layout pieces and per-request helpers for the page modules.
+
+Ids of components that live in the app shell (stores, job bar) are constants here, so the
+pages and the shell agree on them. Page modules get the active configuration from the Flask
+app (`current_registry`), never from module globals, so one process can host several apps.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import flask
+from dash import dcc, html
+
+from dashboard.datasets import Dataset, DatasetRegistry, UnknownDataset
+from dashboard.results import Results, ResultsError, load_results
+
+CONFIG_KEY = "VELODASH_CONFIG"
+
+# Shell-level ids (present on every page).
+URL = "url"
+FIT_REQUEST = "fit-request"
+FIT_PROGRESS = "fit-progress"
+FIT_RUNNING = "fit-running"
+FIT_RESULT = "fit-result"
+CANCEL_FIT = "cancel-fit"
+JOB_BAR = "job-bar"
+JOB_ALERT = "job-alert"
+URL_STATE = "url-state"
+URL_SYNCED = "url-synced"
+
+PAGES = (
+    ("/", "Home"),
+    ("/stream", "Velocity"),
+    ("/uncertainty", "Uncertainty"),
+    ("/genes", "Genes"),
+    ("/coherence", "Coherence"),
+    ("/permutation", "Permutation"),
+)
+
+
+def current_registry() -> DatasetRegistry:
+    """The dataset registry of the app serving the current request."""
+    return DatasetRegistry(flask.current_app.config[CONFIG_KEY])
+
+
+def page_href(path: str, ds: str | None, **query: str | None) -> str:
+    """A URL for `path` carrying the dataset id and any other non-empty query values."""
+    values = {"ds": ds, **query}
+    query_string = urlencode({k: v for k, v in values.items() if v})
+    return f"{path}?{query_string}" if query_string else path
+
+
+def gene_link(gene: str, ds: str | None, **style) -> dcc.Link:
+    """A link that opens the gene view for `gene`; every gene name in the UI uses it."""
+    return dcc.Link(gene, href=page_href("/genes", ds, gene=gene), className="gene-link", **style)
+
+
+def alert(message, kind: str = "warning", **kwargs) -> html.Div:
+    """A coloured message box; `kind` is info, success, warning or danger."""
+    return html.Div(message, className=f"alert alert-{kind}", role="alert", **kwargs)
+
+
+def resolve(ds: str | None) -> tuple[Dataset | None, Results | None, html.Div | None]:
+    """(dataset, its results, None) for a URL's `ds`, or what to show instead of a page.
+
+    A missing `ds` means the default dataset. The third item is an alert explaining why there
+    is nothing to show (unknown id, or a raw dataset not fitted yet) with a way forward.
+    """
+    registry = current_registry()
+    ds = ds or registry.default_id()
+    if ds is None:
+        return None, None, alert(["No dataset is available. ", dcc.Link("Open one", href="/")])
+    try:
+        dataset = registry.get(ds)
+    except UnknownDataset:
+        return (
+            None,
+            None,
+            alert(
+                [f"Unknown dataset '{ds}'. ", dcc.Link("Pick a dataset", href="/")], "danger"
+            ),
+        )
+    path = registry.results_for(dataset)
+    if path is None:
+        return (
+            dataset,
+            None,
+            alert(
+                [
+                    f"{dataset.label} has not been fitted yet. ",
+                    dcc.Link("Fit it on the home page", href=page_href("/", dataset.id)),
+                    " (progress is shown at the top of every page).",
+                ],
+                "info",
+            ),
+        )
+    try:
+        return dataset, load_results(path), None
+    except ResultsError as err:
+        return dataset, None, alert(str(err), "danger")
+
+
+def navbar() -> html.Nav:
+    """The top bar: brand and one link per page (hrefs keep the current dataset)."""
+    return html.Nav(
+        [
+            dcc.Link("velodash", href="/", className="brand", id="nav-brand"),
+            html.Div(
+                [
+                    dcc.Link(name, href=path, id=f"nav-{name.lower()}", className="nav-link")
+                    for path, name in PAGES
+                ],
+                className="nav-links",
+            ),
+            html.Span(id="nav-dataset", className="nav-dataset"),
+        ],
+        className="navbar",
+    )
+
+
+def job_bar() -> html.Div:
+    """The shell's fit progress strip with its Cancel button (hidden while no fit runs)."""
+    return html.Div(
+        [
+            html.Span(id="job-message", className="job-message"),
+            html.Div(html.Div(id="job-progress-fill", className="progress-fill"), className="progress"),
+            html.Button("Cancel fit", id=CANCEL_FIT, className="btn btn-outline", n_clicks=0),
+        ],
+        id=JOB_BAR,
+        className="job-bar",
+        style={"display": "none"},
+    )
+
+
+def url_state_store() -> dcc.Store:
+    """Per-page store whose value (a query string) is mirrored into the address bar."""
+    return dcc.Store(id=URL_STATE)
+
+
+def section(title: str, *children, **kwargs) -> html.Section:
+    """A titled card."""
+    return html.Section([html.H3(title), *children], className="card", **kwargs)

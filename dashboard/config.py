@@ -1,0 +1,91 @@
+"""Dashboard configuration: one frozen dataclass built from CLI arguments and environment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_PATH = REPO_ROOT / "sample_data" / "velodash_sample.h5ad"
+DEFAULT_CACHE_DIR = REPO_ROOT / ".velodash"
+
+ENV_CACHE_DIR = "VELODASH_CACHE_DIR"
+ENV_SECRET_KEY = "VELODASH_SECRET_KEY"
+ENV_REDIS_URL = "VELODASH_REDIS_URL"
+ENV_MAX_UPLOAD_MB = "VELODASH_MAX_UPLOAD_MB"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the web app needs; immutable so every worker process agrees.
+
+    `fit_overrides` are merged into every fit's parameters (e.g. `{"max_epochs": 10}` for tests);
+    `redis_url` switches background jobs from the local DiskcacheManager to Celery + Redis.
+    """
+
+    data: tuple[Path, ...] = ()
+    data_dir: Path | None = None
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    sample_path: Path = SAMPLE_PATH
+    allow_upload: bool = True
+    max_upload_mb: float = 500.0
+    auto_fit_sample: bool = True
+    redis_url: str | None = None
+    secret_key: str | None = None
+    fit_overrides: Mapping[str, Any] = field(default_factory=dict)
+    debug: bool = False
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> AppConfig:
+        """Config from `VELODASH_*` environment variables, then explicit keyword overrides.
+
+        Keyword arguments whose value is None are ignored, so CLI defaults never mask the env.
+        """
+        values: dict[str, Any] = {}
+        if os.environ.get(ENV_CACHE_DIR):
+            values["cache_dir"] = Path(os.environ[ENV_CACHE_DIR])
+        if os.environ.get(ENV_REDIS_URL):
+            values["redis_url"] = os.environ[ENV_REDIS_URL]
+        if os.environ.get(ENV_SECRET_KEY):
+            values["secret_key"] = os.environ[ENV_SECRET_KEY]
+        if os.environ.get(ENV_MAX_UPLOAD_MB):
+            values["max_upload_mb"] = float(os.environ[ENV_MAX_UPLOAD_MB])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "data" in values:
+            values["data"] = tuple(Path(p) for p in values["data"])
+        for key in ("cache_dir", "data_dir", "sample_path"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Upload size limit in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def resolve_secret_key(config: AppConfig) -> str:
+    """The Flask secret key: the configured one, else one generated once per cache dir.
+
+    The generated key is written to `cache_dir/secret_key` with exclusive creation, so several
+    workers sharing a cache dir all read the same key (needed for signed background-job handles).
+    """
+    if config.secret_key:
+        return config.secret_key
+    path = config.cache_dir / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # atomic: exactly one writer wins, readers never see a partial key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

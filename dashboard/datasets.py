@@ -1,0 +1,224 @@
+"""What the dashboard can open: the sample, CLI files, a data folder, uploads, and their results.
+
+Datasets are addressed by short stable ids (``"sample"`` or a content-hash prefix), never by
+file paths, so URLs are safe to share from a hosted instance. Results are content-addressed:
+``cache_dir/results/<results_key>.h5ad`` records the fingerprint of its input in
+``uns['velodash']['fingerprint']``, so a later launch (or another worker) finds them at once.
+The registry keeps no mutable state; the only memo is keyed by file size and mtime.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import h5py
+
+from core.io import SUPPORTED_SUFFIXES, file_fingerprint
+from core.pipeline import FitParams, results_key
+from dashboard.config import AppConfig
+
+SAMPLE_ID = "sample"
+ID_LENGTH = 12
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+Kind = Literal["results", "raw"]
+Source = Literal["sample", "cli", "data_dir", "upload"]
+
+
+class UploadError(ValueError):
+    """An upload the dashboard cannot use; the message says why and what to do."""
+
+
+class UnknownDataset(KeyError):
+    """A dataset id that the registry does not offer (stale or tampered link)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One openable file: `kind` "results" opens at once, "raw" needs a fit first."""
+
+    id: str
+    label: str
+    path: Path
+    kind: Kind
+    source: Source
+
+
+@functools.lru_cache(maxsize=512)
+def _fingerprint_cached(path: str, size: int, mtime_ns: int) -> str:
+    return file_fingerprint(path)
+
+
+def fingerprint(path: Path) -> str:
+    """Content hash (sha256 hex) of a file, memoised on (path, size, mtime)."""
+    stat = path.stat()
+    return _fingerprint_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=512)
+def _h5_info_cached(path: str, size: int, mtime_ns: int) -> tuple[bool, str, bool]:
+    """(is results file, recorded input fingerprint, has spliced+unspliced layers)."""
+    with h5py.File(path, "r") as fh:
+        is_results = "uns/velodash" in fh and "layers/velocity" in fh
+        recorded = ""
+        if is_results and "uns/velodash/fingerprint" in fh:
+            value = fh["uns/velodash/fingerprint"][()]
+            recorded = value.decode() if isinstance(value, bytes) else str(value)
+        has_counts = "layers/spliced" in fh and "layers/unspliced" in fh
+    return is_results, recorded, has_counts
+
+
+def h5_info(path: Path) -> tuple[bool, str, bool]:
+    """Inspect an HDF5 (.h5ad/.loom) file without loading it; memoised on size and mtime.
+
+    Returns (is a velodash results file, the input fingerprint it records, has count layers).
+    Raises OSError when the file is not readable HDF5.
+    """
+    stat = path.stat()
+    return _h5_info_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _kind(path: Path) -> Kind:
+    return "results" if path.suffix.lower() == ".h5ad" and h5_info(path)[0] else "raw"
+
+
+class DatasetRegistry:
+    """The datasets offered by one app configuration; every lookup re-reads the disk."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.uploads_dir = config.cache_dir / "uploads"
+        self.results_dir = config.cache_dir / "results"
+
+    def _candidates(self) -> list[tuple[Path, Source]]:
+        found: list[tuple[Path, Source]] = []
+        if self.config.sample_path.is_file():
+            found.append((self.config.sample_path, "sample"))
+        found += [(Path(p), "cli") for p in self.config.data if Path(p).is_file()]
+        for folder, source in ((self.config.data_dir, "data_dir"), (self.uploads_dir, "upload")):
+            if folder is not None and folder.is_dir():
+                found += [
+                    (p, source)
+                    for p in sorted(folder.iterdir())
+                    if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                ]
+        return found
+
+    def datasets(self) -> list[Dataset]:
+        """Every openable dataset, sample first; unreadable files are left out."""
+        out: dict[str, Dataset] = {}
+        for path, source in self._candidates():
+            try:
+                kind = _kind(path)
+                ds_id = SAMPLE_ID if source == "sample" else fingerprint(path)[:ID_LENGTH]
+            except OSError:
+                continue
+            label = "Sample data (simulated branching)" if source == "sample" else path.name
+            out.setdefault(ds_id, Dataset(ds_id, label, path.resolve(), kind, source))
+        return list(out.values())
+
+    def get(self, ds_id: str) -> Dataset:
+        """The dataset with this id; raises UnknownDataset."""
+        for dataset in self.datasets():
+            if dataset.id == ds_id:
+                return dataset
+        raise UnknownDataset(ds_id)
+
+    def default_id(self) -> str | None:
+        """The dataset a bare URL opens: the first CLI file, else the sample, else any."""
+        datasets = self.datasets()
+        for source in ("cli", "sample", "data_dir", "upload"):
+            match = [d for d in datasets if d.source == source]
+            if match:
+                return match[0].id
+        return None
+
+    def results_path_for_fit(self, dataset: Dataset, params: FitParams) -> Path:
+        """Where a fit of `dataset` with `params` is written: its content address."""
+        return self.results_dir / f"{results_key(fingerprint(dataset.path), params)}.h5ad"
+
+    def results_for(self, dataset: Dataset) -> Path | None:
+        """The results file to show for `dataset`: itself, else its newest cached fit."""
+        if dataset.kind == "results":
+            return dataset.path
+        if not self.results_dir.is_dir():
+            return None
+        wanted = fingerprint(dataset.path)
+        fits = []
+        for path in self.results_dir.glob("*.h5ad"):
+            try:
+                if h5_info(path)[1] == wanted:
+                    fits.append(path)
+            except OSError:
+                continue
+        return max(fits, key=lambda p: p.stat().st_mtime, default=None)
+
+    def save_upload(self, filename: str, contents: str) -> Dataset:
+        """Validate a `dcc.Upload` payload and store it under its content hash.
+
+        `contents` is the data URL the browser sends (``data:...;base64,<bytes>``). Raises
+        UploadError for a wrong suffix, an oversized or corrupt file, or one without
+        spliced/unspliced layers that is not a velodash results file either.
+        """
+        if not self.config.allow_upload:
+            raise UploadError("Uploads are disabled on this server.")
+        suffix = Path(filename or "").suffix.lower()
+        if suffix not in SUPPORTED_SUFFIXES:
+            raise UploadError(
+                f"'{filename}' is not a supported file type; upload an .h5ad or .loom file "
+                "with 'spliced' and 'unspliced' layers (or a results file from `velodash fit`)."
+            )
+        payload = decode_upload(contents, self.config.max_upload_bytes)
+        if not payload.startswith(HDF5_MAGIC):
+            raise UploadError(
+                f"'{filename}' is not an HDF5 file (corrupt or mislabelled); re-export it with "
+                "`adata.write_h5ad(...)`."
+            )
+        digest = hashlib.sha256(payload).hexdigest()
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        target = self.uploads_dir / f"{digest[:ID_LENGTH]}{suffix}"
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(payload)
+        try:
+            is_results, _, has_counts = h5_info(tmp)
+        except OSError as err:
+            tmp.unlink()
+            raise UploadError(f"'{filename}' could not be read as HDF5: {err}.") from err
+        if not (is_results or has_counts):
+            tmp.unlink()
+            raise UploadError(
+                f"'{filename}' has no 'spliced' and 'unspliced' layers, so velocity cannot be "
+                "fitted. Run velocyto/STARsolo/kallisto-bustools to count spliced and unspliced "
+                "reads and store them as adata.layers['spliced'] and ['unspliced']."
+            )
+        os.replace(tmp, target)
+        return Dataset(
+            digest[:ID_LENGTH],
+            filename,
+            target.resolve(),
+            "results" if is_results and suffix == ".h5ad" else "raw",
+            "upload",
+        )
+
+
+def decode_upload(contents: str, max_bytes: int) -> bytes:
+    """Bytes of a `dcc.Upload` data URL; UploadError when malformed or larger than max_bytes."""
+    header, sep, body = (contents or "").partition(",")
+    if not sep or ";base64" not in header:
+        raise UploadError("The upload arrived malformed; please try again.")
+    if len(body) * 3 // 4 > max_bytes:
+        raise UploadError(
+            f"The file is larger than the {max_bytes / 2**20:.0f} MiB upload limit; "
+            "open it from the command line instead: `velodash run FILE`."
+        )
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise UploadError("The upload arrived corrupted (bad base64); please try again.") from err

@@ -1,0 +1,269 @@
+"""Dashboard unit tests without a browser: configuration, background-manager selection, the
+dataset registry and uploads, the fit job, URL state and callbacks called directly."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import stat
+from contextvars import copy_context
+from pathlib import Path
+
+import anndata as ad
+import dash
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from dash._callback_context import context_value
+from dash._utils import AttributeDict
+
+from core.pipeline import FitParams, ProgressEvent, results_key
+from dashboard import app as app_module
+from dashboard import components as ui
+from dashboard import jobs
+from dashboard.config import ENV_REDIS_URL, ENV_SECRET_KEY, AppConfig, resolve_secret_key
+from dashboard.datasets import (
+    SAMPLE_ID,
+    DatasetRegistry,
+    UnknownDataset,
+    UploadError,
+    decode_upload,
+)
+from fake_results import write_fake_results
+
+
+def _raw_counts(path: Path, n_cells: int = 40, n_genes: int = 12, seed: int = 0) -> Path:
+    """A small raw counts file (spliced/unspliced layers) written to `path`."""
+    rng = np.random.default_rng(seed)
+    spliced = sp.csr_matrix(rng.poisson(3, (n_cells, n_genes)).astype(np.float32))
+    unspliced = sp.csr_matrix(rng.poisson(1, (n_cells, n_genes)).astype(np.float32))
+    adata = ad.AnnData(spliced.copy(), layers={"spliced": spliced, "unspliced": unspliced})
+    adata.write_h5ad(path)
+    return path
+
+
+def _data_url(payload: bytes) -> str:
+    return "data:application/octet-stream;base64," + base64.b64encode(payload).decode()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> AppConfig:
+    """A config with a raw sample, one CLI results file and a data folder, all in tmp_path."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _raw_counts(data_dir / "raw_a.h5ad", seed=1)
+    (data_dir / "notes.txt").write_text("not a dataset")
+    (data_dir / "broken.h5ad").write_bytes(b"not hdf5 at all")
+    return AppConfig(
+        data=(write_fake_results(tmp_path / "fit.h5ad", n_cells=60, n_genes=8),),
+        data_dir=data_dir,
+        cache_dir=tmp_path / "cache",
+        sample_path=_raw_counts(tmp_path / "sample.h5ad"),
+        max_upload_mb=1.0,
+    )
+
+
+# -- configuration -----------------------------------------------------------------------------
+def test_config_from_env_and_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("VELODASH_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv(ENV_REDIS_URL, "redis://example:6379/0")
+    config = AppConfig.from_env(data=["x.h5ad"], cache_dir=None, allow_upload=False)
+    assert config.cache_dir == tmp_path / "c"  # a None override never masks the environment
+    assert config.redis_url == "redis://example:6379/0"
+    assert config.data == (Path("x.h5ad"),)
+    assert config.allow_upload is False
+    assert config.max_upload_bytes == 500 * 2**20
+
+
+def test_secret_key_from_env_else_generated_once_per_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_SECRET_KEY, "s3cret")
+    assert resolve_secret_key(AppConfig.from_env(cache_dir=tmp_path / "a")) == "s3cret"
+    monkeypatch.delenv(ENV_SECRET_KEY)
+    first = resolve_secret_key(AppConfig(cache_dir=tmp_path / "a"))
+    # A second worker sharing the cache dir reads the same key; another cache dir gets its own.
+    assert resolve_secret_key(AppConfig(cache_dir=tmp_path / "a")) == first
+    assert resolve_secret_key(AppConfig(cache_dir=tmp_path / "b")) != first
+    assert len(first) == 64
+    assert stat.S_IMODE((tmp_path / "a" / "secret_key").stat().st_mode) == 0o600
+
+
+def test_diskcache_manager_by_default(tmp_path):
+    manager, celery_app = app_module.make_background_manager(AppConfig(cache_dir=tmp_path))
+    assert isinstance(manager, dash.DiskcacheManager)
+    assert celery_app is None
+    assert Path(manager.handle.directory) == tmp_path / "jobs"
+
+
+def test_celery_manager_with_redis_url_does_not_connect(tmp_path):
+    pytest.importorskip("celery")
+    # Port 1 has no Redis: constructing the manager must not try to reach it.
+    url = "redis://127.0.0.1:1/0"
+    manager, celery_app = app_module.make_background_manager(
+        AppConfig(cache_dir=tmp_path, redis_url=url)
+    )
+    assert isinstance(manager, dash.CeleryManager)
+    assert celery_app.conf.broker_url == url
+    assert celery_app.conf.result_backend == url
+
+
+def test_fit_params_merge_ui_over_config_over_defaults():
+    config = AppConfig(fit_overrides={"max_epochs": 7, "skip": ["permutation"]})
+    params = app_module.fit_params(config, {"device": "cpu", "max_epochs": 3, "bogus": 1})
+    assert params == FitParams(max_epochs=3, device="cpu", skip=("permutation",))
+
+
+# -- dataset registry --------------------------------------------------------------------------
+def test_registry_lists_sample_cli_and_data_dir_with_content_ids(config):
+    registry = DatasetRegistry(config)
+    datasets = {d.path.name: d for d in registry.datasets()}
+    assert set(datasets) == {"sample.h5ad", "fit.h5ad", "raw_a.h5ad"}  # broken/txt left out
+    assert datasets["sample.h5ad"].id == SAMPLE_ID
+    raw = config.data_dir / "raw_a.h5ad"
+    assert datasets["raw_a.h5ad"].id == hashlib.sha256(raw.read_bytes()).hexdigest()[:12]
+    assert (datasets["fit.h5ad"].kind, datasets["raw_a.h5ad"].kind) == ("results", "raw")
+    assert all("/" not in d.id for d in datasets.values())
+    assert registry.default_id() == datasets["fit.h5ad"].id  # a CLI file comes first
+    assert registry.get(SAMPLE_ID).path == config.sample_path.resolve()
+    with pytest.raises(UnknownDataset):
+        registry.get("../../etc/passwd")
+
+
+def test_results_are_found_by_input_fingerprint(config):
+    registry = DatasetRegistry(config)
+    results_file = registry.get(registry.default_id())
+    assert registry.results_for(results_file) == results_file.path
+    sample = registry.get(SAMPLE_ID)
+    assert registry.results_for(sample) is None
+    target = registry.results_path_for_fit(sample, FitParams())
+    fingerprint = hashlib.sha256(config.sample_path.read_bytes()).hexdigest()
+    assert target == config.cache_dir / "results" / f"{results_key(fingerprint, FitParams())}.h5ad"
+    # A results file recording the sample's fingerprint is found, whatever its name.
+    target.parent.mkdir(parents=True)
+    fake = ad.read_h5ad(results_file.path)
+    fake.uns["velodash"]["fingerprint"] = fingerprint
+    fake.write_h5ad(target)
+    assert registry.results_for(sample) == target
+
+
+# -- uploads -----------------------------------------------------------------------------------
+def test_valid_upload_is_stored_under_its_content_hash(config):
+    registry = DatasetRegistry(config)
+    payload = _raw_counts(config.cache_dir.parent / "up.h5ad", seed=5).read_bytes()
+    dataset = registry.save_upload("mine.h5ad", _data_url(payload))
+    digest = hashlib.sha256(payload).hexdigest()
+    assert dataset.id == digest[:12]
+    assert dataset.path == (config.cache_dir / "uploads" / f"{digest[:12]}.h5ad").resolve()
+    assert dataset.path.read_bytes() == payload
+    assert dataset.kind == "raw"
+    assert registry.get(dataset.id).source == "upload"
+
+
+@pytest.mark.parametrize(
+    ("filename", "payload", "message"),
+    [
+        ("table.csv", b"a,b\n1,2\n", "not a supported file type"),
+        ("fake.h5ad", b"definitely not hdf5", "not an HDF5 file"),
+        ("big.h5ad", b"\x89HDF\r\n\x1a\n" + bytes(2 * 2**20), "upload limit"),
+    ],
+)
+def test_bad_uploads_are_rejected_with_a_reason(config, filename, payload, message):
+    registry = DatasetRegistry(config)
+    with pytest.raises(UploadError, match=message):
+        registry.save_upload(filename, _data_url(payload))
+    uploads = config.cache_dir / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+
+
+def test_upload_without_count_layers_is_rejected(config, tmp_path):
+    path = tmp_path / "nolayers.h5ad"
+    ad.AnnData(np.ones((5, 3), dtype=np.float32)).write_h5ad(path)
+    with pytest.raises(UploadError, match="spliced"):
+        DatasetRegistry(config).save_upload("nolayers.h5ad", _data_url(path.read_bytes()))
+    assert not any((config.cache_dir / "uploads").iterdir())
+
+
+def test_uploads_disabled_and_malformed_payload(config):
+    disabled = AppConfig(cache_dir=config.cache_dir, allow_upload=False)
+    with pytest.raises(UploadError, match="disabled"):
+        DatasetRegistry(disabled).save_upload("a.h5ad", _data_url(b"x"))
+    with pytest.raises(UploadError, match="malformed"):
+        decode_upload("no comma here", 100)
+    assert decode_upload(_data_url(b"abc"), 100) == b"abc"
+
+
+# -- the fit job -------------------------------------------------------------------------------
+def test_progress_relay_accumulates_history_and_throttles():
+    sent: list[dict] = []
+    relay = jobs.ProgressRelay(sent.append, interval_s=3600)
+    relay(ProgressEvent("preprocess", 0.0, "preprocessing"))
+    for epoch in range(1, 6):
+        relay(ProgressEvent("train", 0.1 + epoch / 10, f"epoch {epoch}/5", epoch, 5, -epoch, -2.0))
+    relay(ProgressEvent("posterior", 0.8, "posterior"))
+    # Sent: the first event of each stage and the last epoch; the epochs in between are merged.
+    assert [(s["stage"], s["epoch"]) for s in sent] == [
+        ("preprocess", None),
+        ("train", 1),
+        ("train", 5),
+        ("posterior", 5),
+    ]
+    assert sent[2]["elbo_train"] == [-1, -2, -3, -4, -5]
+    assert sent[2]["elbo_validation"] == [-2.0] * 5
+    assert sent[0]["elbo_train"] == []  # each report is a snapshot, not a shared list
+
+
+def test_run_fit_reports_bad_input_as_a_message(tmp_path):
+    bad = tmp_path / "counts.h5ad"
+    ad.AnnData(np.ones((5, 3), dtype=np.float32)).write_h5ad(bad)
+    result = jobs.run_fit(str(bad), str(tmp_path / "out.h5ad"), {"max_epochs": 2})
+    assert result["status"] == "error"
+    assert "spliced" in result["message"]
+    assert not (tmp_path / "out.h5ad").exists()
+    invalid = jobs.run_fit(str(bad), str(tmp_path / "out.h5ad"), {"skip": ["nonsense"]})
+    assert "unknown analysis" in invalid["message"]
+
+
+def test_run_fit_reuses_existing_results_without_fitting(tmp_path):
+    output = write_fake_results(tmp_path / "key.h5ad", n_cells=40, n_genes=4)
+    result = jobs.run_fit(str(tmp_path / "missing.h5ad"), str(output), {})
+    assert result["status"] == "done"
+    assert result["reused"] is True
+    assert result["results"] == "key"
+    assert result["device"] == "cpu"  # read back from uns['velodash']['device']
+
+
+# -- URL state and shell callbacks ---------------------------------------------------------------
+def test_page_href_keeps_dataset_and_drops_empty_values():
+    assert ui.page_href("/genes", "sample", gene="Top2a", color=None) == "/genes?ds=sample&gene=Top2a"
+    assert ui.page_href("/", None) == "/"
+    assert ui.gene_link("A&B", "x").href == "/genes?ds=x&gene=A%26B"
+
+
+def test_job_bar_shows_epoch_elbo_and_fill():
+    hidden, _, _ = app_module.job_bar_state({"fraction": 0.5, "message": "m"}, False)
+    assert hidden == {"display": "none"}
+    progress = {"fraction": 0.42, "message": "epoch 3/10", "elbo_validation": [-5.0, -7.25]}
+    style, message, fill = app_module.job_bar_state(progress, True)
+    assert style["display"] == "flex"
+    assert message == "Fitting: epoch 3/10 · validation ELBO -7.25"
+    assert fill == {"width": "42%"}
+
+
+def _triggered(prop_id: str, func, *args):
+    def run():
+        context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop_id, "value": 1}]))
+        return func(*args)
+
+    return copy_context().run(run)
+
+
+def test_job_alert_for_done_error_and_cancel():
+    done = {"status": "done", "ds": "sample", "device": "cuda:0", "seconds": 12.0, "label": "S"}
+    alert = _triggered(f"{ui.FIT_RESULT}.data", app_module.job_alert, done, 0, False)
+    assert "alert-success" in alert.className
+    assert "on cuda:0" in alert.children[0]
+    error = {"status": "error", "message": "Dataset lacks layer 'spliced'", "ds": "sample"}
+    alert = _triggered(f"{ui.FIT_RESULT}.data", app_module.job_alert, error, 0, False)
+    assert alert.children == "Dataset lacks layer 'spliced'"
+    assert "alert-danger" in alert.className
+    alert = _triggered(f"{ui.CANCEL_FIT}.n_clicks", app_module.job_alert, None, 1, True)
+    assert alert.children == "Fit cancelled."
