@@ -1,0 +1,156 @@
+"""Directional statistics / intrinsic and extrinsic uncertainty against independent oracles."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scvelo as scv
+import torch
+
+from core import graph, uncertainty
+from core.uncertainty import (
+    STATISTICS,
+    add_uncertainty_to_adata,
+    directional_statistics,
+    extrinsic_uncertainty,
+    intrinsic_uncertainty,
+)
+
+
+def reference_statistics(samples: np.ndarray) -> pd.DataFrame:
+    """veloVI's ``_directional_statistics_per_cell`` as a plain per-cell numpy loop (the oracle)."""
+
+    def centred_unit(v: np.ndarray) -> np.ndarray:
+        v = v - np.mean(v)
+        return v / np.linalg.norm(v)
+
+    rows = []
+    for cell in range(samples.shape[1]):
+        tensor = samples[:, cell, :]
+        mean = tensor.mean(0)
+        cos = np.array(
+            [np.clip(centred_unit(x) @ centred_unit(mean), -1, 1) for x in tensor], dtype=float
+        )
+        angle = np.arccos(cos)
+        rows.append(
+            [
+                np.var(cos),
+                np.percentile(cos, 95) - np.percentile(cos, 5),
+                np.mean(cos),
+                np.var(angle),
+                np.percentile(angle, 95) - np.percentile(angle, 5),
+            ]
+        )
+    return pd.DataFrame(rows, columns=list(STATISTICS))
+
+
+def test_matches_reference_loop_on_random_data(monkeypatch):
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(30, 1, 12)) + 0.7 * rng.normal(size=(30, 40, 12))
+    # force several cell chunks so the chunk loop is exercised
+    monkeypatch.setattr(uncertainty, "_MAX_CHUNK_ELEMENTS", 30 * 12 * 7)
+    ours = directional_statistics(torch.from_numpy(samples))
+    expected = reference_statistics(samples)
+    pd.testing.assert_frame_equal(ours, expected, rtol=1e-10, atol=1e-12)
+    # float32 input and numpy input give the same answer to float32 precision
+    ours32 = directional_statistics(samples.astype(np.float32))
+    np.testing.assert_allclose(ours32.to_numpy(), expected.to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_identical_samples_have_zero_spread():
+    rng = np.random.default_rng(1)
+    one = rng.normal(size=(1, 15, 20))
+    stats = intrinsic_uncertainty(np.repeat(one, 8, axis=0))
+    np.testing.assert_allclose(stats["cosine_variance"], 0.0, atol=1e-14)
+    np.testing.assert_allclose(stats["cosine_difference"], 0.0, atol=1e-14)
+    np.testing.assert_allclose(stats["cosine_mean"], 1.0, atol=1e-12)
+    np.testing.assert_allclose(stats["angle_difference"], 0.0, atol=1e-6)
+
+
+def test_known_cosine_variance():
+    """Samples at angles ±θ_k around a centred direction e1 have centred cosines cos θ_k exactly.
+
+    Per-sample scales (equal within a ± pair) and constant offsets over genes must not matter.
+    """
+    n_genes = 10
+    basis, _ = np.linalg.qr(
+        np.column_stack([np.ones(n_genes), np.arange(n_genes) ** 2, np.eye(n_genes)[:, :3]])
+    )
+    e1, e2 = basis[:, 1], basis[:, 2]  # orthonormal, orthogonal to the all-ones vector
+    theta = np.array([0.1, 0.4, 0.9, 1.3])
+    angles = np.concatenate([theta, -theta])
+    scales = np.tile([1.0, 2.5, 0.3, 4.0], 2)
+    offsets = np.linspace(-3, 5, angles.size)
+    samples = (
+        scales[:, None] * (np.cos(angles)[:, None] * e1 + np.sin(angles)[:, None] * e2)
+        + offsets[:, None]
+    )[:, None, :]
+    stats = directional_statistics(samples).iloc[0]
+    cos = np.cos(angles)
+    assert stats["cosine_variance"] == pytest.approx(np.var(cos), rel=1e-10)
+    assert stats["cosine_mean"] == pytest.approx(cos.mean(), rel=1e-10)
+    assert stats["angle_variance"] == pytest.approx(np.var(np.abs(angles)), rel=1e-9)
+    assert stats["cosine_difference"] == pytest.approx(
+        np.percentile(cos, 95) - np.percentile(cos, 5), rel=1e-10
+    )
+
+
+def test_constant_cell_is_nan_and_bad_shapes_raise():
+    samples = np.random.default_rng(2).normal(size=(5, 3, 6))
+    samples[:, 1, :] = 2.0  # no direction after centring
+    stats = directional_statistics(samples)
+    assert stats.loc[1].isna().all() and stats.drop(index=1).notna().all().all()
+    with pytest.raises(ValueError, match="n_samples, n_cells, n_genes"):
+        directional_statistics(samples[0])
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        directional_statistics(samples[:1])
+
+
+def test_add_uncertainty_to_adata_writes_contract_columns():
+    adata = ad.AnnData(np.zeros((4, 3), dtype=np.float32))
+    frame = pd.DataFrame(np.arange(20.0).reshape(4, 5), columns=list(STATISTICS))
+    adata.obs["keep"] = 1
+    add_uncertainty_to_adata(adata, frame, frame * 2)
+    np.testing.assert_array_equal(adata.obs["intrinsic_uncertainty"], frame["cosine_variance"])
+    np.testing.assert_array_equal(adata.obs["extrinsic_uncertainty"], 2 * frame["cosine_variance"])
+    np.testing.assert_array_equal(
+        adata.obs["extrinsic_angle_difference"], 2 * frame["angle_difference"]
+    )
+    assert "keep" in adata.obs and "intrinsic_cosine_variance" not in adata.obs
+    with pytest.raises(ValueError, match="4 rows"):
+        add_uncertainty_to_adata(adata, frame.iloc[:3])
+
+
+def test_extrinsic_equals_scvelo_graph_transition_loop():
+    """The reference loop: per sample scv.tl.velocity_graph + get_transition_matrix, T·Ms."""
+    adata = scv.datasets.simulation(n_obs=150, n_vars=12, random_seed=0)
+    scv.pp.moments(adata, n_pcs=None, n_neighbors=15)
+    Ms = adata.layers["Ms"]
+    rng = np.random.default_rng(3)
+    base = adata.layers["Mu"] - 0.5 * Ms
+    samples = base[None] + 0.3 * np.abs(base).mean() * rng.normal(size=(4, *Ms.shape))
+    futures = []
+    for i, v in enumerate(samples):
+        adata.layers[f"v{i}"] = v
+        scv.tl.velocity_graph(
+            adata,
+            vkey=f"v{i}",
+            xkey="Ms",
+            sqrt_transform=False,
+            approx=False,
+            show_progress_bar=False,
+        )
+        T = scv.utils.get_transition_matrix(
+            adata, vkey=f"v{i}", self_transitions=True, use_negative_cosines=True
+        )
+        futures.append(np.asarray(T @ Ms))
+    expected = reference_statistics(np.stack(futures))
+    ours = extrinsic_uncertainty(samples, Ms, graph.candidate_neighbors(adata))
+    # graph.py computes cosines in float32; expm1(10·cos) amplifies that to ~1e-3 relative
+    np.testing.assert_allclose(ours.to_numpy(), expected.to_numpy(), rtol=1e-2, atol=1e-6)
+    # the future states are not the samples: extrinsic differs from intrinsic
+    assert not np.allclose(
+        ours["cosine_variance"], intrinsic_uncertainty(samples)["cosine_variance"]
+    )
