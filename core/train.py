@@ -71,9 +71,9 @@ class History:
 
 
 def _split(n_cells: int, train_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled train/validation cell indices (validation gets ⌊(1 − train_size)·N⌋ cells)."""
+    """Shuffled train/validation cell indices (training gets ⌈train_size·N⌉ cells, as scvi-tools)."""
     order = np.random.default_rng(seed).permutation(n_cells)
-    n_train = n_cells - math.floor((1.0 - train_size) * n_cells)
+    n_train = math.ceil(round(train_size * n_cells, 6))
     return np.sort(order[:n_train]), np.sort(order[n_train:])
 
 
