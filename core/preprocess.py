@@ -110,7 +110,8 @@ def _scale_and_select(adata: ad.AnnData, config: PreprocessConfig) -> ad.AnnData
     adata.layers["Mu_raw"] = adata.layers["Mu"].copy()
     if config.min_max_scale:
         for moment in ("Ms", "Mu"):
-            scaled = MinMaxScaler().fit_transform(adata.layers[moment])
+            # float64 + clip so the float32 result lies exactly in [0, 1]
+            scaled = MinMaxScaler(clip=True).fit_transform(adata.layers[moment].astype(np.float64))
             adata.layers[moment] = _as_float32(scaled)
     scv.tl.velocity(adata, mode="deterministic")
     if config.filter_on_r2:
