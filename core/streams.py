@@ -110,10 +110,8 @@ def velocity_grid(
         V_grid /= 3 * quiver_autoscale(nodes[~masked], V_grid[~masked])
     V_grid[masked] = np.nan
     shape = (len(axes[1]), len(axes[0]))
-    return Grid(
-        axes[0], axes[1], V_grid[:, 0].reshape(shape), V_grid[:, 1].reshape(shape),
-        mass.reshape(shape),
-    )  # fmt: skip
+    u, v = (V_grid[:, dim].reshape(shape) for dim in range(2))
+    return Grid(axes[0], axes[1], u, v, mass.reshape(shape))
 
 
 def streamlines(
@@ -143,17 +141,20 @@ def streamlines(
         empty = np.empty(0, dtype=np.float32)
         return Streamlines(empty, empty, empty, empty, empty, empty)
     points = np.concatenate(lines)
-    sizes = np.array([len(line) for line in lines])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    speed = _interpolate_speed(grid, points)
+    line = np.repeat(np.arange(len(lines)), [len(segment) for segment in lines])
+    # 'both' integration repeats the seed point where the two halves meet
+    repeated = (line[1:] == line[:-1]) & (points[1:] == points[:-1]).all(axis=1)
+    keep = np.concatenate([[True], ~repeated])
+    points, line = points[keep], line[keep]
+    starts = np.searchsorted(line, np.arange(len(lines)))
     separators = starts[1:]
     xy = np.insert(points, separators, np.nan, axis=0)
-    speed = np.insert(speed, separators, np.nan)
-    tail, step = _midpoint_steps(points, sizes, starts)
+    speed = np.insert(_interpolate_speed(grid, points), separators, np.nan)
+    head, step = _arrow_heads(points, line, starts)
     angle = 90.0 - np.degrees(np.arctan2(step[:, 1], step[:, 0]))
     return Streamlines(
         *(np.asarray(a, dtype=np.float32) for a in (xy[:, 0], xy[:, 1], speed)),
-        *(np.asarray(a, dtype=np.float32) for a in (tail[:, 0], tail[:, 1], angle)),
+        *(np.asarray(a, dtype=np.float32) for a in (head[:, 0], head[:, 1], angle)),
     )
 
 
@@ -169,25 +170,31 @@ def _interpolate_speed(grid: Grid, points: np.ndarray) -> np.ndarray:
     """Bilinear |V| at ``points`` (M, 2), averaging over the unmasked corner nodes only."""
     speed = np.hypot(grid.u, grid.v)
     valid = np.isfinite(speed)
+    # the integrator can end a hair outside the grid: clamp onto its edge
+    yx = np.c_[
+        np.clip(points[:, 1], grid.y[0], grid.y[-1]), np.clip(points[:, 0], grid.x[0], grid.x[-1])
+    ]
 
     def interp(values: np.ndarray) -> np.ndarray:
-        f = RegularGridInterpolator((grid.y, grid.x), values, bounds_error=False, fill_value=0)
-        return f(points[:, ::-1])
+        f = RegularGridInterpolator((grid.y, grid.x), values)
+        return f(yx)
 
     weight = interp(valid.astype(np.float64))
     total = interp(np.where(valid, speed, 0.0))
     return np.divide(total, weight, out=np.full_like(total, np.nan), where=weight > 0)
 
 
-def _midpoint_steps(
-    points: np.ndarray, sizes: np.ndarray, starts: np.ndarray
+def _arrow_heads(
+    points: np.ndarray, line: np.ndarray, starts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per line, the vertex where matplotlib anchors its arrow and the step leaving it.
+    """Per line, where matplotlib puts its arrowhead and the step the arrow follows.
 
-    matplotlib's rule: with s the cumulative segment lengths of a line, the anchor is vertex
-    ``searchsorted(s, s[-1] / 2)``. Returns anchors (L, 2) and steps (L, 2).
+    matplotlib's rule: with s the cumulative segment lengths of a line and k =
+    ``searchsorted(s, s[-1] / 2)``, the arrow runs from vertex k to the middle of the segment
+    k → k+1. ``points`` (M, 2) of all lines, ``line`` (M,) their line ids (sorted), ``starts``
+    (L,) each line's first vertex. Returns the heads (L, 2) and the steps k → k+1 (L, 2); on a
+    curved line the chord direction is the tangent at the chord's middle, hence that anchor.
     """
-    line = np.repeat(np.arange(len(sizes)), sizes)
     seg_line = line[1:]
     same = line[:-1] == seg_line
     seg_len = np.where(same, np.hypot(*np.diff(points, axis=0).T), 0.0)
@@ -195,7 +202,8 @@ def _midpoint_steps(
     # cumulative length within each line: subtract what came before the line's first segment
     before = np.concatenate([[0.0], cum])[starts]
     within = cum - before[seg_line]
-    total = np.bincount(seg_line, weights=seg_len, minlength=len(sizes))
+    total = np.bincount(seg_line, weights=seg_len, minlength=len(starts))
     below_half = same & (within < total[seg_line] / 2)
-    anchor = starts + np.bincount(seg_line[below_half], minlength=len(sizes))
-    return points[anchor], points[anchor + 1] - points[anchor]
+    anchor = starts + np.bincount(seg_line[below_half], minlength=len(starts))
+    step = points[anchor + 1] - points[anchor]
+    return points[anchor] + step / 2, step
