@@ -23,7 +23,7 @@ T_BRANCH = 0.4  # latent time at which the trunk splits into two lineages
 STATES = ("induction", "induction_steady", "repression", "repression_steady")
 
 
-def _induction(alpha, beta, gamma, t):
+def closed_form_induction(alpha, beta, gamma, t):
     """Closed-form u(t), s(t) from (0, 0) under constant transcription ``alpha`` (γ ≠ β)."""
     eb, eg = np.exp(-beta * t), np.exp(-gamma * t)
     u = alpha / beta * (1 - eb)
@@ -31,7 +31,7 @@ def _induction(alpha, beta, gamma, t):
     return u, s
 
 
-def _repression(u0, s0, beta, gamma, t):
+def closed_form_repression(u0, s0, beta, gamma, t):
     """Closed-form u(t), s(t) from (u0, s0) with transcription off (γ ≠ β)."""
     eb, eg = np.exp(-beta * t), np.exp(-gamma * t)
     u = u0 * eb
@@ -113,9 +113,9 @@ def make_fake_results(
     alpha = beta * rng.uniform(0.8, 1.2, n_genes)
     t_switch = rng.uniform(6.0, 14.0, n_genes)
     fit_t = np.clip(T_MAX * t[:, None] + rng.normal(0, 0.4, (n_cells, n_genes)), 0, T_MAX)
-    u_ind, s_ind = _induction(alpha, beta, gamma, np.minimum(fit_t, t_switch))
-    u0, s0 = _induction(alpha, beta, gamma, t_switch)
-    u_rep, s_rep = _repression(u0, s0, beta, gamma, fit_t - t_switch)
+    u_ind, s_ind = closed_form_induction(alpha, beta, gamma, np.minimum(fit_t, t_switch))
+    u0, s0 = closed_form_induction(alpha, beta, gamma, t_switch)
+    u_rep, s_rep = closed_form_repression(u0, s0, beta, gamma, fit_t - t_switch)
     repressing = fit_t > t_switch
     fit_u = np.where(repressing, u_rep, u_ind)
     fit_s = np.where(repressing, s_rep, s_ind)
