@@ -145,6 +145,9 @@ def test_write_atomic_compressed_and_cleans_up_on_failure(tmp_path):
     target = tmp_path / "out" / "results.h5ad"
     write_h5ad_atomic(_counts(), target, compression="gzip")
     before = target.read_bytes()
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # umask, not 0600
     broken = _counts()
     broken.uns["unwritable"] = object()  # h5ad cannot store arbitrary objects
     with pytest.raises(Exception, match="object"):
