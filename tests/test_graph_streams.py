@@ -1,12 +1,12 @@
-"""core.streams: the grid against scVelo's compute_velocity_on_grid; streamlines on fields whose
-direction and speed are known in closed form."""
+"""core.graph streams: the grid against scVelo's compute_velocity_on_grid; streamlines on
+fields whose direction and speed are known in closed form."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.streams import Grid, streamlines, velocity_grid
+from core.graph import Grid, streamlines, velocity_grid
 
 compute_velocity_on_grid = pytest.importorskip(
     "scvelo.plotting.velocity_embedding_grid"
