@@ -338,18 +338,19 @@ class StreamGeometry:
     arrow_angle: np.ndarray
 
 
-def stream_geometry(
+def speed_classes(
     x: np.ndarray, y: np.ndarray, speed: np.ndarray, n_classes: int = 4
-) -> StreamGeometry:
-    """Bin the segments of NaN-separated polylines (x, y, per-vertex speed) into ``n_classes``
-    width classes by speed relative to the maximum, and place one arrowhead at the middle of
-    each polyline pointing along it (angle for ``marker.angle`` with ``symbol="arrow"``)."""
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split the segments of NaN-separated polylines (x, y (M,), per-vertex ``speed`` (M,)) into
+    ``n_classes`` classes by segment speed relative to the fastest (class k holds speeds in
+    (k/n, (k+1)/n] of the maximum); each class is float32 (x, y) of 2-point segments joined by
+    NaN, drawn as one trace of one line width."""
     x, y, speed = (np.asarray(a, dtype=np.float64) for a in (x, y, speed))
     valid = np.isfinite(x) & np.isfinite(y)
     seg = np.flatnonzero(valid[:-1] & valid[1:])  # segment i joins vertices i and i+1
-    seg_speed = 0.5 * (speed[seg] + speed[seg + 1])
-    rel = seg_speed / max(float(np.nanmax(seg_speed)) if seg.size else 1.0, 1e-12)
-    cls = np.minimum((np.nan_to_num(rel) * n_classes).astype(int), n_classes - 1)
+    seg_speed = np.nan_to_num(0.5 * (speed[seg] + speed[seg + 1]))
+    rel = seg_speed / max(float(seg_speed.max(initial=0.0)), 1e-12)
+    cls = np.clip(np.ceil(rel * n_classes).astype(int) - 1, 0, n_classes - 1)
     classes = []
     for c in range(n_classes):
         s = seg[cls == c]
@@ -360,32 +361,31 @@ def stream_geometry(
                 np.stack([y[s], y[s + 1], nan], 1).ravel().astype(np.float32),
             )
         )
-    # One arrowhead per polyline, at its middle segment.
-    line_id = np.cumsum(~valid)[seg]
-    _, first, count = np.unique(line_id, return_index=True, return_counts=True)
-    mid = seg[first + count // 2]
-    dx, dy = x[mid + 1] - x[mid], y[mid + 1] - y[mid]
-    angle = 90.0 - np.degrees(np.arctan2(dy, dx))
-    return StreamGeometry(
-        classes,
-        x[mid + 1].astype(np.float32),
-        y[mid + 1].astype(np.float32),
-        angle.astype(np.float32),
-    )
+    return classes
 
 
-def _velocity_grid(results: Results, density: float, smooth: float):
+def _velocity_grid(results: Results, density: float, smooth: float, mode: str):
     from core.graph import velocity_grid
 
-    return velocity_grid(results.umap, results.velocity_umap, density=density, smooth=smooth)
+    return velocity_grid(
+        results.umap, results.velocity_umap, density=density, smooth=smooth, mode=mode
+    )
 
 
 def _streams(results: Results, density: float, smooth: float) -> StreamGeometry:
     def build() -> StreamGeometry:
         from core.graph import streamlines
 
-        lines = streamlines(_velocity_grid(results, 1.0, smooth), density=2.0 * density)
-        return stream_geometry(lines.x, lines.y, lines.speed, len(STREAM_WIDTHS))
+        grid = _velocity_grid(results, 1.0, smooth, "stream")
+        lines = streamlines(grid, density=2.0 * density)
+        classes = speed_classes(lines.x, lines.y, lines.speed, len(STREAM_WIDTHS))
+        return StreamGeometry(
+            classes,
+            *(
+                np.asarray(a, dtype=np.float32)
+                for a in (lines.arrow_x, lines.arrow_y, lines.arrow_angle)
+            ),
+        )
 
     return results.memo(("streams", float(density), float(smooth)), build)
 
@@ -423,14 +423,12 @@ def _arrowheads(x: np.ndarray, y: np.ndarray, angle: np.ndarray, size: float) ->
 
 def _arrow_traces(results: Results, density: float, smooth: float) -> list[go.Scattergl]:
     def build() -> tuple[np.ndarray, ...]:
-        grid = _velocity_grid(results, density, smooth)
+        grid = _velocity_grid(results, density, smooth, "arrows")  # lengths in UMAP units
         gx, gy = np.meshgrid(grid.x, grid.y)
         keep = np.isfinite(grid.u) & np.isfinite(grid.v)
         u, v = grid.u[keep], grid.v[keep]
-        spacing = min(np.diff(grid.x).mean(), np.diff(grid.y).mean())
-        scale = 0.9 * spacing / max(float(np.hypot(u, v).max(initial=0.0)), 1e-12)
         x0, y0 = gx[keep], gy[keep]
-        x1, y1 = x0 + scale * u, y0 + scale * v
+        x1, y1 = x0 + u, y0 + v
         nan = np.full(x0.size, np.nan)
         shafts_x = np.stack([x0, x1, nan], 1).ravel().astype(np.float32)
         shafts_y = np.stack([y0, y1, nan], 1).ravel().astype(np.float32)

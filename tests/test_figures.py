@@ -31,7 +31,7 @@ def results(adata):
 def stub_field(monkeypatch):
     """A tiny test-only velocity field: flow along +x, faster with y; three horizontal streams."""
 
-    def velocity_grid(X_emb, V_emb, density=1.0, smooth=0.5, **_):
+    def velocity_grid(X_emb, V_emb, density=1.0, smooth=0.5, mode="stream", **_):
         x, y = np.linspace(0, 4, 5), np.linspace(0, 2, 3)
         u = np.tile(1.0 + y[:, None], (1, 5))
         u[0, 0] = np.nan  # a masked node
@@ -43,7 +43,14 @@ def stub_field(monkeypatch):
             xs += [0, 1, 2, 3, np.nan]
             ys += [yy] * 4 + [np.nan]
             sp += [1 + yy] * 4 + [np.nan]
-        return SimpleNamespace(x=np.array(xs), y=np.array(ys), speed=np.array(sp))
+        return SimpleNamespace(
+            x=np.array(xs),
+            y=np.array(ys),
+            speed=np.array(sp),
+            arrow_x=np.array([1.5, 1.5, 1.5]),
+            arrow_y=np.array([0.0, 1.0, 2.0]),
+            arrow_angle=np.array([90.0, 90.0, 90.0]),
+        )
 
     monkeypatch.setattr(core.graph, "velocity_grid", velocity_grid, raising=False)
     monkeypatch.setattr(core.graph, "streamlines", streamlines, raising=False)
@@ -159,17 +166,19 @@ def test_typed_helper_gives_plotly_spec():
     np.testing.assert_array_equal(_values(spec), [0, 1, 2, 3])
 
 
-def test_stream_geometry_bins_segments_by_speed_and_points_arrows():
+def test_speed_classes_bin_segments_by_relative_speed():
     nan = np.nan
-    x = np.array([0, 1, 2, nan, 0, 0, 0])
-    y = np.array([0, 0, 0, nan, 0, 1, 2])
-    speed = np.array([1, 1, 1, nan, 4, 4, 4])
-    geo = F.stream_geometry(x, y, speed, n_classes=4)
-    n_segments = [np.isfinite(cx).sum() // 2 for cx, _ in geo.classes]
-    assert n_segments == [0, 2, 0, 2]  # slow line (¼ of max) in class 1, fast line in class 3
-    # Arrowheads: the first line points east (90° from north), the second north (0°).
-    np.testing.assert_allclose(geo.arrow_angle, [90.0, 0.0])
-    np.testing.assert_allclose(geo.arrow_x, [2.0, 0.0])
+    x = np.array([0, 1, 2, nan, 0, 0, 0, 0])
+    y = np.array([0, 0, 0, nan, 0, 1, 2, 3])
+    speed = np.array([1, 1, 1, nan, 4, 4, 2.5, 2.5])
+    classes = F.speed_classes(x, y, speed, n_classes=4)
+    n_segments = [np.isfinite(cx).sum() // 2 for cx, _ in classes]
+    # speeds relative to 4: 0.25 ×2 → class 0; 1.0 → class 3; 0.81 → class 3; 0.625 → class 2
+    assert n_segments == [2, 0, 1, 2]
+    cx, cy = classes[2]
+    np.testing.assert_array_equal(cx[:2], [0, 0])
+    np.testing.assert_array_equal(cy[:2], [2, 3])
+    assert all(c[0].dtype == np.float32 for c in classes)
 
 
 def test_embedding_with_streams_and_arrows(results, stub_field):
