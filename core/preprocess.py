@@ -46,7 +46,7 @@ class PreprocessConfig:
 
 
 def _as_float32(matrix):
-    """Return a float32 copy-free view when possible (sparse stays sparse)."""
+    """Cast to float32, without a copy when already float32 (sparse stays sparse)."""
     return matrix.astype(np.float32, copy=False)
 
 

@@ -65,6 +65,7 @@ def test_read_loom_maps_velocyto_layers(tmp_path):
     validate_counts(back)
 
 
+@pytest.mark.filterwarnings("ignore:Element .* without encoding metadata")
 def test_read_errors(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
         read_dataset(tmp_path / "missing.h5ad")
