@@ -44,8 +44,15 @@ def _chunk_statistics(chunk: torch.Tensor) -> torch.Tensor:
     (``np.percentile``'s default).
     """
     x = chunk.to(torch.float64)
-    cos = (_centred_unit(x) * _centred_unit(x.mean(dim=0, keepdim=True))).sum(dim=-1)
-    cos = cos.clamp(-1.0, 1.0).T  # (n, S)
+    mean_unit = _centred_unit(x.mean(dim=0))  # (n, G), sums to 0 over genes
+    # <x_s - mean_g(x_s), m̂> = <x_s, m̂> as m̂ is centred, and
+    # ‖x_s - mean_g(x_s)‖² = ‖x_s‖² - (Σ_g x_s)²/G: two batched reductions, no (S, n, G) temporary
+    dots = torch.einsum("sng,ng->ns", x, mean_unit)
+    square_sum = torch.einsum("sng,sng->ns", x, x)
+    centred_sq = square_sum - x.sum(dim=-1).T ** 2 / x.shape[-1]
+    has_direction = centred_sq > 1e-12 * square_sum  # else constant over genes up to rounding
+    cos = torch.where(has_direction, dots / centred_sq.clamp_min(0).sqrt(), torch.nan)
+    cos = cos.clamp(-1.0, 1.0)  # (n, S)
     angle = torch.arccos(cos)
     q = torch.tensor([0.05, 0.95], dtype=torch.float64, device=cos.device)
     cos_q = torch.quantile(cos, q, dim=1)
