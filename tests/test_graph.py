@@ -75,7 +75,7 @@ def test_candidates_match_scvelo_recursion(simulated):
 
 @pytest.mark.parametrize("vkey", ["velocity", "vrand"])
 def test_velocity_graph_matches_scvelo(simulated, vkey, monkeypatch):
-    monkeypatch.setattr(graph, "MAX_CHUNK_BYTES", 200_000)  # many chunks
+    monkeypatch.setattr(graph, "CPU_CHUNK_BYTES", 200_000)  # many chunks
     ref = scvelo_graph(simulated, vkey)
     ours = simulated.copy()
     graph.add_velocity_graph(ours, vkey=vkey, basis=None)
