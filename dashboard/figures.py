@@ -39,7 +39,21 @@ STATE_COLORS = dict(zip(STATES, ("#1f77b4", "#9ecae1", "#d62728", "#fcae91"), st
 FIT_COLORS = {"induction": "#6a3d9a", "repression": "#b15928", "steady": "#444444"}
 ECDF_POINTS = 512
 KDE_POINTS = 512
+ARROW_GRID = 0.6  # arrow-grid density relative to scVelo's 50 nodes per axis
 STREAM_WIDTHS = (0.6, 1.2, 1.9, 2.7)  # px, one trace per speed class (slow → fast)
+_AXIS_STYLE = {"gridcolor": "#ebf0f8", "linecolor": "#ebf0f8", "zerolinecolor": "#ebf0f8"}
+# A small template instead of "plotly_white": looking a named template up deep-copies and
+# re-validates it on every figure (~70 ms), and its JSON rides along in every payload.
+TEMPLATE = go.layout.Template(
+    layout={
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "font": {"family": "Helvetica, Arial, sans-serif", "size": 12},
+        "xaxis": _AXIS_STYLE,
+        "yaxis": _AXIS_STYLE,
+        "hoverlabel": {"align": "left"},
+    }
+)
 MS_LABEL = "Ms (min-max scaled moments)"
 MU_LABEL = "Mu (min-max scaled moments)"
 
@@ -68,7 +82,7 @@ def empty_figure(message: str, title: str = "") -> go.Figure:
 def _layout(title: str = "", uirevision: str | None = None, **extra: Any) -> dict:
     return {
         "title": {"text": title, "x": 0.02, "font": {"size": 15}},
-        "template": "plotly_white",
+        "template": TEMPLATE,
         "margin": {"l": 55, "r": 20, "t": 45, "b": 45},
         "uirevision": uirevision,
         "legend": {"itemsizing": "constant"},
@@ -76,16 +90,21 @@ def _layout(title: str = "", uirevision: str | None = None, **extra: Any) -> dic
     }
 
 
-def _equal_aspect(fig: go.Figure, x_title: str = "UMAP 1", y_title: str = "UMAP 2") -> None:
-    fig.update_xaxes(title=x_title, showgrid=False, zeroline=False, showticklabels=False)
-    fig.update_yaxes(
-        title=y_title,
-        showgrid=False,
-        zeroline=False,
-        showticklabels=False,
-        scaleanchor="x",
-        scaleratio=1,
-    )
+def _embedding_axes(x_title: str = "UMAP 1", y_title: str = "UMAP 2") -> dict:
+    """Layout axes of an embedding: equal aspect, no grid or tick labels."""
+    axis = {"showgrid": False, "zeroline": False, "showticklabels": False}
+    return {
+        "xaxis": {"title": {"text": x_title}, **axis},
+        "yaxis": {"title": {"text": y_title}, "scaleanchor": "x", "scaleratio": 1, **axis},
+    }
+
+
+def _plot_axes(x_title: str, y_title: str, **extra: Any) -> dict:
+    """Layout axes of an ordinary x/y plot (titles; ``extra`` applies to both axes)."""
+    return {
+        "xaxis": {"title": {"text": x_title}, **extra},
+        "yaxis": {"title": {"text": y_title}, **extra},
+    }
 
 
 def _robust_range(values: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
@@ -129,27 +148,30 @@ def cell_type_colors(results: Results) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _Hover:
-    customdata: np.ndarray  # float32 (N, k): cell index, latent time, [intrinsic], [extrinsic]
+    customdata: np.ndarray  # float32 (N, k): cell index, [latent time, intrinsic, extrinsic]
     template: str
 
 
-def _hover(results: Results) -> _Hover:
+def _hover(results: Results, full: bool = False) -> _Hover:
+    """Hover of cell points: ``customdata[0]`` is always the cell index (for click callbacks);
+    ``full`` adds latent time and the uncertainties (the main UMAP only, to keep the other
+    figures' payloads small)."""
+
     def build() -> _Hover:
-        columns = [np.arange(results.n_cells, dtype=np.float32), results.latent_time]
-        lines = [
-            "<b>%{fullData.name}</b>",
-            "cell #%{customdata[0]}",
-            "latent time %{customdata[1]:.3f}",
-        ]
-        for key, label in (("intrinsic", "intrinsic unc."), ("extrinsic", "extrinsic unc.")):
-            if results.has(key):
-                lines.append(f"{label} %{{customdata[{len(columns)}]:.3g}}")
-                columns.append(results.obs_numeric(f"{key}_uncertainty"))
+        columns = [np.arange(results.n_cells, dtype=np.float32)]
+        lines = ["<b>%{fullData.name}</b>", "cell #%{customdata[0]}"]
+        if full:
+            lines.append("latent time %{customdata[1]:.3f}")
+            columns.append(results.latent_time)
+            for key, label in (("intrinsic", "intrinsic unc."), ("extrinsic", "extrinsic unc.")):
+                if results.has(key):
+                    lines.append(f"{label} %{{customdata[{len(columns)}]:.3g}}")
+                    columns.append(results.obs_numeric(f"{key}_uncertainty"))
         return _Hover(
             np.ascontiguousarray(np.stack(columns, 1), dtype=np.float32), "<br>".join(lines)
         )
 
-    return results.memo(("hover",), build)
+    return results.memo(("hover", full), build)
 
 
 def _groups(codes: np.ndarray, n_groups: int) -> list[np.ndarray]:
@@ -219,10 +241,11 @@ def _cell_traces(
     values: ColorValues | None,
     size: float,
     opacity: float,
+    full_hover: bool,
 ) -> list[go.Scattergl]:
     """The cell layer: one Scattergl per category of :func:`cell_layer_split`."""
     names, groups, colors = _split(results, color)
-    hover = _hover(results)
+    hover = _hover(results, full_hover)
     template = hover.template
     if values is not None and values.kind == "numeric":
         template += f"<br>{values.label} %{{marker.color:.3g}}"
@@ -252,14 +275,23 @@ def _cell_figure(
     size: float = 3.0,
     opacity: float = 0.8,
     diverging: bool = False,
+    extra: list | None = None,
+    axes: dict | None = None,
+    full_hover: bool = False,
 ) -> go.Figure:
-    fig = go.Figure(_cell_traces(results, xy, color, values, size, opacity))
-    layout = _layout(title, uirevision)
+    """Cell layer (+ ``extra`` traces on top) built in one go (each plotly update call
+    re-validates, which dominated the gene-click latency)."""
+    cells = _cell_traces(results, xy, color, values, size, opacity, full_hover)
+    # Legend below the plot so it never overlaps the colour bar of numeric colourings.
+    layout = _layout(
+        title,
+        uirevision,
+        legend={"orientation": "h", "y": -0.08, "itemsizing": "constant"},
+        **(axes if axes is not None else _embedding_axes()),
+    )
     if values is not None and values.kind == "numeric":
         layout["coloraxis"] = _numeric_coloraxis(values.values, values.label, diverging)
-    fig.update_layout(layout)
-    _equal_aspect(fig)
-    return fig
+    return go.Figure(data=[*cells, *(extra or [])], layout=layout)
 
 
 # -- embedding (UMAP) with velocity streams ---------------------------------------------------
@@ -275,29 +307,39 @@ def embedding_figure(
 ) -> go.Figure:
     """UMAP of all cells coloured by ``color`` (cell types when None, an obs column, or a gene's
     ``layer`` values) with velocity drawn on top as streamlines (width ∝ speed, arrowheads) or
-    an arrow grid. ``density`` scales the number of streamlines/arrows (1 = scVelo's default),
+    an arrow grid. ``density`` scales the number of streamlines/arrows (1 = scVelo's stream
+    default; the arrow grid then has 30 nodes per axis),
     ``smooth`` is the Gaussian kernel width in grid spacings. Cell traces come first (indices
     0..k-1), velocity traces after them."""
     values = results.color_values(color, layer) if color is not None else None
     title = f"UMAP coloured by {values.label if values else results.groupby or 'cell type'}"
+    extra = []
+    if velocity != "none" and results.velocity_umap is not None:
+        extra = (_stream_traces if velocity == "streams" else _arrow_traces)(
+            results, density, smooth
+        )
     fig = _cell_figure(
-        results, results.umap, color, values, title, f"{results.key}:umap", point_size, opacity
+        results,
+        results.umap,
+        color,
+        values,
+        title,
+        f"{results.key}:umap",
+        point_size,
+        opacity,
+        extra=extra,
+        full_hover=True,
     )
-    if velocity != "none":
-        if results.velocity_umap is None:
-            fig.add_annotation(
-                text=results.missing_reason("streams"),
-                x=0.5,
-                y=1.0,
-                xref="paper",
-                yref="paper",
-                showarrow=False,
-                yanchor="bottom",
-            )
-        elif velocity == "streams":
-            fig.add_traces(_stream_traces(results, density, smooth))
-        else:
-            fig.add_traces(_arrow_traces(results, density, smooth))
+    if velocity != "none" and results.velocity_umap is None:
+        fig.add_annotation(
+            text=results.missing_reason("streams"),
+            x=0.5,
+            y=1.0,
+            xref="paper",
+            yref="paper",
+            showarrow=False,
+            yanchor="bottom",
+        )
     return fig
 
 
@@ -423,7 +465,8 @@ def _arrowheads(x: np.ndarray, y: np.ndarray, angle: np.ndarray, size: float) ->
 
 def _arrow_traces(results: Results, density: float, smooth: float) -> list[go.Scattergl]:
     def build() -> tuple[np.ndarray, ...]:
-        grid = _velocity_grid(results, density, smooth, "arrows")  # lengths in UMAP units
+        # 30 nodes per axis at density 1 (scVelo's 50 crowds a page-sized plot); UMAP units.
+        grid = _velocity_grid(results, ARROW_GRID * density, smooth, "arrows")
         gx, gy = np.meshgrid(grid.x, grid.y)
         keep = np.isfinite(grid.u) & np.isfinite(grid.v)
         u, v = grid.u[keep], grid.v[keep]
@@ -487,8 +530,7 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
                 name=f"{kind} uncertainty",
                 showlegend=False,
                 customdata=hover.customdata,
-                hovertemplate=hover.template.replace("%{fullData.name}", f"{kind} uncertainty")
-                + "<extra></extra>",
+                hovertemplate=hover.template + "<br>%{marker.color:.3g}<extra></extra>",
                 marker={"size": point_size, "color": values, "coloraxis": axis},
             ),
             row=1,
@@ -590,76 +632,65 @@ def phase_portrait_figure(
     """Mu vs Ms of every cell (coloured by cell type, latent time or most likely state), the
     fitted induction and repression curve, and the steady-state line
     u = (γ/β)(s − min s) + min u through the lower-left corner of the data."""
-    g = results.gene_arrays(gene)
-    xy = np.stack([g.ms, g.mu], 1)
-    hover = _hover(results)
-    if color_by == "cell_type":
-        fig = _cell_figure(results, xy, None, None, "", "", point_size, 0.7)
-    elif color_by == "latent_time":
-        fig = _cell_figure(
-            results, xy, "latent_time", results.color_values("latent_time"), "", "", point_size, 0.7
-        )
-    elif color_by == "state":
-        if g.state is None:
-            return empty_figure(results.missing_reason("states"), f"{gene} phase portrait")
-        fig = go.Figure(
-            [
-                go.Scattergl(
-                    x=g.ms[idx],
-                    y=g.mu[idx],
-                    mode="markers",
-                    name=state,
-                    customdata=hover.customdata[idx],
-                    hovertemplate=hover.template + "<extra></extra>",
-                    marker={"size": point_size, "opacity": 0.7, "color": STATE_COLORS[state]},
-                )
-                for state, idx in zip(STATES, _groups(g.state, len(STATES)), strict=True)
-            ]
-        )
-    else:
+    if color_by not in ("cell_type", "latent_time", "state"):
         raise ValueError(
             f"color_by must be 'cell_type', 'latent_time' or 'state', not {color_by!r}"
         )
+    g = results.gene_arrays(gene)
+    if color_by == "state" and g.state is None:
+        return empty_figure(results.missing_reason("states"), f"{gene} phase portrait")
     curve = fitted_curve(results, gene)
     k = int(curve["switch"])
-    fig.add_traces(
-        [
-            go.Scattergl(
-                x=curve["s"][: k + 1].astype(np.float32),
-                y=curve["u"][: k + 1].astype(np.float32),
-                mode="lines",
-                name="induction (fit)",
-                line={"color": FIT_COLORS["induction"], "width": 3},
-            ),
-            go.Scattergl(
-                x=curve["s"][k:].astype(np.float32),
-                y=curve["u"][k:].astype(np.float32),
-                mode="lines",
-                name="repression (fit)",
-                line={"color": FIT_COLORS["repression"], "width": 3},
-            ),
-        ]
-    )
     s_min, u_min = float(np.nanmin(g.ms)), float(np.nanmin(g.mu))
     s_line = np.array([s_min, float(np.nanmax(g.ms))], dtype=np.float32)
     slope = g.gamma / g.beta
-    fig.add_trace(
+    fits = [
+        go.Scattergl(
+            x=curve["s"][: k + 1].astype(np.float32),
+            y=curve["u"][: k + 1].astype(np.float32),
+            mode="lines",
+            name="induction (fit)",
+            line={"color": FIT_COLORS["induction"], "width": 3},
+        ),
+        go.Scattergl(
+            x=curve["s"][k:].astype(np.float32),
+            y=curve["u"][k:].astype(np.float32),
+            mode="lines",
+            name="repression (fit)",
+            line={"color": FIT_COLORS["repression"], "width": 3},
+        ),
         go.Scattergl(
             x=s_line,
             y=(slope * (s_line - s_min) + u_min).astype(np.float32),
             mode="lines",
             name=f"steady state u = {slope:.3g}·s",
             line={"color": FIT_COLORS["steady"], "dash": "dash"},
-        )
+        ),
+    ]
+    title = _fit_title(results, gene, "phase portrait")
+    uirevision = f"{results.key}:phase:{gene}"
+    axes = _plot_axes(MS_LABEL, MU_LABEL, rangemode="tozero")
+    xy = np.stack([g.ms, g.mu], 1)
+    if color_by == "state":
+        hover = _hover(results)
+        states = [
+            go.Scattergl(
+                x=g.ms[idx],
+                y=g.mu[idx],
+                mode="markers",
+                name=state,
+                customdata=hover.customdata[idx],
+                hovertemplate=hover.template + "<extra></extra>",
+                marker={"size": point_size, "opacity": 0.7, "color": STATE_COLORS[state]},
+            )
+            for state, idx in zip(STATES, _groups(g.state, len(STATES)), strict=True)
+        ]
+        return go.Figure(data=[*states, *fits], layout=_layout(title, uirevision, **axes))
+    values = results.color_values("latent_time") if color_by == "latent_time" else None
+    color = "latent_time" if color_by == "latent_time" else None
+    return _cell_figure(
+        results, xy, color, values, title, uirevision, point_size, 0.7, extra=fits, axes=axes
     )
-    fig.update_layout(
-        _layout(_fit_title(results, gene, "phase portrait"), f"{results.key}:phase:{gene}")
-    )
-    fig.update_xaxes(title=MS_LABEL, showgrid=True, showticklabels=True, rangemode="tozero")
-    fig.update_yaxes(
-        title=MU_LABEL, showgrid=True, showticklabels=True, rangemode="tozero", scaleanchor=None
-    )
-    return fig
 
 
 def gene_over_time_figure(results: Results, gene: str, point_size: float = 3.0) -> go.Figure:
@@ -667,45 +698,37 @@ def gene_over_time_figure(results: Results, gene: str, point_size: float = 3.0) 
     with the fitted u(t) and s(t) and a dotted line at the switch time."""
     g = results.gene_arrays(gene)
     curve = fitted_curve(results, gene)
-    hover = _hover(results)
     colors = {"u": "#ff7f0e", "s": "#1f77b4"}
-    fig = go.Figure()
+    traces = []
     for key, values, label in (("u", g.mu, "Mu (unspliced)"), ("s", g.ms, "Ms (spliced)")):
-        fig.add_trace(
+        traces += [
             go.Scattergl(
                 x=g.fit_t,
                 y=values,
                 mode="markers",
                 name=label,
-                customdata=hover.customdata,
-                hovertemplate=hover.template.replace("%{fullData.name}", label) + "<extra></extra>",
+                hovertemplate=f"{label}<br>t %{{x:.2f}}: %{{y:.3g}}<extra></extra>",
                 marker={"size": point_size, "opacity": 0.5, "color": colors[key]},
-            )
-        )
-        fig.add_trace(
+            ),
             go.Scattergl(
                 x=curve["t"].astype(np.float32),
                 y=curve[key].astype(np.float32),
                 mode="lines",
                 name=f"{key}(t) fit",
                 line={"color": colors[key], "width": 3},
-            )
-        )
-    fig.add_vline(
-        x=g.t_switch,
-        line_dash="dot",
-        line_color="#666",
-        annotation_text="switch",
-        annotation_position="top",
+            ),
+        ]
+    switch = {"x0": g.t_switch, "x1": g.t_switch, "y0": 0, "y1": 1, "yref": "paper"}
+    layout = _layout(
+        _fit_title(results, gene, "abundance over latent time"),
+        f"{results.key}:time:{gene}",
+        shapes=[{"type": "line", "line": {"dash": "dot", "color": "#666"}, **switch}],
+        annotations=[
+            {"x": g.t_switch, "y": 1, "yref": "paper", "text": "switch", "showarrow": False}
+        ],
+        **_plot_axes("latent time t (gene time axis, 0–20)", "min-max scaled moments"),
     )
-    fig.update_layout(
-        _layout(
-            _fit_title(results, gene, "abundance over latent time"), f"{results.key}:time:{gene}"
-        )
-    )
-    fig.update_xaxes(title="latent time t (gene time axis, 0–20)")
-    fig.update_yaxes(title="min-max scaled moments")
-    return fig
+    return go.Figure(data=traces, layout=layout)
 
 
 def gene_velocity_embedding_figure(
@@ -765,7 +788,7 @@ def baseline_agreement_figure(results: Results, gene: str, point_size: float = 3
         )
         if key in var
     ]
-    fig = _cell_figure(
+    return _cell_figure(
         results,
         np.stack([g.velocity, g.baseline], 1),
         None,
@@ -774,14 +797,10 @@ def baseline_agreement_figure(results: Results, gene: str, point_size: float = 3
         f"{results.key}:baseline:{gene}",
         point_size,
         0.7,
+        axes=_plot_axes(
+            "veloVI velocity", "scVelo steady-state velocity", zeroline=True, zerolinecolor="#999"
+        ),
     )
-    fig.add_hline(y=0, line_color="#999", line_width=1)
-    fig.add_vline(x=0, line_color="#999", line_width=1)
-    fig.update_xaxes(title="veloVI velocity", showticklabels=True, showgrid=True)
-    fig.update_yaxes(
-        title="scVelo steady-state velocity", showticklabels=True, showgrid=True, scaleanchor=None
-    )
-    return fig
 
 
 # -- coherence --------------------------------------------------------------------------------
