@@ -11,12 +11,13 @@ from dashboard.cli import main
 
 
 def _one_line_error(capsys) -> str:
+    """The single error line on stderr (stage progress lines may precede it)."""
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("velodash: error: ")
-    return lines[0]
+    errors = [line for line in err.splitlines() if not line.startswith("[")]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("velodash: error: ")
+    return errors[0]
 
 
 def test_missing_file(tmp_path, capsys):
