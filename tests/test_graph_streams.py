@@ -98,10 +98,10 @@ def test_rotation_field_arrows_are_tangent():
 def test_masked_grid_stops_lines_and_empty_grid_gives_no_lines():
     grid = field(lambda x, y: (np.ones_like(x), np.zeros_like(x)))
     grid.u[:, 20:] = np.nan
-    lines = streamlines(grid)
+    lines = streamlines(grid, density=1.0)
     assert np.nanmax(lines.x) <= grid.x[20] + 1e-6
     grid.u[:] = np.nan
-    empty = streamlines(grid)
+    empty = streamlines(grid, density=1.0)
     assert empty.x.size == 0 and empty.arrow_angle.size == 0
 
 
