@@ -71,7 +71,7 @@ class History:
 
 
 def _split(n_cells: int, train_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled train/validation cell indices (training gets ⌈train_size·N⌉ cells, as scvi-tools)."""
+    """Shuffled train/validation cell indices (⌈train_size·N⌉ train, as scvi-tools)."""
     order = np.random.default_rng(seed).permutation(n_cells)
     n_train = math.ceil(round(train_size * n_cells, 6))
     return np.sort(order[:n_train]), np.sort(order[n_train:])
