@@ -1,144 +1,180 @@
-"""Timing of the vectorised analyses against reference-style loops (not a test).
+"""Analyses benchmark: the reference's uncertainty and permutation procedures vs velodash's.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/bench_analyses.py [--cells 3000 --genes 500]``.
-Compares (1) ``directional_statistics`` with veloVI's per-cell loop, (2) ``extrinsic_uncertainty``
-with S calls of ``scv.tl.velocity_graph`` + ``get_transition_matrix`` (timed on a few samples
-and scaled to S), (3) the permutation t statistics with the G × C ``ttest_ind`` loop.
+On one simulated dataset (default 3000 cells × 500 genes, the fit benchmark's preprocessing)
+both models are trained for ``--train-epochs`` (no early stopping; analysis cost does not depend
+on fit quality), then, alternating reference and velodash so both see similar load:
+
+- intrinsic: ``VELOVI.get_directional_uncertainty(n_samples=100)`` (joblib over cells, its
+  default n_jobs=-1) vs ``core.uncertainty.intrinsic_uncertainty(VeloVI.velocity_samples(100))``;
+- extrinsic: the paper tutorial's loop (reference notes §4.2): 25 × (``get_velocity(n_samples=1)``
+  + ``scv.tl.velocity_graph(approx=True, sqrt_transform=False)`` + ``get_transition_matrix(
+  self_transitions=True, use_negative_cosines=True)`` + T @ Ms), then the reference's
+  directional statistics; vs ``core.uncertainty.extrinsic_uncertainty`` on 25 velocity samples
+  (the candidate-neighbour pattern is built inside the timed call);
+- permutation: velovi's ``get_permutation_scores(labels_key)`` vs
+  ``core.permutation.permutation_scores`` (expression fits with 10 samples, 200 cells per type).
+
+The per-cell (per-gene) agreement of the two models' outputs is reported as a Spearman
+correlation: a sanity check that both compute the same quantity, not an accuracy claim.
+
+Run:  .venv-bench/bin/python bench/bench_analyses.py --size 3000x500
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+from typing import Any
 
 import numpy as np
-import scanpy as sc
 import scipy.stats
 import scvelo as scv
-import torch
 from anndata import AnnData
+from common import (
+    environment,
+    load,
+    parse_sizes,
+    report,
+    set_threads,
+    simulated_dataset,
+    summary,
+    timed,
+    write_json,
+)
+from reference import ReferenceVELOVI, reference_model, train_reference
+from scvi.external.velovi._model import _compute_directional_statistics_tensor
 
-from core import graph
-from core.permutation import paired_group_t_statistics
-from core.uncertainty import directional_statistics, extrinsic_uncertainty
+from core import graph, permutation, uncertainty
+from core.train import TrainConfig
+from core.velovi import VeloVI
 
 
-def reference_directional(samples: np.ndarray) -> np.ndarray:
-    """veloVI's ``_directional_statistics_per_cell`` loop (sequential; n_jobs=1)."""
-
-    def centred_unit(v):
-        v = v - np.mean(v)
-        return v / np.linalg.norm(v)
-
-    out = []
-    for cell in range(samples.shape[1]):
-        tensor = samples[:, cell, :]
-        mean = tensor.mean(0)
-        cos = [np.clip(centred_unit(x) @ centred_unit(mean), -1, 1) for x in tensor]
-        angle = np.arccos(cos)
-        out.append(
-            [
-                np.var(cos),
-                np.percentile(cos, 95) - np.percentile(cos, 5),
-                np.mean(cos),
-                np.var(angle),
-                np.percentile(angle, 95) - np.percentile(angle, 5),
-            ]
+def reference_extrinsic(adata: AnnData, model: ReferenceVELOVI, n_samples: int) -> np.ndarray:
+    """The tutorial's ``compute_extrinisic_uncertainty``; returns the per-cell cosine variance."""
+    extrapolated = []
+    for i in range(n_samples):
+        vkey = f"velocities_velovi_{i}"
+        adata.layers[vkey] = np.asarray(model.get_velocity(n_samples=1, velo_statistic="mean"))
+        scv.tl.velocity_graph(adata, vkey=vkey, sqrt_transform=False, approx=True)
+        transitions = scv.utils.get_transition_matrix(
+            adata, vkey=vkey, self_transitions=True, use_negative_cosines=True
         )
-    return np.array(out)
+        extrapolated.append(np.asarray(transitions @ adata.layers["Ms"]))
+    df, _ = _compute_directional_statistics_tensor(
+        np.stack(extrapolated), n_jobs=-1, n_cells=adata.n_obs
+    )
+    return df["directional_cosine_sim_variance"].to_numpy()
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    value = fn(*args, **kwargs)
-    return value, time.perf_counter() - start
+def ours_extrinsic(adata: AnnData, model: VeloVI, n_samples: int) -> np.ndarray:
+    """velodash's extrinsic uncertainty; returns the per-cell cosine variance."""
+    candidates = graph.candidate_neighbors(adata)
+    samples = model.velocity_samples(n_samples)
+    df = uncertainty.extrinsic_uncertainty(samples, adata.layers["Ms"], candidates)
+    return df["cosine_variance"].to_numpy()
 
 
-def synthetic(n_cells: int, n_genes: int, n_samples: int, seed: int = 0):
-    """Low-rank positive Ms with a scanpy kNN graph, and noisy velocity samples."""
-    rng = np.random.default_rng(seed)
-    latent = np.cumsum(rng.normal(size=(n_cells, 5)), axis=0) / np.sqrt(n_cells)
-    Ms = np.exp(latent @ rng.normal(size=(5, n_genes)) * 0.5).astype(np.float32)
-    Ms /= Ms.max(0)
-    adata = AnnData(Ms.copy(), layers={"Ms": Ms})
-    sc.pp.pca(adata, n_comps=30)
-    sc.pp.neighbors(adata, n_neighbors=30, use_rep="X_pca")
-    mean_v = rng.normal(size=(n_cells, n_genes)).astype(np.float32)
-    samples = mean_v[None] + 0.5 * rng.normal(size=(n_samples, n_cells, n_genes)).astype(np.float32)
-    return adata, samples
+def ours_permutation(adata: AnnData, model: VeloVI, labels_key: str, seed: int) -> np.ndarray:
+    """velodash's permutation score per gene (G,)."""
+    labels = adata.obs[labels_key].astype("category")
+    result = permutation.permutation_scores(
+        lambda s, u: model.expression_fit(s, u, n_samples=10),
+        adata.layers["Ms"],
+        adata.layers["Mu"],
+        labels.cat.codes.to_numpy(),
+        len(labels.cat.categories),
+        n_cells=200,
+        seed=seed,
+    )
+    return result.score
+
+
+def compare(
+    name: str,
+    reference_fn,
+    ours_fn,
+    repeats: int,
+) -> dict[str, Any]:
+    """Alternate reference/velodash calls ``repeats`` times; timings, speed-up, agreement."""
+    timings: dict[str, list] = {"reference": [], "velodash": []}
+    values: dict[str, np.ndarray] = {}
+    for repeat in range(repeats):
+        for side, fn in (("reference", reference_fn), ("velodash", ours_fn)):
+            values[side], timing = timed(fn)
+            timings[side].append(timing)
+            report(f"{side} {name} (repeat {repeat + 1})", timing)
+    result: dict[str, Any] = {side: summary(t) for side, t in timings.items()}
+    result["speedup"] = result["reference"]["median_s"] / result["velodash"]["median_s"]
+    finite = np.isfinite(values["reference"]) & np.isfinite(values["velodash"])
+    result["spearman_reference_vs_velodash"] = float(
+        scipy.stats.spearmanr(values["reference"][finite], values["velodash"][finite])[0]
+    )
+    print(
+        f"  -> {name} speed-up {result['speedup']:.1f}x, Spearman(ref, ours) "
+        f"{result['spearman_reference_vs_velodash']:.2f}",
+        flush=True,
+    )
+    return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--cells", type=int, default=3000)
-    parser.add_argument("--genes", type=int, default=500)
-    parser.add_argument("--samples", type=int, default=100)
+    """Parse options, train both models, time the three analyses, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", default="3000x500", help="CELLSxGENES")
+    parser.add_argument("--train-epochs", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3, help="intrinsic and permutation")
+    parser.add_argument("--extrinsic-repeats", type=int, default=1)
+    parser.add_argument("--intrinsic-samples", type=int, default=100)
     parser.add_argument("--extrinsic-samples", type=int, default=25)
-    parser.add_argument("--scvelo-samples", type=int, default=2, help="scVelo calls timed")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default="intrinsic,extrinsic,permutation")
+    parser.add_argument("--out", default="analyses", help="bench/out/<out>.json")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+
+    set_threads(args.threads)
     scv.settings.verbosity = 0
-    adata, samples = synthetic(args.cells, args.genes, args.samples)
-    print(f"{args.cells} cells x {args.genes} genes, torch threads = {torch.get_num_threads()}")
+    [(n_cells, n_genes)] = parse_sizes(args.size)
+    payload: dict[str, Any] = {"args": vars(args), "environment": environment()}
+    adata, timing = timed(lambda: simulated_dataset(n_cells, n_genes, args.seed))
+    report(f"simulate + preprocess ({adata.n_vars} genes kept)", timing)
+    payload["n_genes_kept"] = int(adata.n_vars)
 
-    ours, t_ours = timed(directional_statistics, torch.from_numpy(samples))
-    ref, t_ref = timed(reference_directional, samples)
-    err = np.nanmax(np.abs(ours.to_numpy() - ref))
-    print(
-        f"intrinsic S={args.samples}: ours {t_ours:.2f} s, per-cell loop {t_ref:.2f} s "
-        f"(x{t_ref / t_ours:.0f}); max |diff| {err:.1e}"
-    )
+    ref_adata = adata.copy()
+    ref = reference_model(ref_adata, args.seed)
+    ours = VeloVI(adata.layers["Ms"], adata.layers["Mu"], device="cpu", seed=args.seed)
+    _, timing = timed(lambda: train_reference(ref, args.train_epochs, False))
+    report(f"reference train ({args.train_epochs} epochs)", timing)
+    _, timing = timed(lambda: ours.train(TrainConfig(args.train_epochs, early_stopping=False)))
+    report(f"velodash train ({args.train_epochs} epochs)", timing)
+    ours.posterior()  # fixes the per-gene scaling velocity_samples uses, as the pipeline does
 
-    S = args.extrinsic_samples
-    ext = samples[:S]
-    candidates, t_cand = timed(graph.candidate_neighbors, adata)
-    _, t_ext = timed(extrinsic_uncertainty, ext, adata.layers["Ms"], candidates)
-    print(f"extrinsic S={S}: candidates once {t_cand:.2f} s + ours {t_ext:.2f} s")
-    for approx in (False, True):
-        start = time.perf_counter()
-        for i in range(args.scvelo_samples):
-            adata.layers["v"] = ext[i]
-            scv.tl.velocity_graph(
-                adata,
-                vkey="v",
-                xkey="Ms",
-                sqrt_transform=False,
-                approx=approx,
-                show_progress_bar=False,
-            )
-            T = scv.utils.get_transition_matrix(
-                adata, vkey="v", self_transitions=True, use_negative_cosines=True
-            )
-            np.asarray(T @ adata.layers["Ms"])
-        per_call = (time.perf_counter() - start) / args.scvelo_samples
-        print(
-            f"  scVelo velocity_graph(approx={approx}) + transition: {per_call:.2f} s/sample, "
-            f"x{S} = {per_call * S:.1f} s (x{per_call * S / (t_cand + t_ext):.0f})"
-        )
-
-    rng = np.random.default_rng(1)
-    n_types, n_cap = 8, 200
-    codes = rng.integers(0, n_types, args.cells)
-    err_orig = rng.gamma(2.0, size=(args.cells, args.genes))
-    err_perm = rng.gamma(2.0, size=(args.cells, args.genes)) * 1.1
-    keep = np.zeros(args.cells, bool)
-    for c in range(n_types):  # first n_cap cells of each type, like the reference
-        keep[np.flatnonzero(codes == c)[:n_cap]] = True
-    ours_t, t_vec = timed(
-        paired_group_t_statistics, err_perm[keep], err_orig[keep], codes[keep], n_types
-    )
-    start = time.perf_counter()
-    loop_t = np.empty((args.genes, n_types))
-    for c in range(n_types):
-        rows = np.flatnonzero(codes == c)[:n_cap]
-        for g in range(args.genes):
-            loop_t[g, c] = scipy.stats.ttest_ind(err_perm[rows, g], err_orig[rows, g])[0]
-    t_loop = time.perf_counter() - start
-    print(
-        f"permutation t-tests G x C = {args.genes} x {n_types}: ours {t_vec * 1e3:.1f} ms, "
-        f"ttest_ind loop {t_loop:.2f} s (x{t_loop / t_vec:.0f}); "
-        f"max |diff| {np.abs(ours_t - loop_t).max():.1e}"
-    )
+    analyses = {
+        "intrinsic": (
+            lambda: ref.get_directional_uncertainty(n_samples=args.intrinsic_samples)[0][
+                "directional_cosine_sim_variance"
+            ].to_numpy(),
+            lambda: uncertainty.intrinsic_uncertainty(
+                ours.velocity_samples(args.intrinsic_samples)
+            )["cosine_variance"].to_numpy(),
+            args.repeats,
+        ),
+        "extrinsic": (
+            lambda: reference_extrinsic(ref_adata, ref, args.extrinsic_samples),
+            lambda: ours_extrinsic(adata, ours, args.extrinsic_samples),
+            args.extrinsic_repeats,
+        ),
+        "permutation": (
+            lambda: np.nanmax(ref.get_permutation_scores("clusters")[0].to_numpy(float), axis=1),
+            lambda: ours_permutation(adata, ours, "clusters", args.seed),
+            args.repeats,
+        ),
+    }
+    for name in args.only.split(","):
+        reference_fn, ours_fn, repeats = analyses[name]
+        print(f"== {name} (load {load():.2f})", flush=True)
+        payload[name] = compare(name, reference_fn, ours_fn, repeats)
+        payload["environment"]["load_at_end"] = load()
+        write_json(args.out, payload)
 
 
 if __name__ == "__main__":
