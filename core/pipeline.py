@@ -150,6 +150,20 @@ class _Stages:
         self.timings[name] = round(time.perf_counter() - start, 4)
 
 
+@contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Silence scanpy/scVelo's console logging (progress goes through the callback instead)."""
+    import scanpy as sc
+    import scvelo as scv
+
+    before = scv.settings.verbosity, sc.settings.verbosity
+    scv.settings.verbosity = sc.settings.verbosity = 1  # errors only
+    try:
+        yield
+    finally:
+        scv.settings.verbosity, sc.settings.verbosity = before
+
+
 def _group_codes(adata: AnnData, groupby: str) -> tuple[np.ndarray, list[str]]:
     """Integer codes (N,) and ordered category names of the cell-type column."""
     column = adata.obs[groupby].astype("category")
@@ -196,7 +210,10 @@ def run(
         notes.append("no cell-type annotation found: all cells form one group")
         stages.report(ProgressEvent("preprocess", 0.0, notes[-1]))
 
-    with stages.stage("preprocess", "preprocessing: filter, normalise, moments, embedding"):
+    with (
+        stages.stage("preprocess", "preprocessing: filter, normalise, moments, embedding"),
+        _quiet_libraries(),
+    ):
         result = preprocess(
             adata,
             PreprocessConfig(
@@ -339,7 +356,7 @@ def _run_analyses(
     if "baseline" in wanted:
         from core.baseline import add_baseline_to_adata
 
-        with stages.stage("baseline", f"scVelo {params.baseline} baseline"):
+        with stages.stage("baseline", f"scVelo {params.baseline} baseline"), _quiet_libraries():
             add_baseline_to_adata(result, mode=params.baseline)
 
 
