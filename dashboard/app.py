@@ -13,7 +13,7 @@ from typing import Any
 
 import dash
 import diskcache
-from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
+from dash import ClientsideFunction, Dash, Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
 from core.pipeline import FitParams
@@ -125,13 +125,12 @@ def _register_shell_callbacks(app: Dash, registry: DatasetRegistry, config: AppC
         Output(ui.JOB_ALERT, "children"),
         Input(ui.FIT_RESULT, "data"),
         Input(ui.CANCEL_FIT, "n_clicks"),
-        State(ui.FIT_RUNNING, "data"),
         prevent_initial_call=True,
     )(job_alert)
 
     @app.callback(
-        [Output(f"nav-{name.lower()}", "href") for _, name in ui.PAGES],
-        Output("nav-dataset", "children"),
+        [Output(f"nav-{name.lower()}", "href") for _, name in ui.PAGES]
+        + [Output("nav-dataset", "children")],
         Input(ui.URL, "search"),
     )
     def nav_links(search: str | None):
@@ -141,7 +140,7 @@ def _register_shell_callbacks(app: Dash, registry: DatasetRegistry, config: AppC
             label = registry.get(ds).label if ds else ""
         except UnknownDataset:
             label = ""
-        return [ui.page_href(path, ds) for path, _ in ui.PAGES], label
+        return [ui.page_href(path, ds) for path, _ in ui.PAGES] + [label]
 
     app.clientside_callback(
         ClientsideFunction("velodash", "syncUrl"),
@@ -163,10 +162,11 @@ def job_bar_state(progress: dict | None, running: bool) -> tuple[dict, str, dict
     return {"display": "flex"}, message, {"width": width}
 
 
-def job_alert(result: dict | None, cancel_clicks: int | None, running: bool) -> html.Div:
-    """The message after a fit: done (with links), an error, or cancelled."""
+def job_alert(result: dict | None, cancel_clicks: int | None) -> html.Div:
+    """The message after a fit: done (with links), an error, or cancelled (the Cancel button
+    is only visible while a fit runs)."""
     if dash.ctx.triggered_id == ui.CANCEL_FIT:
-        if not running:
+        if not cancel_clicks:
             raise PreventUpdate
         return ui.alert("Fit cancelled.", "warning", id="job-cancelled")
     if not result:

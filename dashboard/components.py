@@ -77,9 +77,7 @@ def resolve(ds: str | None) -> tuple[Dataset | None, Results | None, html.Div | 
         return (
             None,
             None,
-            alert(
-                [f"Unknown dataset '{ds}'. ", dcc.Link("Pick a dataset", href="/")], "danger"
-            ),
+            alert([f"Unknown dataset '{ds}'. ", dcc.Link("Pick a dataset", href="/")], "danger"),
         )
     path = registry.results_for(dataset)
     if path is None:
@@ -124,7 +122,9 @@ def job_bar() -> html.Div:
     return html.Div(
         [
             html.Span(id="job-message", className="job-message"),
-            html.Div(html.Div(id="job-progress-fill", className="progress-fill"), className="progress"),
+            html.Div(
+                html.Div(id="job-progress-fill", className="progress-fill"), className="progress"
+            ),
             html.Button("Cancel fit", id=CANCEL_FIT, className="btn btn-outline", n_clicks=0),
         ],
         id=JOB_BAR,

@@ -16,6 +16,7 @@ import pytest
 import scipy.sparse as sp
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
+from fake_results import write_fake_results
 
 from core.pipeline import FitParams, ProgressEvent, results_key
 from dashboard import app as app_module
@@ -29,7 +30,6 @@ from dashboard.datasets import (
     UploadError,
     decode_upload,
 )
-from fake_results import write_fake_results
 
 
 def _raw_counts(path: Path, n_cells: int = 40, n_genes: int = 12, seed: int = 0) -> Path:
@@ -233,7 +233,9 @@ def test_run_fit_reuses_existing_results_without_fitting(tmp_path):
 
 # -- URL state and shell callbacks ---------------------------------------------------------------
 def test_page_href_keeps_dataset_and_drops_empty_values():
-    assert ui.page_href("/genes", "sample", gene="Top2a", color=None) == "/genes?ds=sample&gene=Top2a"
+    assert (
+        ui.page_href("/genes", "sample", gene="Top2a", color=None) == "/genes?ds=sample&gene=Top2a"
+    )
     assert ui.page_href("/", None) == "/"
     assert ui.gene_link("A&B", "x").href == "/genes?ds=x&gene=A%26B"
 
@@ -258,12 +260,12 @@ def _triggered(prop_id: str, func, *args):
 
 def test_job_alert_for_done_error_and_cancel():
     done = {"status": "done", "ds": "sample", "device": "cuda:0", "seconds": 12.0, "label": "S"}
-    alert = _triggered(f"{ui.FIT_RESULT}.data", app_module.job_alert, done, 0, False)
+    alert = _triggered(f"{ui.FIT_RESULT}.data", app_module.job_alert, done, 0)
     assert "alert-success" in alert.className
     assert "on cuda:0" in alert.children[0]
     error = {"status": "error", "message": "Dataset lacks layer 'spliced'", "ds": "sample"}
-    alert = _triggered(f"{ui.FIT_RESULT}.data", app_module.job_alert, error, 0, False)
+    alert = _triggered(f"{ui.FIT_RESULT}.data", app_module.job_alert, error, 0)
     assert alert.children == "Dataset lacks layer 'spliced'"
     assert "alert-danger" in alert.className
-    alert = _triggered(f"{ui.CANCEL_FIT}.n_clicks", app_module.job_alert, None, 1, True)
+    alert = _triggered(f"{ui.CANCEL_FIT}.n_clicks", app_module.job_alert, None, 1)
     assert alert.children == "Fit cancelled."

@@ -1,0 +1,84 @@
+"""Coherence view: per-cell-type CDFs of gene velocity coherence and the most and least
+coherent genes of a chosen cell type (each a link to the gene view)."""
+
+from __future__ import annotations
+
+import dash
+from dash import Input, Output, State, callback, dcc, html
+
+from dashboard import components as ui
+from dashboard import figures
+
+dash.register_page(
+    __name__, path="/coherence", name="Coherence", title="velodash · coherence", order=4
+)
+
+
+def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div:
+    """CDF figure with a cell-type filter, and top/bottom genes of cell type `type`."""
+    dataset, results, problem = ui.resolve(ds)
+    if problem is not None:
+        return problem
+    if not results.has("coherence"):
+        return ui.alert(results.missing_reason("coherence"), "info")
+    cell_type = type if type in results.cell_types else results.cell_types[0]
+    return html.Div(
+        [
+            dcc.Store(id="coherence-ds", data=dataset.id),
+            ui.url_state_store(),
+            html.Div(
+                [
+                    html.Label("Cell types in the CDF", className="label"),
+                    dcc.Checklist(
+                        results.cell_types, results.cell_types, id="coherence-types", inline=True
+                    ),
+                    dcc.Graph(id="coherence-cdf", style={"height": "460px"}),
+                    html.P(
+                        "Coherence of a gene in a cell type: how well its velocity agrees with "
+                        "the velocity of the cells each cell is predicted to move to (veloVI). "
+                        "Curves far right: genes whose velocity agrees with the population.",
+                        className="caveat",
+                    ),
+                ],
+                className="card",
+            ),
+            html.Div(
+                [
+                    html.Label("Top and bottom genes for", className="label"),
+                    dcc.Dropdown(
+                        results.cell_types, cell_type, id="coherence-type", clearable=False
+                    ),
+                    html.Div(id="coherence-genes", className="grid-2"),
+                ],
+                className="card",
+            ),
+        ]
+    )
+
+
+@callback(
+    Output("coherence-cdf", "figure"),
+    Input("coherence-types", "value"),
+    State("coherence-ds", "data"),
+)
+def cdf(cell_types: list[str], ds: str):
+    """CDF lines of the ticked cell types."""
+    _, results, _ = ui.resolve(ds)
+    return figures.coherence_cdf_figure(results, cell_types or None)
+
+
+@callback(
+    Output("coherence-genes", "children"),
+    Output(ui.URL_STATE, "data"),
+    Input("coherence-type", "value"),
+    State("coherence-ds", "data"),
+)
+def top_bottom(cell_type: str, ds: str):
+    """The 10 most and least coherent genes of `cell_type`, as gene links."""
+    _, results, _ = ui.resolve(ds)
+    top, bottom = figures.top_bottom_coherence(results, cell_type, n=10)
+    lists = [
+        html.Div([html.H3(title), html.Ol([html.Li(ui.gene_link(g, ds)) for g in genes])])
+        for title, genes in (("Most coherent", top), ("Least coherent", bottom))
+    ]
+    return lists, ui.page_href("", ds, type=cell_type)

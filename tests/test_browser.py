@@ -1,0 +1,198 @@
+"""The dashboard in a real headless Chromium (dash[testing]'s `dash_duo`, Selenium).
+
+Run: ``DASH_TEST_CHROMEPATH=/usr/bin/chromium pytest -m browser --headless tests/test_browser.py``
+(Debian packages `chromium` and `chromium-driver`). Pages are checked on a fake results file;
+the fit tests run the real pipeline on a tiny simulated dataset through the DiskcacheManager.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import psutil
+import pytest
+from dash.testing.wait import until
+from fake_results import write_fake_results
+
+from dashboard.app import create_app
+from dashboard.config import AppConfig
+from dashboard.datasets import DatasetRegistry
+from dashboard.results import load_results
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(os.environ.get("DASH_TEST_CHROMEPATH", "/usr/bin/chromium")).exists(),
+        reason="needs Chromium: apt-get install chromium chromium-driver",
+    ),
+]
+
+#: A fit short enough for a test: 10 epochs, the slow analyses left out.
+QUICK_FIT = {
+    "max_epochs": 10,
+    "n_pcs": 10,
+    "n_neighbors": 15,
+    "skip": ["intrinsic", "extrinsic", "coherence", "permutation", "baseline"],
+}
+PAGE_FIGURES = {
+    "/stream": "stream-graph",
+    "/uncertainty": "uncertainty-maps",
+    "/coherence": "coherence-cdf",
+    "/permutation": "permutation-heatmap",
+    "/genes": "phase-portrait",
+}
+
+
+@pytest.fixture(scope="module")
+def fake_results(tmp_path_factory) -> Path:
+    """A contract-complete fake results file (300 cells, 30 genes, 5 cell types)."""
+    return write_fake_results(tmp_path_factory.mktemp("fake") / "fit.h5ad", n_cells=300, n_genes=30)
+
+
+@pytest.fixture(scope="module")
+def tiny_counts(tmp_path_factory) -> Path:
+    """Raw counts of a tiny branching simulation, with a precomputed 2-D embedding."""
+    from core.simulate import simulate_branching
+
+    adata = simulate_branching(n_cells=200, n_genes=40, seed=0)
+    t = adata.obs["true_t"].to_numpy()
+    lineage = adata.obs["true_lineage"].astype("category").cat.codes.to_numpy()
+    adata.obsm["X_umap"] = np.stack([t, t * (lineage - lineage.mean())], 1).astype(np.float32)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def _config(tmp_path: Path, **kwargs) -> AppConfig:
+    defaults = {"cache_dir": tmp_path / "cache", "sample_path": tmp_path / "no_sample.h5ad"}
+    return AppConfig(**{**defaults, **kwargs})
+
+
+def _figure_points(duo, graph_id: str) -> int:
+    """Number of x (or heatmap z) values over all rendered traces of dcc.Graph `graph_id`."""
+    return duo.driver.execute_script(
+        "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+        "if (!g || !g._fullData) return 0;"
+        "const size = (t) => (t.x && t.x.length) || (t.z && t.z.length) || 0;"
+        "return g._fullData.reduce((n, t) => n + size(t), 0);",
+        f"#{graph_id}",
+    )
+
+
+def _figure_title(duo, graph_id: str) -> str:
+    return duo.driver.execute_script(
+        "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+        "return g && g.layout && g.layout.title ? String(g.layout.title.text || '') : '';",
+        f"#{graph_id}",
+    )
+
+
+def _job_processes() -> list[psutil.Process]:
+    """Python child processes of this test process (background jobs; chromedriver excluded)."""
+    return [p for p in psutil.Process().children(recursive=True) if "python" in p.name().lower()]
+
+
+def _query(duo) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(duo.driver.current_url).query).items()}
+
+
+def test_every_page_renders_its_figure_without_console_errors(dash_duo, tmp_path, fake_results):
+    app = create_app(_config(tmp_path, data=(fake_results,)))
+    dash_duo.start_server(app)
+    ds = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
+    dash_duo.wait_for_contains_text("#summary-stats", "300", timeout=20)
+    for path, graph_id in PAGE_FIGURES.items():
+        dash_duo.driver.get(f"{dash_duo.server_url}{path}?ds={ds}")
+        until(lambda g=graph_id: _figure_points(dash_duo, g) > 0, timeout=30)
+    assert dash_duo.get_logs() == []
+
+
+def test_gene_table_click_and_deep_link(dash_duo, tmp_path, fake_results):
+    app = create_app(_config(tmp_path, data=(fake_results,)))
+    dash_duo.start_server(app)
+    ds = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
+    shared = load_results(fake_results).gene_names[7]
+    # A shared link opens the gene it names.
+    dash_duo.driver.get(f"{dash_duo.server_url}/genes?ds={ds}&gene={shared}")
+    dash_duo.wait_for_text_to_equal("#gene-title", shared, timeout=20)
+    until(lambda: shared in _figure_title(dash_duo, "phase-portrait"), timeout=20)
+    # Clicking another row selects that gene: title, portrait and URL follow.
+    cells = dash_duo.find_elements('#gene-table td[data-dash-column="gene"]')
+    target = next(c for c in cells if c.text != shared)
+    gene = target.text
+    target.click()
+    dash_duo.wait_for_text_to_equal("#gene-title", gene, timeout=20)
+    until(lambda: gene in _figure_title(dash_duo, "phase-portrait"), timeout=20)
+    until(lambda: _query(dash_duo).get("gene") == gene, timeout=10)
+    assert _query(dash_duo)["ds"] == ds
+    # Reloading the URL restores the view.
+    dash_duo.driver.refresh()
+    dash_duo.wait_for_text_to_equal("#gene-title", gene, timeout=20)
+    assert dash_duo.get_logs() == []
+
+
+def test_stream_colour_by_gene_from_url(dash_duo, tmp_path, fake_results):
+    app = create_app(_config(tmp_path, data=(fake_results,)))
+    dash_duo.start_server(app)
+    ds = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
+    gene = load_results(fake_results).gene_names[3]
+    dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds={ds}&color={gene}&mode=arrows")
+    until(lambda: gene in _figure_title(dash_duo, "stream-graph"), timeout=30)
+    dash_duo.wait_for_contains_text("#stream-gene-link", gene, timeout=10)
+    assert _query(dash_duo) == {"ds": ds, "color": gene, "mode": "arrows"}
+    assert dash_duo.get_logs() == []
+
+
+def test_bad_upload_shows_error_and_app_keeps_working(dash_duo, tmp_path, fake_results):
+    app = create_app(_config(tmp_path, data=(fake_results,)))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_contains_text("#summary-stats", "300", timeout=20)
+    bad = tmp_path / "corrupt.h5ad"
+    bad.write_bytes(b"this is not an HDF5 file")
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(bad))
+    dash_duo.wait_for_contains_text("#upload-error", "not an HDF5 file", timeout=20)
+    dash_duo.find_element("#nav-genes").click()
+    until(lambda: _figure_points(dash_duo, "phase-portrait") > 0, timeout=30)
+
+
+def test_cancel_stops_a_running_fit(dash_duo, tmp_path, tiny_counts):
+    config = _config(tmp_path, data=(tiny_counts,), fit_overrides={**QUICK_FIT, "max_epochs": 5000})
+    dash_duo.start_server(create_app(config))
+    dash_duo.wait_for_contains_text("#home-summary", "has not been fitted", timeout=20)
+    dash_duo.find_element("#fit-btn").click()
+    dash_duo.wait_for_style_to_equal("#job-bar", "display", "flex", timeout=20)
+    assert dash_duo.find_element("#fit-btn").get_attribute("disabled")
+    dash_duo.find_element("#cancel-fit").click()
+    dash_duo.wait_for_text_to_equal("#job-cancelled", "Fit cancelled.", timeout=20)
+    dash_duo.wait_for_style_to_equal("#job-bar", "display", "none", timeout=20)
+    until(lambda: not dash_duo.find_element("#fit-btn").get_attribute("disabled"), timeout=10)
+    until(lambda: not _job_processes(), timeout=10)  # the job process was killed
+    assert not list((config.cache_dir / "results").glob("*.h5ad"))
+
+
+@pytest.mark.slow
+def test_first_launch_fits_the_sample_in_the_background(dash_duo, tmp_path, tiny_counts):
+    # No DATA: the (tiny) sample is fitted automatically, with live progress, then shown.
+    fit = {**QUICK_FIT, "max_epochs": 150, "early_stopping": False}  # long enough to watch
+    config = _config(tmp_path, sample_path=tiny_counts, fit_overrides=fit)
+    dash_duo.start_server(create_app(config))
+    seen: set[str] = set()
+
+    def finished() -> bool:
+        seen.add(dash_duo.find_element("#job-bar").text)
+        seen.add(dash_duo.find_element("#fit-status").text)
+        return "Fit finished" in dash_duo.find_element("#job-alert").text
+
+    until(finished, timeout=150, poll=0.2)
+    assert any("epoch" in text and "validation ELBO" in text for text in seen), seen
+    dash_duo.wait_for_contains_text("#summary-stats", "200", timeout=20)
+    until(lambda: _figure_points(dash_duo, "training-curve") > 0, timeout=10)
+    results = list((config.cache_dir / "results").glob("*.h5ad"))
+    assert len(results) == 1
+    # A later launch on the same cache finds the results by content hash: no fit.
+    dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds=sample")
+    until(lambda: _figure_points(dash_duo, "stream-graph") > 0, timeout=30)
+    assert dash_duo.get_logs() == []
