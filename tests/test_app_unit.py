@@ -269,3 +269,103 @@ def test_job_alert_for_done_error_and_cancel():
     assert "alert-danger" in alert.className
     alert = _triggered(f"{ui.CANCEL_FIT}.n_clicks", app_module.job_alert, None, 1)
     assert alert.children == "Fit cancelled."
+
+
+# -- pages: layouts from query kwargs and callbacks called directly --------------------------------
+@pytest.fixture
+def page_app(config):
+    """The app (pages registered) and a request context on it; yields the results dataset id."""
+    app = app_module.create_app(config)
+    with app.server.test_request_context("/"):
+        yield DatasetRegistry(config).default_id()
+
+
+def _find(component, component_id):
+    """The component with `component_id` inside a layout tree (or None)."""
+    if getattr(component, "id", None) == component_id:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list | tuple) else [children]:
+        if child is not None and hasattr(child, "to_plotly_json"):
+            found = _find(child, component_id)
+            if found is not None:
+                return found
+    return None
+
+
+def test_gene_page_layout_restores_gene_from_url(page_app):
+    from dashboard.pages import genes
+
+    layout = genes.layout(ds=page_app, gene="Gene003", color_by="state")
+    assert _find(layout, "genes-selected").data == "Gene003"
+    assert _find(layout, "gene-color-by").value == "state"
+    title, problem, *figs, search = genes.show_gene("Gene003", "state", page_app)
+    assert (title, problem) == ("Gene003", None)
+    assert search == f"?ds={page_app}&gene=Gene003&color_by=state"
+    assert "Gene003" in figs[0].layout.title.text
+    # An unknown gene in a shared link explains itself and suggests names.
+    _, problem, *_ = genes.show_gene("Gene3", "cell_type", page_app)
+    assert "unknown gene 'Gene3'" in problem.children
+
+
+def test_gene_table_search_and_row_click(page_app):
+    from dashboard.pages import genes
+
+    _, results, _ = ui.resolve(page_app)
+    rows = genes.table_records(results, "gene00")
+    assert [r["gene"] for r in rows] == [f"Gene00{i}" for i in range(8)]
+    assert all(r["id"] == r["gene"] for r in rows)
+    assert genes.select_from_table({"row": 0, "column": 2, "row_id": "Gene005"}) == "Gene005"
+    scores = results.gene_table()["permutation_score"]
+    assert genes.default_gene(results) == results.gene_names[int(scores.argmax())]
+
+
+def test_stream_recolour_sends_typed_patch_and_url(page_app):
+    from dashboard.pages import stream
+
+    _, results, _ = ui.resolve(page_app)
+    assert stream.split_color(results, "Gene002") == ("clusters", "Gene002")
+    assert stream.split_color(results, "clusters") == ("clusters", None)
+    assert stream.split_color(results, "no-such-thing") == ("clusters", None)
+    args = ("clusters", None, "streams", 1.0, 0.5)
+    figure, shown, search, _ = _triggered(".", stream.draw, *args, None, page_app)
+    assert len(figure.data) >= len(results.cell_types)
+    assert search == f"?ds={page_app}&color=clusters"
+    # Picking a gene only recolours: a Patch whose colours are base64 typed arrays.
+    gene_args = ("clusters", "Gene002", "streams", 1.0, 0.5, shown, page_app)
+    patch, shown2, search, link = _triggered("stream-gene.value", stream.draw, *gene_args)
+    assert isinstance(patch, dash.Patch)
+    colours = [op for op in patch.to_plotly_json()["operations"] if op["location"][-1] == "color"]
+    assert colours and all("bdata" in op["params"]["value"] for op in colours)
+    assert shown2["color"] == "Gene002"
+    assert search == f"?ds={page_app}&color=Gene002"
+    assert link.children[1].href == f"/genes?ds={page_app}&gene=Gene002"
+    # Changing the velocity mode rebuilds the figure.
+    rebuilt, *_ = _triggered(
+        "stream-mode.value", stream.draw, "clusters", None, "arrows", 1.0, 0.5, shown, page_app
+    )
+    assert isinstance(rebuilt, type(figure))
+
+
+def test_home_fit_request_and_upload_error(page_app):
+    from dashboard.pages import home
+
+    request = _triggered(
+        "fit-btn.n_clicks", home.request_fit, 1, False, "sample", "cpu", 12, False
+    )
+    assert request["ds"] == "sample"
+    assert request["params"] == {"device": "cpu", "max_epochs": 12}
+    with pytest.raises(dash.exceptions.PreventUpdate):  # one fit at a time
+        _triggered("fit-btn.n_clicks", home.request_fit, 2, False, "sample", "cpu", 12, True)
+    auto = _triggered(".", home.request_fit, 0, True, "sample", "auto", 500, False)
+    assert auto["params"]["device"] == "auto"
+    message, href = home.receive_upload(_data_url(b"garbage"), "x.h5ad")
+    assert "not an HDF5 file" in message.children
+    assert href is dash.no_update
+
+
+def test_unknown_dataset_in_url_shows_an_alert(page_app):
+    from dashboard.pages import uncertainty
+
+    layout = uncertainty.layout(ds="deadbeef0000")
+    assert "Unknown dataset 'deadbeef0000'" in layout.children[0]
