@@ -46,7 +46,11 @@ def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div
                 [
                     html.Label("Top and bottom genes for", className="label"),
                     dcc.Dropdown(
-                        results.cell_types, cell_type, id="coherence-type", clearable=False
+                        results.cell_types,
+                        cell_type,
+                        id="coherence-type",
+                        clearable=False,
+                        style={"maxWidth": "320px"},
                     ),
                     html.Div(id="coherence-genes", className="grid-2"),
                 ],

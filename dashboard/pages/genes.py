@@ -21,6 +21,8 @@ COLOR_BY = [
     {"label": "state", "value": "state"},
 ]
 GRAPH_CONFIG = {"displaylogo": False}
+#: Columns shown at first; the rest are one click away ("Toggle Columns").
+MAIN_COLUMNS = ("gene", "permutation_score", "fit_likelihood", "fit_mse")
 
 
 def default_gene(results) -> str:
@@ -42,12 +44,13 @@ def table_records(results, search: str | None) -> list[dict]:
 def _columns(results) -> list[dict]:
     table = results.gene_table()
     number = Format(precision=3, scheme=Scheme.decimal_or_exponent)
-    return [
-        {"name": c.replace("_", " "), "id": c, "type": "numeric", "format": number}
-        if table[c].dtype.kind in "fiu"
-        else {"name": c.replace("_", " "), "id": c}
-        for c in table.columns
-    ]
+    columns = []
+    for c in table.columns:
+        column = {"name": c.replace("_", " "), "id": c, "hideable": c != "gene"}
+        if table[c].dtype.kind in "fiu":
+            column.update(type="numeric", format=number)
+        columns.append(column)
+    return columns
 
 
 def _graph(graph_id: str, height: str = "360px") -> dcc.Graph:
@@ -92,6 +95,9 @@ def layout(
                             columns=_columns(results),
                             data=table_records(results, None),
                             sort_action="native",
+                            hidden_columns=[
+                                c for c in results.gene_table().columns if c not in MAIN_COLUMNS
+                            ],
                             page_size=15,
                             style_table={"overflowX": "auto"},
                             style_cell={"fontSize": 12, "padding": "3px 6px"},

@@ -50,7 +50,6 @@ def dataset_list(active: str | None) -> list[html.Li]:
 def layout(ds: str | None = None, **_query) -> html.Div:
     """The home page for dataset `ds` (default dataset when absent)."""
     config = flask.current_app.config[ui.CONFIG_KEY]
-    registry = ui.current_registry()
     dataset, results, _ = ui.resolve(ds)
     active = dataset.id if dataset else None
     autofit = bool(
@@ -112,7 +111,8 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                             "Fit", id="fit-btn", className="btn", n_clicks=0
                                         ),
                                         html.Span(
-                                            f" cached by content: {registry.results_dir}",
+                                            " results are cached by content: the same data "
+                                            "and options reopen instantly",
                                             className="caveat",
                                         ),
                                     ],
