@@ -205,7 +205,7 @@ def serve(
         data=tuple(data or ()),
         data_dir=data_dir,
         cache_dir=cache_dir,
-        allow_upload=allow_upload,
+        allow_upload=None if allow_upload else False,  # VELODASH_NO_UPLOAD still applies
         debug=debug,
     )
     app = create_app(config)

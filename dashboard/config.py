@@ -17,6 +17,7 @@ ENV_CACHE_DIR = "VELODASH_CACHE_DIR"
 ENV_SECRET_KEY = "VELODASH_SECRET_KEY"
 ENV_REDIS_URL = "VELODASH_REDIS_URL"
 ENV_MAX_UPLOAD_MB = "VELODASH_MAX_UPLOAD_MB"
+ENV_NO_UPLOAD = "VELODASH_NO_UPLOAD"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class AppConfig:
             values["secret_key"] = os.environ[ENV_SECRET_KEY]
         if os.environ.get(ENV_MAX_UPLOAD_MB):
             values["max_upload_mb"] = float(os.environ[ENV_MAX_UPLOAD_MB])
+        if os.environ.get(ENV_NO_UPLOAD, "").lower() in ("1", "true", "yes"):
+            values["allow_upload"] = False
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "data" in values:
             values["data"] = tuple(Path(p) for p in values["data"])

@@ -67,7 +67,8 @@ def config(tmp_path: Path) -> AppConfig:
 def test_config_from_env_and_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("VELODASH_CACHE_DIR", str(tmp_path / "c"))
     monkeypatch.setenv(ENV_REDIS_URL, "redis://example:6379/0")
-    config = AppConfig.from_env(data=["x.h5ad"], cache_dir=None, allow_upload=False)
+    monkeypatch.setenv("VELODASH_NO_UPLOAD", "1")
+    config = AppConfig.from_env(data=["x.h5ad"], cache_dir=None)
     assert config.cache_dir == tmp_path / "c"  # a None override never masks the environment
     assert config.redis_url == "redis://example:6379/0"
     assert config.data == (Path("x.h5ad"),)
