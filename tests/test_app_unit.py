@@ -351,9 +351,7 @@ def test_stream_recolour_sends_typed_patch_and_url(page_app):
 def test_home_fit_request_and_upload_error(page_app):
     from dashboard.pages import home
 
-    request = _triggered(
-        "fit-btn.n_clicks", home.request_fit, 1, False, "sample", "cpu", 12, False
-    )
+    request = _triggered("fit-btn.n_clicks", home.request_fit, 1, False, "sample", "cpu", 12, False)
     assert request["ds"] == "sample"
     assert request["params"] == {"device": "cpu", "max_epochs": 12}
     with pytest.raises(dash.exceptions.PreventUpdate):  # one fit at a time
