@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import scipy.stats
-import scvelo as scv
 from anndata import AnnData
 from common import (
     environment,
@@ -41,6 +40,9 @@ from common import (
     write_json,
 )
 from reference import ReferenceVELOVI, reference_model, train_reference
+from scvelo import settings as scvelo_settings
+from scvelo.tools import velocity_graph
+from scvelo.utils import get_transition_matrix
 from scvi.external.velovi._model import _compute_directional_statistics_tensor
 
 from core import graph, permutation, uncertainty
@@ -54,8 +56,8 @@ def reference_extrinsic(adata: AnnData, model: ReferenceVELOVI, n_samples: int) 
     for i in range(n_samples):
         vkey = f"velocities_velovi_{i}"
         adata.layers[vkey] = np.asarray(model.get_velocity(n_samples=1, velo_statistic="mean"))
-        scv.tl.velocity_graph(adata, vkey=vkey, sqrt_transform=False, approx=True)
-        transitions = scv.utils.get_transition_matrix(
+        velocity_graph(adata, vkey=vkey, sqrt_transform=False, approx=True)
+        transitions = get_transition_matrix(
             adata, vkey=vkey, self_transitions=True, use_negative_cosines=True
         )
         extrapolated.append(np.asarray(transitions @ adata.layers["Ms"]))
@@ -125,14 +127,14 @@ def main() -> None:
     parser.add_argument("--extrinsic-repeats", type=int, default=1)
     parser.add_argument("--intrinsic-samples", type=int, default=100)
     parser.add_argument("--extrinsic-samples", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="intrinsic,extrinsic,permutation")
     parser.add_argument("--out", default="analyses", help="bench/out/<out>.json")
     args = parser.parse_args()
 
     set_threads(args.threads)
-    scv.settings.verbosity = 0
+    scvelo_settings.verbosity = 0
     [(n_cells, n_genes)] = parse_sizes(args.size)
     payload: dict[str, Any] = {"args": vars(args), "environment": environment()}
     adata, timing = timed(lambda: simulated_dataset(n_cells, n_genes, args.seed))

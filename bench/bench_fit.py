@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=500, help="cap of the converged fit")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-samples", type=int, default=25, help="posterior samples")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="torch.profiler of velodash")
     parser.add_argument("--out", default="fit", help="bench/out/<out>.json")

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Numba (scanpy's kNN via pynndescent, untimed preprocessing) otherwise leaves a worker thread
+# that keeps a core busy and slowed the timed torch code up to 3x on a loaded 2-core machine.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
 import anndata as ad
 import numpy as np
 import scipy.stats
