@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import dash
 import diskcache
@@ -135,7 +136,7 @@ def _register_shell_callbacks(app: Dash, registry: DatasetRegistry, config: AppC
     )
     def nav_links(search: str | None):
         """Keep the dataset in every navigation link and name it in the bar."""
-        ds = dash._pages._parse_query_string(search).get("ds") or registry.default_id()
+        ds = parse_qs((search or "").lstrip("?")).get("ds", [None])[0] or registry.default_id()
         try:
             label = registry.get(ds).label if ds else ""
         except UnknownDataset:

@@ -97,14 +97,28 @@ def test_diskcache_manager_by_default(tmp_path):
 
 def test_celery_manager_with_redis_url_does_not_connect(tmp_path):
     pytest.importorskip("celery")
-    # Port 1 has no Redis: constructing the manager must not try to reach it.
+    # Port 1 has no Redis: building the app must not try to reach it.
     url = "redis://127.0.0.1:1/0"
-    manager, celery_app = app_module.make_background_manager(
-        AppConfig(cache_dir=tmp_path, redis_url=url)
-    )
-    assert isinstance(manager, dash.CeleryManager)
+    app = app_module.create_app(AppConfig(cache_dir=tmp_path, redis_url=url))
+    assert isinstance(app._background_manager, dash.CeleryManager)
+    celery_app = app.server.extensions["velodash_celery"]
     assert celery_app.conf.broker_url == url
     assert celery_app.conf.result_backend == url
+    # The fit job is registered as a Celery task: what a worker importing the app runs.
+    assert any(name.startswith("background_callback_") for name in celery_app.tasks)
+
+
+def test_module_level_server_for_gunicorn(monkeypatch, tmp_path):
+    monkeypatch.setenv("VELODASH_CACHE_DIR", str(tmp_path))
+    app_module._default_app.cache_clear()
+    try:
+        server = app_module.server
+        assert server is app_module.app.server
+        assert server.config[ui.CONFIG_KEY].cache_dir == tmp_path
+        assert server.secret_key == (tmp_path / "secret_key").read_text()
+        assert app_module.celery_app is None
+    finally:
+        app_module._default_app.cache_clear()
 
 
 def test_fit_params_merge_ui_over_config_over_defaults():
