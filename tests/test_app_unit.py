@@ -108,6 +108,9 @@ def test_celery_manager_with_redis_url_does_not_connect(tmp_path):
     assert any(name.startswith("background_callback_") for name in celery_app.tasks)
 
 
+# Several apps in one test process re-register the same Celery task name (one app per process
+# in real use).
+@pytest.mark.filterwarnings("ignore:Task name .* is already registered")
 def test_module_level_server_for_gunicorn(monkeypatch, tmp_path):
     monkeypatch.setenv("VELODASH_CACHE_DIR", str(tmp_path))
     app_module._default_app.cache_clear()
