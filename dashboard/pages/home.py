@@ -62,7 +62,13 @@ def layout(ds: str | None = None, **_query) -> html.Div:
     defaults = fit_params(config)
     upload = (
         dcc.Upload(
-            html.Div(["Drop or ", html.A("choose"), " an .h5ad / .loom file"]),
+            html.Div(
+                [
+                    "Drop or ",
+                    html.A("choose"),
+                    f" an .h5ad / .loom file (up to {config.max_upload_mb:g} MB)",
+                ]
+            ),
             id="upload",
             className="upload",
             max_size=config.max_upload_bytes,
