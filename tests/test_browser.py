@@ -1,19 +1,23 @@
 """The dashboard in a real headless Chromium (dash[testing]'s `dash_duo`, Selenium).
 
-Run: ``DASH_TEST_CHROMEPATH=/usr/bin/chromium pytest -m browser --headless tests/test_browser.py``
-(Debian packages `chromium` and `chromium-driver`). Pages are checked on a fake results file;
-the fit tests run the real pipeline on a tiny simulated dataset through the DiskcacheManager.
+Run: ``pytest -m browser tests/test_browser.py`` (Debian packages `chromium` and
+`chromium-driver`; another Chrome via ``DASH_TEST_CHROMEPATH``). The `dash_duo` fixture here
+replaces the plugin's so the browser is always headless, with or without ``--headless``.
+Pages are checked on a fake results file; the fit tests run the real pipeline on a tiny
+simulated dataset through the DiskcacheManager.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import psutil
 import pytest
+from dash.testing.composite import DashComposite
 from dash.testing.wait import until
 from fake_results import write_fake_results
 
@@ -22,10 +26,11 @@ from dashboard.config import AppConfig
 from dashboard.datasets import DatasetRegistry
 from dashboard.results import load_results
 
+CHROMIUM = os.environ.get("DASH_TEST_CHROMEPATH", "/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
-        not Path(os.environ.get("DASH_TEST_CHROMEPATH", "/usr/bin/chromium")).exists(),
+        not Path(CHROMIUM).exists() or shutil.which("chromedriver") is None,
         reason="needs Chromium: apt-get install chromium chromium-driver",
     ),
 ]
@@ -44,6 +49,22 @@ PAGE_FIGURES = {
     "/permutation": "permutation-heatmap",
     "/genes": "phase-portrait",
 }
+
+
+@pytest.fixture
+def dash_duo(request, dash_thread_server, tmp_path, monkeypatch) -> DashComposite:
+    """dash[testing]'s `dash_duo` (threaded server + Selenium), always headless Chromium."""
+    monkeypatch.setenv("DASH_TEST_CHROMEPATH", CHROMIUM)
+    with DashComposite(
+        server=dash_thread_server,
+        browser="Chrome",
+        headless=True,
+        options=request.config.hook.pytest_setup_options(),
+        download_path=str(tmp_path / "download"),
+        percy_run=False,
+        percy_finalize=False,
+    ) as composite:
+        yield composite
 
 
 @pytest.fixture(scope="module")
