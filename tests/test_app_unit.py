@@ -385,3 +385,25 @@ def test_unknown_dataset_in_url_shows_an_alert(page_app):
 
     layout = uncertainty.layout(ds="deadbeef0000")
     assert "Unknown dataset 'deadbeef0000'" in layout.children[0]
+
+
+def test_web_process_never_touches_cuda(monkeypatch, config):
+    """Building the app and every page must not query or initialise CUDA (fork safety)."""
+    import torch
+
+    def forbidden(*_args, **_kwargs):
+        raise AssertionError("CUDA touched in the web process")
+
+    for name in ("is_available", "init", "device_count", "_lazy_init", "current_device"):
+        monkeypatch.setattr(torch.cuda, name, forbidden)
+    app = app_module.create_app(config)
+    client = app.server.test_client()
+    assert client.get("/_dash-layout").status_code == 200
+    ds = DatasetRegistry(config).default_id()
+    with app.server.test_request_context("/"):
+        for page in dash.page_registry.values():
+            page["layout"](ds=ds)
+        from dashboard.pages import genes, stream
+
+        genes.show_gene("Gene001", "state", ds)
+        _triggered(".", stream.draw, "clusters", "Gene001", "arrows", 1.0, 0.5, None, ds)
