@@ -108,7 +108,7 @@ def _register_shell_callbacks(app: Dash, registry: DatasetRegistry, config: AppC
         try:
             dataset = registry.get(request["ds"])
             params = fit_params(config, request.get("params"))
-        except (UnknownDataset, ValueError, TypeError) as err:
+        except (KeyError, ValueError, TypeError) as err:  # UnknownDataset is a KeyError
             return {"status": "error", "message": f"Cannot fit: {err}", "ds": request.get("ds")}
         output = registry.results_path_for_fit(dataset, params)
         result = jobs.run_fit(str(dataset.path), str(output), params.to_dict(), set_progress)
