@@ -12,9 +12,9 @@ alternating reference and velodash runs so both see similar machine load:
    of ``--repeats``;
 4. ground truth: median per-gene Spearman(fit_t, true_t) and Pearson(velocity, β u − γ s).
 
-``--profile`` adds a torch.profiler table of velodash's training epochs (where the time goes).
+``--profile`` adds torch.profiler tables of both models' training epochs (where the time goes).
 
-Run:  .venv-bench/bin/python bench/bench_fit.py --sizes 3000x500,10000x500
+Run:  .venv-bench/bin/python bench/bench_fit.py --sizes 3000x500,3000x2000
 """
 
 from __future__ import annotations
@@ -115,21 +115,24 @@ def converged(adata, max_epochs: int, n_samples: int, repeats: int, seed: int) -
     return result
 
 
-def profile_ours(adata, epochs: int, seed: int, rows: int = 25) -> str:
-    """torch.profiler table (self CPU time) of ``epochs`` velodash training epochs."""
-    model = ours_model(adata, seed)
-    train_ours(model, 1, False)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        train_ours(model, epochs, False)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
-    print(table, flush=True)
-    return table
+def profile_epochs(adata, epochs: int, seed: int, rows: int = 20) -> dict[str, str]:
+    """torch.profiler tables (self CPU time) of ``epochs`` training epochs of both models."""
+    models = {"reference": reference_model(adata.copy(), seed), "velodash": ours_model(adata, seed)}
+    trainers = {"reference": train_reference, "velodash": train_ours}
+    tables = {}
+    for name, model in models.items():
+        trainers[name](model, 1, False)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            trainers[name](model, epochs, False)
+        tables[name] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+        print(f"  {name}: {epochs} epochs profiled\n{tables[name]}", flush=True)
+    return tables
 
 
 def main() -> None:
     """Parse options, run every measurement, print them with the load, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="3000x500,10000x500", help="CELLSxGENES,...")
+    parser.add_argument("--sizes", default="3000x500,3000x2000", help="CELLSxGENES,...")
     parser.add_argument(
         "--converge-sizes",
         default="3000x500",
@@ -141,7 +144,7 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=25, help="posterior samples")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", action="store_true", help="torch.profiler of velodash")
+    parser.add_argument("--profile", action="store_true", help="torch.profiler of both")
     parser.add_argument("--out", default="fit", help="bench/out/<out>.json")
     args = parser.parse_args()
 
@@ -160,7 +163,7 @@ def main() -> None:
                 adata, args.max_epochs, args.n_samples, args.repeats, args.seed
             )
         if args.profile:
-            entry["profile"] = profile_ours(adata, args.epochs, args.seed)
+            entry["profile"] = profile_epochs(adata, args.epochs, args.seed)
         payload[key] = entry
         payload["environment"]["load_at_end"] = load()
         write_json(args.out, payload)
