@@ -14,6 +14,7 @@ import anndata as ad
 import numpy as np
 import scanpy as sc
 import scvelo as scv
+from pynndescent import PyNNDescentTransformer
 from scipy import sparse
 from scvelo.preprocessing.neighbors import get_connectivities
 from sklearn.preprocessing import MinMaxScaler
@@ -21,6 +22,37 @@ from sklearn.preprocessing import MinMaxScaler
 from core.io import DatasetError, validate_counts
 
 PREPROCESS_UNS_KEY = "velodash_preprocess"
+#: From this many cells scanpy switches from exact kNN to pynndescent (euclidean metric).
+APPROXIMATE_KNN_FROM = 8192
+
+
+class CsrNNDescentTransformer(PyNNDescentTransformer):
+    """pynndescent kNN transformer whose output is a ``scipy.sparse.csr_matrix``.
+
+    scanpy 1.11 reads the kNN graph with ``.getnnz``, which scipy's ``csr_array`` (what
+    pynndescent returns with current scipy) no longer has, so ``sc.pp.neighbors`` crashed on
+    datasets of 8192 cells or more. Settings are UMAP's, as scanpy uses by default.
+    """
+
+    def fit_transform(self, X, y=None, **fit_params) -> sparse.csr_matrix:
+        return sparse.csr_matrix(super().fit_transform(X, y, **fit_params))
+
+    def transform(self, X) -> sparse.csr_matrix:
+        return sparse.csr_matrix(super().transform(X))
+
+
+def knn_transformer(n_obs: int, n_neighbors: int, seed: int) -> CsrNNDescentTransformer | None:
+    """The kNN transformer for ``sc.pp.neighbors``: None (scanpy's exact kNN) below
+    ``APPROXIMATE_KNN_FROM`` cells, else pynndescent with UMAP's defaults and csr output."""
+    if n_obs < APPROXIMATE_KNN_FROM:
+        return None
+    return CsrNNDescentTransformer(
+        n_neighbors=n_neighbors,
+        metric="euclidean",
+        n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)),
+        n_iters=max(5, round(np.log2(n_obs))),
+        random_state=seed,
+    )
 
 
 @dataclass
@@ -88,11 +120,13 @@ def _embed_and_smooth(adata: ad.AnnData, config: PreprocessConfig) -> None:
     """PCA, kNN graph, first-order moments Ms/Mu (kNN means) and UMAP, seeded (in place)."""
     n_pcs = max(1, min(config.n_pcs, adata.n_obs - 1, adata.n_vars - 1))
     sc.pp.pca(adata, n_comps=n_pcs, random_state=config.seed)
+    n_neighbors = min(config.n_neighbors, adata.n_obs - 1)
     sc.pp.neighbors(
         adata,
-        n_neighbors=min(config.n_neighbors, adata.n_obs - 1),
+        n_neighbors=n_neighbors,
         n_pcs=n_pcs,
         random_state=config.seed,
+        transformer=knn_transformer(adata.n_obs, n_neighbors, config.seed),
     )
     # scVelo's own moment kernel (binarised kNN + self, row-normalised); called directly because
     # scv.pp.moments silently re-normalises integer-looking layers, which normalize=False forbids.

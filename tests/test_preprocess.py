@@ -5,6 +5,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
+import scanpy as sc
 import scvelo as scv
 from scipy import sparse
 
@@ -135,3 +136,21 @@ def test_invalid_counts_rejected(simulation):
     del broken.layers["unspliced"]
     with pytest.raises(DatasetError, match="unspliced"):
         preprocess(broken)
+
+
+def test_approximate_knn_path_works_with_current_scipy():
+    """From 8192 cells scanpy reads pynndescent's graph with .getnnz (absent on csr_array)."""
+    from core.preprocess import APPROXIMATE_KNN_FROM, CsrNNDescentTransformer, knn_transformer
+
+    assert knn_transformer(APPROXIMATE_KNN_FROM - 1, 15, 0) is None
+    transformer = knn_transformer(APPROXIMATE_KNN_FROM, 15, 0)
+    assert isinstance(transformer, CsrNNDescentTransformer)
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.normal(size=(300, 20)).astype(np.float32))
+    # The sparse-graph path scanpy takes for large data, forced on small data.
+    sc.pp.neighbors(adata, n_neighbors=15, use_rep="X", transformer=transformer)
+    exact = ad.AnnData(adata.X.copy())
+    sc.pp.neighbors(exact, n_neighbors=15, use_rep="X")
+    ours = adata.obsp["distances"].toarray() > 0
+    truth = exact.obsp["distances"].toarray() > 0
+    assert (ours == truth).mean() > 0.99  # nearest-neighbour descent is near-exact here
