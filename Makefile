@@ -34,9 +34,15 @@ test: $(STAMP) browser
 lint: $(STAMP)
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .
 
-bench: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[test,bench]"
-	$(BIN)/python bench/bench_fit.py
+# The reference veloVI (scvi-tools) lives in its own virtualenv next to velodash; see bench/README.md.
+bench:
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet "torch==2.13.0"
+	echo "torch==2.13.0" > .venv-bench/torch-pin.txt
+	.venv-bench/bin/pip install --quiet -c .venv-bench/torch-pin.txt -e ".[bench]"
+	.venv-bench/bin/pip install --quiet --no-deps "velovi==0.3.1"
+	OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 .venv-bench/bin/python bench/bench_fit.py --sizes 3000x500 --converge-sizes 3000x500
+	OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 .venv-bench/bin/python bench/bench_analyses.py --size 3000x500
 
 clean:
 	rm -rf $(VENV) .pytest_cache
