@@ -149,11 +149,9 @@ def _scale_and_select(adata: ad.AnnData, config: PreprocessConfig) -> ad.AnnData
             adata.layers[moment] = _as_float32(scaled)
     scv.tl.velocity(adata, mode="deterministic")
     if config.filter_on_r2:
-        keep = (
-            (adata.var["velocity_r2"] > 0)
-            & (adata.var["velocity_gamma"] > 0)
-            & adata.var["velocity_genes"].astype(bool)
-        )
+        keep = (adata.var["velocity_r2"] > 0) & (adata.var["velocity_gamma"] > 0)
+        if "velocity_genes" in adata.var:  # scVelo does not always write the column
+            keep &= adata.var["velocity_genes"].astype(bool)
         adata = adata[:, keep.to_numpy()].copy()
     # Steady-state velocity belongs to core.baseline; velocity_params would mislead
     # scv.tl.velocity_graph about the model's velocity.
