@@ -9,7 +9,11 @@ tabs, two workers) serialise on a lock file; the second finds the results and re
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import json
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -22,6 +26,9 @@ from core.io import DatasetError
 from core.pipeline import FitParams, ProgressEvent, fit_file
 
 Report = Callable[[dict[str, Any]], None]
+
+#: Prefix of the fit worker's protocol lines on its stdout (anything else is passed through).
+PROTOCOL_PREFIX = "velodash-job "
 
 #: Minimum seconds between two progress reports inside one stage (each one is a cache write).
 REPORT_INTERVAL_S = 0.3
@@ -99,7 +106,7 @@ def run_fit(
                     fcntl.flock(lock, fcntl.LOCK_EX)
                 reused = output.exists()
                 if not reused:
-                    fit_file(input_path, output, fit_params, progress=relay)
+                    _fit_in_fresh_interpreter(Path(input_path), output, fit_params, relay)
     except (DatasetError, ValueError) as err:
         return {"status": "error", "message": str(err)}
     except Exception as err:  # a job must report, never die silently in a worker
@@ -112,3 +119,63 @@ def run_fit(
         "seconds": round(time.perf_counter() - start, 2),
         "reused": reused,
     }
+
+
+def _fit_in_fresh_interpreter(
+    input_path: Path, output: Path, params: FitParams, progress: Callable[[ProgressEvent], None]
+) -> None:
+    """Run `fit_file` in a new Python process and relay its progress events.
+
+    Job processes are forked from the web process (DiskcacheManager) or a Celery worker. A fork
+    inherits OpenMP/numba thread pools that the parent may have started (e.g. while drawing
+    stream plots), and a forked child that uses them again can hang; a fresh interpreter cannot.
+    Killing the job (cancel) kills this child with it. Raises `DatasetError` with the worker's
+    message for bad input, `RuntimeError` for any other failure.
+    """
+    command = [sys.executable, "-m", "dashboard.jobs", str(input_path), str(output)]
+    with subprocess.Popen(
+        [*command, json.dumps(params.to_dict())], stdout=subprocess.PIPE, text=True
+    ) as worker:
+        failure: dict[str, str] | None = None
+        for line in worker.stdout:
+            if not line.startswith(PROTOCOL_PREFIX):
+                sys.stdout.write(line)
+                continue
+            message = json.loads(line[len(PROTOCOL_PREFIX) :])
+            if "error" in message:
+                failure = message
+            else:
+                progress(ProgressEvent(**message))
+    if failure is not None:
+        error = DatasetError if failure["kind"] == "DatasetError" else RuntimeError
+        raise error(failure["error"])
+    if worker.returncode != 0:
+        raise RuntimeError(f"the fit worker exited with status {worker.returncode}")
+
+
+def _worker_main(argv: list[str]) -> int:
+    """Entry of the fit worker: ``python -m dashboard.jobs INPUT OUTPUT PARAMS_JSON``."""
+    input_path, output, params = argv
+
+    def emit(payload: dict[str, Any]) -> None:
+        print(PROTOCOL_PREFIX + json.dumps(payload), flush=True)
+
+    try:
+        fit_file(
+            input_path,
+            output,
+            FitParams.from_dict(json.loads(params)),
+            progress=lambda event: emit(dataclasses.asdict(event)),
+        )
+    except (DatasetError, ValueError) as err:
+        emit({"error": str(err), "kind": "DatasetError"})
+        return 2
+    except Exception as err:
+        traceback.print_exc()
+        emit({"error": f"{type(err).__name__}: {err}", "kind": type(err).__name__})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))
