@@ -40,6 +40,7 @@ class TrainConfig:
     n_epochs_kl_warmup: int = 400
     gradient_clip: float = 10.0
     seed: int = 0
+    pi_estimator: str = "expected"
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1 or self.batch_size < 2 or self.patience < 1:
@@ -86,7 +87,7 @@ _VALIDATION_CHUNK = 4096
 
 
 @torch.no_grad()
-def _validation_elbo(module: VeloVAE, s: torch.Tensor, u: torch.Tensor) -> float:
+def _validation_elbo(module: VeloVAE, s: torch.Tensor, u: torch.Tensor, pi_estimator: str) -> float:
     """Validation ELBO in one no-grad pass (eval mode: BatchNorm running stats, no dropout)."""
     if s.shape[0] == 0:
         return float("nan")
@@ -95,7 +96,7 @@ def _validation_elbo(module: VeloVAE, s: torch.Tensor, u: torch.Tensor) -> float
     for s_chunk, u_chunk in zip(
         s.split(_VALIDATION_CHUNK), u.split(_VALIDATION_CHUNK), strict=True
     ):
-        terms = module(s_chunk, u_chunk)
+        terms = module(s_chunk, u_chunk, pi_estimator=pi_estimator)
         total += (terms.reconstruction + terms.kl_z + terms.kl_pi).sum()
     module.train()
     return float(total) / s.shape[0]
@@ -139,7 +140,11 @@ def train(
 
     module.to(device).train()
     optimizer = torch.optim.AdamW(
-        module.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=config.eps
+        module.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        eps=config.eps,
+        fused=True,  # one kernel for all parameters instead of a loop of small ops
     )
     generator = torch.Generator(device=device).manual_seed(config.seed)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -157,15 +162,17 @@ def train(
         for batch in order.split(config.batch_size):
             if batch.numel() < 2:
                 continue
-            terms = module(s_train[batch], u_train[batch], kl_weight=weight)
+            terms = module(
+                s_train[batch], u_train[batch], kl_weight=weight, pi_estimator=config.pi_estimator
+            )
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.gradient_clip)
+            torch.nn.utils.clip_grad_norm_(params, config.gradient_clip, foreach=True)
             optimizer.step()
             elbo_sum += (terms.reconstruction + terms.kl_z + terms.kl_pi).detach().sum()
             n_seen += batch.numel()
         elbo_train = float(elbo_sum) / n_seen
-        elbo_val = _validation_elbo(module, s_val, u_val)
+        elbo_val = _validation_elbo(module, s_val, u_val, config.pi_estimator)
         history.elbo_train.append(elbo_train)
         history.elbo_validation.append(elbo_val)
         history.stopped_epoch = epoch + 1

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.options import PI_ESTIMATORS, POSTERIOR_MODES
 from core.pipeline import ANALYSES, FitParams, ProgressEvent
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
@@ -31,9 +32,22 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-samples", type=int, default=d.n_samples, help="posterior samples")
     p.add_argument(
         "--posterior-mode",
-        choices=["sample", "mean"],
+        choices=POSTERIOR_MODES,
         default=d.posterior_mode,
-        help="'mean' gives a deterministic posterior-mean velocity (no sampling)",
+        help="posterior estimator: 'rao-blackwell' (exact over the state weights, the default), "
+        "'sample' (the reference veloVI's Monte-Carlo) or 'mean' (deterministic, no sampling)",
+    )
+    p.add_argument(
+        "--pi-estimator",
+        choices=PI_ESTIMATORS,
+        default=d.pi_estimator,
+        help="state weights in the training loss: 'expected' (E[log π], no sampling; the "
+        "default) or 'sampled' (the reference veloVI's reparameterised Dirichlet draw)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: $VELODASH_THREADS, else every core)",
     )
     p.add_argument(
         "--no-normalize",
@@ -143,12 +157,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_samples=args.n_samples,
         posterior_mode=args.posterior_mode,
+        pi_estimator=args.pi_estimator,
         baseline=args.baseline,
         skip=tuple(args.skip),
     )
     out = args.out or Path.cwd() / f"{args.input.stem}.velodash.h5ad"
     start = time.perf_counter()
-    path = fit_file(args.input, out, params, progress=_FitReporter(args.quiet))
+    path = fit_file(
+        args.input, out, params, progress=_FitReporter(args.quiet), threads=args.threads
+    )
     _print_summary(path, time.perf_counter() - start)
     return 0
 

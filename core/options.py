@@ -1,0 +1,8 @@
+"""Names of the fit options that are choices, importable without torch (the web process
+validates fit requests with them)."""
+
+#: Estimators of the posterior summaries (see :mod:`core.posterior`); the first is the default.
+POSTERIOR_MODES = ("rao-blackwell", "sample", "mean")
+#: How the state weights π enter the training objective (see ``core.model.VeloVAE.forward``);
+#: the first is the default, "sampled" is the reference veloVI's.
+PI_ESTIMATORS = ("expected", "sampled")
