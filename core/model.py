@@ -32,6 +32,9 @@ from core.options import PI_ESTIMATORS
 N_STATES = 4
 STATE_NAMES = ("induction", "induction_steady", "repression", "repression_steady")
 RATE_MAX = 50.0
+#: Floor of the constrained rates (the reference's is 0): keeps the closed forms' 1/β, 1/γ finite
+#: should a softplus underflow; no fitted rate comes near it.
+RATE_MIN = 1e-8
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _ALPHA_FLOOR = 1e-3  # u_up floor: softplus⁻¹(0) = −inf would kill the gene (reference pitfall)
 
@@ -224,13 +227,13 @@ class VeloVAE(nn.Module):
         self.register_buffer("state_std_scale", torch.tensor([[1.0], [1.0], [1.0], [0.1]]))
 
     def rates(self) -> Rates:
-        """Constrained rates clamp(softplus, 0, 50) and switch time clamp(softplus, 0, t_max).
+        """Constrained rates clamp(softplus, 1e-8, 50) and switch time clamp(softplus, 0, t_max).
 
         Without a time-dependent rate, α₁ = α and λ = 0 (α(t) ≡ α).
         """
 
         def rate(p: torch.Tensor) -> torch.Tensor:
-            return F.softplus(p).clamp(0.0, RATE_MAX)
+            return F.softplus(p).clamp(RATE_MIN, RATE_MAX)
 
         alpha = rate(self.alpha_unconstr)
         if self.config.time_dependent_rate:

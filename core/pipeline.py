@@ -26,7 +26,7 @@ from core.io import (
     validate_counts,
     write_h5ad_atomic,
 )
-from core.options import PI_ESTIMATORS, POSTERIOR_MODES
+from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES
 from core.preprocess import PreprocessConfig, preprocess
 from core.threads import fit_threads
 
@@ -61,6 +61,7 @@ class FitParams:
     weight_decay: float = 1e-2
     patience: int = 45
     early_stopping: bool = True
+    stopping: str = STOPPING_RULES[0]
     pi_estimator: str = PI_ESTIMATORS[0]
     device: str = "auto"
     seed: int = 0
@@ -82,6 +83,7 @@ class FitParams:
         for name, value, choices in (
             ("posterior_mode", self.posterior_mode, POSTERIOR_MODES),
             ("pi_estimator", self.pi_estimator, PI_ESTIMATORS),
+            ("stopping", self.stopping, STOPPING_RULES),
         ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -211,6 +213,7 @@ def run(
     # Imported here so that reading this module (e.g. in the web process) does not load torch.
     import torch
 
+    from core.convergence import ConvergenceRule
     from core.posterior import add_posterior_to_adata
     from core.train import TrainConfig
     from core.velovi import ModelConfig, VeloVI
@@ -282,6 +285,7 @@ def run(
                 weight_decay=params.weight_decay,
                 patience=params.patience,
                 early_stopping=params.early_stopping,
+                convergence=ConvergenceRule() if params.stopping == "velocity" else None,
                 pi_estimator=params.pi_estimator,
                 seed=params.seed,
             ),
@@ -292,6 +296,7 @@ def run(
     with stages.stage("posterior", f"posterior: {params.n_samples} samples"):
         posterior = model.posterior(n_samples=params.n_samples, mode=params.posterior_mode)
         add_posterior_to_adata(result, posterior)
+        del posterior  # its arrays now live in result
 
     _run_analyses(result, model, params, codes, cell_types, stages)
 
@@ -309,6 +314,8 @@ def run(
                 "elbo_validation": np.asarray(history.elbo_validation, dtype=np.float64),
                 "best_epoch": history.best_epoch,
                 "stopped_epoch": history.stopped_epoch,
+                "stop_reason": history.stop_reason,
+                "drift": np.asarray(history.drift, dtype=np.float64).reshape(-1, 3),
             },
             "fingerprint": fingerprint,
             "notes": notes,

@@ -49,11 +49,12 @@ class Posterior:
 
     ``velocity``/``velocity_var``: posterior mean (clipped so Ms + v ≥ 0, as the reference) and
     variance, per-gene rescaled; ``fit_t``: latent time per cell and gene on the 0–t_max axis;
-    ``fit_s``/``fit_u``: posterior predictive means; ``states`` (N, G, 4): mean π in
+    ``fit_s``/``fit_u``: posterior predictive means; ``states`` (4, N, G): mean π in
     :data:`core.model.STATE_NAMES` order; ``latent_z`` (N, L): q(z) mean; rates and
     ``t_switch`` rescaled (scVelo ``fit_*``); ``scaling`` (G,): the factor applied;
     ``fit_mse`` (G,): mean over cells of (ŝ − s)² + (û − u)²; ``likelihood`` (G,): mean over
-    cells of log p(s) + log p(u) under the posterior-mean state weights (``"sample"``: the
+    cells of log p(s) + log p(u) at one posterior draw (as the reference's
+    ``get_gene_likelihood``), with the posterior-mean state weights given z (``"sample"``: the
     sampled ones); ``latent_time`` (N,): mean of ``fit_t`` over genes, min-max scaled to [0, 1].
     """
 
@@ -206,17 +207,19 @@ def posterior_pass(
             total = d.concentration.sum(STATE_AXIS)
             conditional_var = ((second - v.square()) / (total + 1.0)).mean(0)
         fit_s, fit_u = d.comp.mixture_mean(pi)
-        log_pi = pi.clamp_min(torch.finfo(pi.dtype).tiny).log()
         acc.add(
             v_mean=v.mean(0),
             v_var=conditional_var + v.var(0, correction=1 if n_draws > 1 else 0),
             t=latent_time_raw(d, pi).mean(0),
             fit_s=fit_s.mean(0),
             fit_u=fit_u.mean(0),
-            states=pi.mean(0).transpose(1, 2),
+            states=pi.mean(0).transpose(0, 1),  # (4, B, G): each state's plane contiguous
             z=d.z_mean,
         )
-        acc.loglik = acc.loglik + module.log_likelihood(s, u, d.comp, log_pi).mean(0).sum(0)
+        # per-gene fit quality from the first draw, as the reference's get_gene_likelihood
+        first = Components._make(x[0] if x.dim() == 3 else x for x in d.comp)
+        log_pi = pi[0].clamp_min(torch.finfo(pi.dtype).tiny).log()
+        acc.loglik = acc.loglik + module.log_likelihood(s, u, first, log_pi).sum(0)
     rates = module.rates()
     t_raw = acc.cat("t")
     scaling = module.config.t_max / t_raw.amax(0).clamp_min(torch.finfo(torch.float32).tiny)
@@ -239,7 +242,7 @@ def posterior_pass(
         fit_t=cells(fit_t),
         fit_s=cells(fit_s),
         fit_u=cells(fit_u),
-        states=cells(acc.cat("states")),
+        states=cells(torch.cat(acc.parts["states"], dim=1)),
         latent_z=cells(acc.cat("z")),
         alpha=genes(rates.alpha / scaling),
         beta=genes(rates.beta / scaling),
@@ -359,7 +362,7 @@ def add_posterior_to_adata(adata, posterior: Posterior) -> None:
     for key in ("velocity", "velocity_var", "fit_t", "fit_s", "fit_u"):
         adata.layers[key] = getattr(posterior, key)
     for k, name in enumerate(STATE_NAMES):
-        adata.layers[f"state_{name}"] = np.ascontiguousarray(posterior.states[..., k])
+        adata.layers[f"state_{name}"] = posterior.states[k]
     adata.var["fit_alpha"] = posterior.alpha
     adata.var["fit_beta"] = posterior.beta
     adata.var["fit_gamma"] = posterior.gamma

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.convergence import ConvergenceMonitor, ConvergenceRule
 from core.model import VeloVAE
+from core.options import PI_ESTIMATORS
 
 
 class TrainingCancelled(RuntimeError):
@@ -40,9 +42,13 @@ class TrainConfig:
     n_epochs_kl_warmup: int = 400
     gradient_clip: float = 10.0
     seed: int = 0
-    pi_estimator: str = "expected"
+    pi_estimator: str = PI_ESTIMATORS[0]
+    convergence: ConvergenceRule | None = field(default_factory=ConvergenceRule)
 
     def __post_init__(self) -> None:
+        if self.pi_estimator not in PI_ESTIMATORS:
+            choices = ", ".join(PI_ESTIMATORS)
+            raise ValueError(f"pi_estimator must be one of {choices}; got {self.pi_estimator!r}.")
         if self.max_epochs < 1 or self.batch_size < 2 or self.patience < 1:
             raise ValueError("max_epochs ≥ 1, batch_size ≥ 2 and patience ≥ 1 are required.")
         if not 0.0 < self.train_size <= 1.0:
@@ -63,12 +69,18 @@ class EpochReport:
 
 @dataclass
 class History:
-    """Per-epoch ELBO (mean over cells of −log p + KL_z + KL_π, no penalty), as veloVI logs it."""
+    """Per-epoch ELBO (mean over cells of −log p + KL_z + KL_π, no penalty), as veloVI logs it.
+
+    ``stop_reason``: "converged" (velocity-drift rule), "no improvement" (ELBO patience),
+    "max epochs"; ``drift``: (epoch, velocity drift, latent-time drift) of each convergence check.
+    """
 
     elbo_train: list[float] = field(default_factory=list)
     elbo_validation: list[float] = field(default_factory=list)
     stopped_epoch: int = 0
     best_epoch: int = 0
+    stop_reason: str = "max epochs"
+    drift: list[tuple[int, float, float]] = field(default_factory=list)
 
 
 def _split(n_cells: int, train_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +96,8 @@ def kl_weight(epoch: int, n_epochs_kl_warmup: int) -> float:
 
 
 _VALIDATION_CHUNK = 4096
+#: At most this many (validation) cells are watched by the convergence rule.
+_MONITORED_CELLS = 2000
 
 
 @torch.no_grad()
@@ -118,8 +132,10 @@ def train(
     single cell is skipped, BatchNorm needs two). With early stopping, the weights of the epoch
     with the best validation ELBO are restored at the end: the reference keeps the last
     weights; restoring the best is strictly better and costs one state-dict copy per
-    improvement. ``progress(EpochReport)`` is called after every epoch; ``should_stop()`` is
-    polled before every epoch and raises :class:`TrainingCancelled` when it returns True.
+    improvement. With a ``config.convergence`` rule (:mod:`core.convergence`) training also
+    stops, keeping the current weights, once the velocity field of the validation cells has
+    stopped drifting. ``progress(EpochReport)`` is called after every epoch; ``should_stop()``
+    is polled before every epoch and raises :class:`TrainingCancelled` when it returns True.
     The module is left in eval mode.
     """
     device = torch.device(device)
@@ -150,6 +166,10 @@ def train(
     params = [p for p in module.parameters() if p.requires_grad]
     history = History()
     best_val, best_state, epochs_without_improvement = math.inf, None, 0
+    monitor = None
+    if config.convergence is not None:
+        watched = (s_val, u_val) if len(val_idx) else (s_train, u_train)
+        monitor = ConvergenceMonitor(config.convergence, *(x[:_MONITORED_CELLS] for x in watched))
 
     for epoch in range(config.max_epochs):
         if should_stop is not None and should_stop():
@@ -196,8 +216,14 @@ def train(
         else:
             epochs_without_improvement += 1
             if config.early_stopping and epochs_without_improvement >= config.patience:
+                history.stop_reason = "no improvement"
                 break
+        if monitor is not None and monitor.update(module, epoch + 1):
+            history.stop_reason, best_state = "converged", None  # keep the converged weights
+            break
 
+    if monitor is not None:
+        history.drift = monitor.drift
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.options import PI_ESTIMATORS, POSTERIOR_MODES
+from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES
 from core.pipeline import ANALYSES, FitParams, ProgressEvent
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
@@ -43,6 +43,13 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
         default=d.pi_estimator,
         help="state weights in the training loss: 'expected' (E[log π], no sampling; the "
         "default) or 'sampled' (the reference veloVI's reparameterised Dirichlet draw)",
+    )
+    p.add_argument(
+        "--stopping",
+        choices=STOPPING_RULES,
+        default=d.stopping,
+        help="'velocity': stop once the velocity field has converged (or the ELBO stops "
+        "improving; the default); 'elbo': the reference veloVI's ELBO patience alone",
     )
     p.add_argument(
         "--threads",
@@ -158,6 +165,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         n_samples=args.n_samples,
         posterior_mode=args.posterior_mode,
         pi_estimator=args.pi_estimator,
+        stopping=args.stopping,
         baseline=args.baseline,
         skip=tuple(args.skip),
     )
@@ -179,7 +187,8 @@ def _print_summary(path: Path, seconds: float) -> None:
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in info["timings"].items())
     print(
         f"velodash: {result.n_obs} cells × {result.n_vars} genes fitted on {info['device']} in "
-        f"{seconds:.1f}s ({len(history['elbo_validation'])} epochs, best validation ELBO "
+        f"{seconds:.1f}s ({len(history['elbo_validation'])} epochs, "
+        f"{history.get('stop_reason', 'stopped')}, best validation ELBO "
         f"{min(history['elbo_validation']):.2f})\n"
         f"  stages: {timings}\n"
         f"  results: {path}"
@@ -225,6 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def out_of_memory_message(error: BaseException) -> str | None:
+    """A fix-it message when ``error`` is running out of (GPU) memory, else None."""
+    text = str(error)
+    if not (
+        isinstance(error, MemoryError)
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    ):
+        return None
+    where = "GPU" if "CUDA" in text or "cuda" in text else "RAM"
+    detail = text.splitlines()[0][:200] if text else type(error).__name__
+    return (
+        f"the fit ran out of {where} ({detail}). "
+        "Close other programs or use a machine with more memory; for a GPU, --device cpu "
+        "uses the machine's RAM instead. Chunk sizes scale with cells × genes, so fitting "
+        "fewer genes (--n-top-genes) also helps."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `velodash` console script; returns the exit code."""
     from core.io import DatasetError
@@ -235,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError, FileNotFoundError, PermissionError) as error:
         print(f"velodash: error: {error}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as error:
+        message = out_of_memory_message(error)
+        if message is None:
+            raise
+        print(f"velodash: error: {message}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("velodash: interrupted", file=sys.stderr)
         return 130

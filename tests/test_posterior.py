@@ -44,8 +44,8 @@ def test_summaries_are_consistent(fitted):
     adata, model, post = fitted
     n, g = adata.shape
     assert post.velocity.shape == post.velocity_var.shape == post.fit_t.shape == (n, g)
-    assert post.states.shape == (n, g, 4) and post.latent_z.shape == (n, 10)
-    np.testing.assert_allclose(post.states.sum(-1), 1.0, rtol=1e-5)
+    assert post.states.shape == (4, n, g) and post.latent_z.shape == (n, 10)
+    np.testing.assert_allclose(post.states.sum(0), 1.0, rtol=1e-5)
     # per-gene rescaling puts every gene's latest cell at t = 20, and keeps rate × time
     np.testing.assert_allclose(post.fit_t.max(0), 20.0, rtol=1e-5)
     raw = model.rates()
