@@ -40,7 +40,7 @@ from core.model import STATE_NAMES, Components, Rates, VeloVAE
 from core.options import POSTERIOR_MODES as MODES
 
 #: Elements (draws × cells × states × genes) of the largest per-batch tensor.
-_ELEMENT_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 25}
+_ELEMENT_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 26}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from core.convergence import ConvergenceMonitor, ConvergenceRule
 from core.model import VeloVAE
@@ -28,7 +29,13 @@ class TrainingCancelled(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser and schedule settings (defaults: the reference veloVI's)."""
+    """Optimiser and schedule settings.
+
+    Defaults are the reference veloVI's except four, each selectable back: ``pi_estimator``
+    ("sampled" is the reference's), ``convergence`` (None: only the reference's ELBO rule),
+    ``weight_average`` (None: keep the last weights) and the restored best weights of the
+    ELBO rule (see :func:`train`).
+    """
 
     max_epochs: int = 500
     lr: float = 1e-2
@@ -44,6 +51,9 @@ class TrainConfig:
     seed: int = 0
     pi_estimator: str = PI_ESTIMATORS[0]
     convergence: ConvergenceRule | None = field(default_factory=ConvergenceRule)
+    #: Per-step decay of an exponential moving average of the weights (Polyak averaging), used
+    #: for the convergence checks and kept as the fitted model; None keeps the raw weights.
+    weight_average: float | None = 0.99
 
     def __post_init__(self) -> None:
         if self.pi_estimator not in PI_ESTIMATORS:
@@ -53,6 +63,10 @@ class TrainConfig:
             raise ValueError("max_epochs ≥ 1, batch_size ≥ 2 and patience ≥ 1 are required.")
         if not 0.0 < self.train_size <= 1.0:
             raise ValueError(f"train_size must be in (0, 1], got {self.train_size}.")
+        if self.weight_average is not None and not 0.0 < self.weight_average < 1.0:
+            raise ValueError(
+                f"weight_average must be in (0, 1) or None, got {self.weight_average}."
+            )
 
 
 @dataclass(frozen=True)
@@ -129,13 +143,16 @@ def train(
 
     The data are copied to ``device`` once; each epoch draws a permutation of the training cells
     from a seeded ``torch.Generator`` and gathers minibatches on the device (a last batch of a
-    single cell is skipped, BatchNorm needs two). With early stopping, the weights of the epoch
-    with the best validation ELBO are restored at the end: the reference keeps the last
-    weights; restoring the best is strictly better and costs one state-dict copy per
-    improvement. With a ``config.convergence`` rule (:mod:`core.convergence`) training also
-    stops, keeping the current weights, once the velocity field of the validation cells has
-    stopped drifting. ``progress(EpochReport)`` is called after every epoch; ``should_stop()``
-    is polled before every epoch and raises :class:`TrainingCancelled` when it returns True.
+    single cell is skipped, BatchNorm needs two). When the ELBO rule stops training (early
+    stopping), the weights of the epoch with the best validation ELBO are restored: the
+    reference keeps the last weights; restoring the best is strictly better and costs one
+    state-dict copy per improvement. With a ``config.convergence`` rule
+    (:mod:`core.convergence`) training also stops once the velocity field of the validation
+    cells has stopped drifting. Otherwise the fit keeps the exponential moving average of the
+    weights (``config.weight_average``, which the convergence checks watch: averaging removes
+    most of the stochastic-gradient jitter) or, without it, the last weights.
+    ``progress(EpochReport)`` is called after every epoch; ``should_stop()`` is polled before
+    every epoch and raises :class:`TrainingCancelled` when it returns True.
     The module is left in eval mode.
     """
     device = torch.device(device)
@@ -166,10 +183,19 @@ def train(
     params = [p for p in module.parameters() if p.requires_grad]
     history = History()
     best_val, best_state, epochs_without_improvement = math.inf, None, 0
+    averaged = None
+    if config.weight_average is not None:
+        averaged = AveragedModel(
+            module, multi_avg_fn=get_ema_multi_avg_fn(config.weight_average), use_buffers=True
+        )
     monitor = None
     if config.convergence is not None:
         watched = (s_val, u_val) if len(val_idx) else (s_train, u_train)
-        monitor = ConvergenceMonitor(config.convergence, *(x[:_MONITORED_CELLS] for x in watched))
+        monitor = ConvergenceMonitor(
+            config.convergence,
+            *(x[:_MONITORED_CELLS] for x in watched),
+            steps_per_epoch=math.ceil(n_train / config.batch_size),
+        )
 
     for epoch in range(config.max_epochs):
         if should_stop is not None and should_stop():
@@ -189,6 +215,8 @@ def train(
             terms.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.gradient_clip, foreach=True)
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(module)
             elbo_sum += (terms.reconstruction + terms.kl_z + terms.kl_pi).detach().sum()
             n_seen += batch.numel()
         elbo_train = float(elbo_sum) / n_seen
@@ -218,13 +246,16 @@ def train(
             if config.early_stopping and epochs_without_improvement >= config.patience:
                 history.stop_reason = "no improvement"
                 break
-        if monitor is not None and monitor.update(module, epoch + 1):
-            history.stop_reason, best_state = "converged", None  # keep the converged weights
+        watched_module = averaged.module if averaged is not None else module
+        if monitor is not None and monitor.update(watched_module, epoch + 1):
+            history.stop_reason = "converged"
             break
 
     if monitor is not None:
         history.drift = monitor.drift
-    if best_state is not None:
+    if history.stop_reason == "no improvement" and best_state is not None:
         module.load_state_dict(best_state)
+    elif averaged is not None:
+        module.load_state_dict(averaged.module.state_dict())
     module.eval()
     return history
