@@ -33,14 +33,28 @@ def small_module():
 
 def test_a_fit_that_does_not_move_converges_after_patience(small_module):
     module, s, u = small_module
-    rule = ConvergenceRule(check_steps=2, window=2, patience=2, min_steps=0)
+    rule = ConvergenceRule(check_steps=2, window=2, calm_checks=2, min_steps=0)
     monitor = ConvergenceMonitor(rule, s, u, steps_per_epoch=1)
     converged = [monitor.update(module, epoch) for epoch in range(1, 13)]
-    # checks every 2 epochs; drift from epoch 6 on (vs epoch 2): its first value is the lowest,
-    # two checks without a new low → converged at epoch 10
-    assert converged.index(True) + 1 == 10
+    # checks every 2 epochs; drift (0) from epoch 6 on (vs epoch 2); two calm checks → epoch 8
+    assert converged.index(True) + 1 == 8
     assert [d[0] for d in monitor.drift] == [6, 8, 10, 12]
     assert all(d[1] == pytest.approx(0, abs=1e-6) for d in monitor.drift)
+
+
+def test_rule_settles_or_plateaus_on_given_drift_sequences():
+    def first_stop(drifts, **rule):
+        monitor = ConvergenceMonitor(ConvergenceRule(min_steps=0, **rule), None, None)
+        stops = [monitor.record(e, d, d / 2) for e, d in enumerate(drifts, start=1)]
+        return stops.index(True) + 1 if True in stops else None
+
+    falling = [0.3, 0.1, 0.03, 0.012, 0.006, 0.004, 0.003, 0.002]
+    assert first_stop(falling) == 7  # below 5e-3 at checks 6 and 7
+    assert first_stop(falling, calm_checks=3) == 8
+    # stuck between the tolerances: stops once no new 10 % low came for `patience` checks
+    jitter = [0.2, 0.05, 0.012, 0.011, 0.013, 0.0115, 0.012, 0.0125]
+    assert first_stop(jitter, patience=4) == 7
+    assert first_stop([0.3, 0.05, 0.04, 0.045, 0.041, 0.043, 0.042], patience=2) is None
 
 
 def test_a_fit_that_keeps_moving_never_converges(small_module):
@@ -57,7 +71,7 @@ def test_a_fit_that_keeps_moving_never_converges(small_module):
 
 def test_min_steps_checks_sized_in_steps_and_bad_rules(small_module):
     module, s, u = small_module
-    rule = ConvergenceRule(check_steps=1, window=1, patience=1, min_steps=6)
+    rule = ConvergenceRule(check_steps=1, window=1, calm_checks=1, min_steps=6)
     monitor = ConvergenceMonitor(rule, s, u)
     assert [monitor.update(module, e) for e in range(1, 8)] == [False] * 5 + [True, True]
     # about check_steps steps between checks, at least one epoch
@@ -65,12 +79,14 @@ def test_min_steps_checks_sized_in_steps_and_bad_rules(small_module):
     with pytest.raises(ValueError, match="patience"):
         ConvergenceRule(window=0)
     with pytest.raises(ValueError, match="tolerance"):
-        ConvergenceRule(tolerance=0)
+        ConvergenceRule(tolerance=0.05, plateau_tolerance=0.02)
 
 
 def test_training_stops_once_converged_and_keeps_those_weights(small_module):
     module, s, u = small_module
-    rule = ConvergenceRule(check_steps=2, window=1, tolerance=0.05, patience=2, min_steps=4)
+    rule = ConvergenceRule(
+        check_steps=2, window=1, tolerance=0.05, plateau_tolerance=0.05, calm_checks=2, min_steps=4
+    )
     history = train(module, s.numpy(), u.numpy(), TrainConfig(max_epochs=300, convergence=rule))
     assert history.stop_reason == "converged"
     assert history.stopped_epoch < 300 and len(history.elbo_train) == history.stopped_epoch
