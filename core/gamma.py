@@ -32,8 +32,10 @@ def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 
 def _log_uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """log of U(0, 1] draws: log(1 − U) for U ∈ [0, 1), never −inf (a draw of exactly 0 out of
+    10⁸ made a −inf, and −inf × 0 a NaN)."""
     u = torch.rand(like.shape, generator=generator, dtype=like.dtype, device=like.device)
-    return u.log_()
+    return u.neg_().log1p_()
 
 
 def _propose(
@@ -76,7 +78,9 @@ def log_standard_gamma(
     global one).
     """
     with torch.no_grad():
-        flat = concentration.reshape(-1)
+        # a shape of exactly 0 (an underflowed softplus) draws 0, i.e. log −inf; a tiny floor
+        # keeps it finite, so a Dirichlet of such shapes stays a proper (near one-hot) draw
+        flat = concentration.reshape(-1).clamp_min(torch.finfo(concentration.dtype).tiny)
         out = torch.empty_like(flat)
         rejected = []
         for start in range(0, flat.numel(), BLOCK):

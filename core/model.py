@@ -32,6 +32,9 @@ from core.options import PI_ESTIMATORS
 N_STATES = 4
 STATE_NAMES = ("induction", "induction_steady", "repression", "repression_steady")
 RATE_MAX = 50.0
+#: Floor of the Dirichlet concentrations: a softplus that underflows to 0 would make ψ, lgamma
+#: and the Dirichlet draws infinite or NaN (it only cuts outputs whose softplus is already < 1e-12).
+CONCENTRATION_MIN = 1e-12
 #: Floor of the constrained rates (the reference's is 0): keeps the closed forms' 1/β, 1/γ finite
 #: should a softplus underflow; no fitted rate comes near it.
 RATE_MIN = 1e-8
@@ -265,7 +268,9 @@ class VeloVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> Decoded:
         """ρ, τ (B, G) and the Dirichlet concentration (B, 4, G) from z (B, L)."""
         rho, tau = torch.sigmoid(self.time_head(self.time_trunk(z))).chunk(2, dim=-1)
-        concentration = F.softplus(self.state_head(self.state_trunk(z)))
+        concentration = F.softplus(self.state_head(self.state_trunk(z))).clamp_min(
+            CONCENTRATION_MIN
+        )
         return Decoded(rho, tau, concentration.view(*z.shape[:-1], N_STATES, self.n_genes))
 
     def _induction(self, r: Rates, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -136,7 +136,8 @@ def state_weights(d: Draws, mode: str, generator: torch.Generator | None = None)
     """π per draw (S, B, 4, G): E[π | z] = c/Σc, or a Dirichlet draw for ``mode="sample"``."""
     if mode == "sample":
         return gamma.dirichlet(d.concentration, dim=STATE_AXIS, generator=generator)
-    return d.concentration / d.concentration.sum(STATE_AXIS, keepdim=True)
+    total = d.concentration.sum(STATE_AXIS, keepdim=True)
+    return d.concentration / total.clamp_min(torch.finfo(total.dtype).tiny)
 
 
 def state_velocities(d: Draws) -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,3 +61,18 @@ def test_three_gamma_induction_repression_weights_have_the_dirichlet_joint_law()
     assert st.kstest(weights[0], st.beta(0.6, total - 0.6).cdf).pvalue > 1e-3
     assert st.kstest(weights[1], st.beta(2.0, total - 2.0).cdf).pvalue > 1e-3
     assert st.kstest(weights.sum(0), st.beta(2.6, total - 2.6).cdf).pvalue > 1e-3
+
+
+def test_no_nan_from_exact_zero_uniforms_or_zero_shapes():
+    """10⁸ draws met a uniform of exactly 0 (log −inf, then −inf × 0 = NaN); shapes of exactly 0
+    (an underflowed softplus) must give a proper draw too."""
+    torch.manual_seed(4)
+    shapes = torch.tensor([0.0, 0.0, 0.0, 2.0, 0.3]).repeat(200_000).view(-1, 5)
+    draws = gamma.log_standard_gamma(shapes)
+    assert not torch.isnan(draws).any()
+    pi = gamma.dirichlet(shapes[:, :3], dim=-1)  # all three shapes 0: still on the simplex
+    assert not torch.isnan(pi).any()
+    torch.testing.assert_close(pi.sum(-1), torch.ones(len(pi)))
+    # exact zeros of torch.rand are kept away from the logs, for every shape
+    uniform_logs = gamma._log_uniform(torch.empty(10**7), None)
+    assert torch.isfinite(uniform_logs).all() and uniform_logs.max() <= 0
