@@ -1,0 +1,91 @@
+"""Every dashboard figure, as pure functions ``(Results, options) -> plotly Figure`` (no Dash).
+
+One module per view, plus :mod:`~dashboard.figures.common` (template, palettes, hover and the
+cell layer shared by all of them). Everything public is re-exported here, so pages and tests use
+``from dashboard import figures; figures.embedding_figure(...)``.
+"""
+
+from dashboard.figures.coherence import (
+    ECDF_POINTS,
+    coherence_cdf_figure,
+    coherence_ecdf,
+    top_bottom_coherence,
+)
+from dashboard.figures.common import (
+    DIVERGING,
+    SEQUENTIAL,
+    TEMPLATE,
+    category_colors,
+    cell_layer_split,
+    cell_type_colors,
+    empty_figure,
+    typed,
+)
+from dashboard.figures.embedding import (
+    ARROW_GRID,
+    STREAM_COLOR,
+    STREAM_WIDTHS,
+    StreamGeometry,
+    embedding_figure,
+    recolor_patch,
+    speed_classes,
+)
+from dashboard.figures.genes import (
+    FIT_COLORS,
+    MS_LABEL,
+    MU_LABEL,
+    STATE_COLORS,
+    baseline_agreement_figure,
+    fitted_curve,
+    gene_over_time_figure,
+    gene_velocity_embedding_figure,
+    permutation_effect_figure,
+    phase_portrait_figure,
+)
+from dashboard.figures.permutation import (
+    KDE_POINTS,
+    permutation_density_figure,
+    permutation_heatmap_figure,
+    permutation_kde,
+)
+from dashboard.figures.training import training_curve_figure
+from dashboard.figures.uncertainty import uncertainty_by_type_figure, uncertainty_figures
+
+__all__ = [
+    "ARROW_GRID",
+    "DIVERGING",
+    "ECDF_POINTS",
+    "FIT_COLORS",
+    "KDE_POINTS",
+    "MS_LABEL",
+    "MU_LABEL",
+    "SEQUENTIAL",
+    "STATE_COLORS",
+    "STREAM_COLOR",
+    "STREAM_WIDTHS",
+    "TEMPLATE",
+    "StreamGeometry",
+    "baseline_agreement_figure",
+    "category_colors",
+    "cell_layer_split",
+    "cell_type_colors",
+    "coherence_cdf_figure",
+    "coherence_ecdf",
+    "embedding_figure",
+    "empty_figure",
+    "fitted_curve",
+    "gene_over_time_figure",
+    "gene_velocity_embedding_figure",
+    "permutation_density_figure",
+    "permutation_effect_figure",
+    "permutation_heatmap_figure",
+    "permutation_kde",
+    "phase_portrait_figure",
+    "recolor_patch",
+    "speed_classes",
+    "top_bottom_coherence",
+    "training_curve_figure",
+    "typed",
+    "uncertainty_by_type_figure",
+    "uncertainty_figures",
+]
