@@ -431,6 +431,19 @@ class Results:
                 table[dst] = var[src].to_numpy()
         return table
 
+    def layer_matrix(self, key: str) -> np.ndarray | None:
+        """float32 C-contiguous dense (N, G) ``layers[key]`` (memoised; sparse or other dtypes
+        are converted once), or None when the layer is absent."""
+        if key not in self.adata.layers:
+            return None
+
+        def build() -> np.ndarray:
+            layer = self.adata.layers[key]
+            dense = layer.toarray() if sp.issparse(layer) else np.asarray(layer)
+            return np.ascontiguousarray(dense, dtype=np.float32)
+
+        return self.memo(("layer", key), build)
+
     def varm_matrix(self, key: str) -> np.ndarray | None:
         """float32 (G, C) ``varm[key]`` (``coherence``, ``permutation_effect``) or None."""
         if key not in self.adata.varm:
