@@ -11,5 +11,56 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
             window.history.replaceState(null, "", window.location.pathname + search);
             return search;
         },
+        // The shape of a lasso or box selection ({kind, x, y}) from a dcc.Graph's selectedData,
+        // so that only the polygon goes to the server, never the list of selected points
+        // (dashboard.selections.geometry_from_event is the same in Python). A cleared
+        // selection (null) changes nothing: the panel has its own Clear button.
+        selectionShape: function (selected) {
+            if (!selected) {
+                return window.dash_clientside.no_update;
+            }
+            const shapes = [["lasso", "lassoPoints"], ["box", "range"]];
+            for (const [kind, key] of shapes) {
+                const shape = selected[key];
+                if (!shape) {
+                    continue;
+                }
+                const keys = Object.keys(shape).sort();
+                const xk = keys.find((k) => k.startsWith("x"));
+                const yk = keys.find((k) => k.startsWith("y"));
+                if (xk && yk) {
+                    return {kind: kind, x: shape[xk], y: shape[yk]};
+                }
+            }
+            return window.dash_clientside.no_update;
+        },
     },
 });
+
+// Every figure's modebar gets an SVG download next to plotly's PNG camera; both use the file
+// name the page sets in config.toImageButtonOptions (dataset and view). Plotly loads after the
+// assets on some pages, hence the wait.
+(function addSvgButton() {
+    if (!window.Plotly || !window.Plotly.setPlotConfig) {
+        window.setTimeout(addSvgButton, 50);
+        return;
+    }
+    window.Plotly.setPlotConfig({
+        modeBarButtonsToAdd: [
+            {
+                name: "downloadSvg",
+                title: "Download plot as SVG",
+                icon: window.Plotly.Icons["camera-retro"],
+                click: function (gd) {
+                    const options = (gd._context && gd._context.toImageButtonOptions) || {};
+                    window.Plotly.downloadImage(gd, {
+                        format: "svg",
+                        filename: options.filename || "velodash",
+                        width: gd._fullLayout.width,
+                        height: gd._fullLayout.height,
+                    });
+                },
+            },
+        ],
+    });
+})();

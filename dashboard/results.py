@@ -120,6 +120,7 @@ class ColorValues:
 
     ``kind == "categorical"``: ``values`` are int16 codes (N,) into ``categories`` (-1 = missing).
     ``kind == "numeric"``: ``values`` are float32 (N,) (NaN = missing), ``categories`` is None.
+    ``colors`` optionally fixes the colour of each category (e.g. a selection against the rest).
     """
 
     key: str
@@ -127,6 +128,7 @@ class ColorValues:
     kind: Literal["categorical", "numeric"]
     values: np.ndarray
     categories: list[str] | None = None
+    colors: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,12 @@ from dashboard.figures.common import (
 )
 from dashboard.figures.embedding import (
     ARROW_GRID,
+    CONFIDENCE_ALPHA,
+    SOURCE_RGB,
     STREAM_COLOR,
     STREAM_WIDTHS,
     StreamGeometry,
+    agreement_figure,
     embedding_figure,
     recolor_patch,
     speed_classes,
@@ -53,6 +56,7 @@ from dashboard.figures.uncertainty import uncertainty_by_type_figure, uncertaint
 
 __all__ = [
     "ARROW_GRID",
+    "CONFIDENCE_ALPHA",
     "DIVERGING",
     "ECDF_POINTS",
     "FIT_COLORS",
@@ -60,11 +64,13 @@ __all__ = [
     "MS_LABEL",
     "MU_LABEL",
     "SEQUENTIAL",
+    "SOURCE_RGB",
     "STATE_COLORS",
     "STREAM_COLOR",
     "STREAM_WIDTHS",
     "TEMPLATE",
     "StreamGeometry",
+    "agreement_figure",
     "baseline_agreement_figure",
     "category_colors",
     "cell_layer_split",

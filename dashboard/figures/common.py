@@ -66,13 +66,37 @@ def empty_figure(message: str, title: str = "") -> go.Figure:
     return fig
 
 
-def base_layout(title: str = "", uirevision: str | None = None, **extra: Any) -> dict:
+def base_layout(
+    title: str = "", uirevision: str | None = None, subtitle: str = "", **extra: Any
+) -> dict:
+    """Layout shared by every figure: the title (and a smaller ``subtitle`` line under it) sits
+    below the modebar row, so a long title never runs under the buttons, and the legend is
+    outside the plot on the right, where plotly's automargin makes room for it, clear of axis
+    titles and tick labels."""
     return {
-        "title": {"text": title, "x": 0.02, "font": {"size": 15}},
+        "title": {
+            "text": title,
+            "subtitle": {"text": subtitle, "font": {"size": 11, "color": "#616e7c"}},
+            "x": 0.01,
+            "xanchor": "left",
+            "xref": "container",
+            "y": 1,
+            "yanchor": "top",
+            "yref": "container",
+            "pad": {"t": 30},
+            "automargin": True,
+            "font": {"size": 15},
+        },
         "template": TEMPLATE,
-        "margin": {"l": 55, "r": 20, "t": 45, "b": 45},
+        "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
         "uirevision": uirevision,
-        "legend": {"itemsizing": "constant"},
+        "legend": {
+            "itemsizing": "constant",
+            "x": 1.02,
+            "xanchor": "left",
+            "y": 1,
+            "yanchor": "top",
+        },
         **extra,
     }
 
@@ -168,17 +192,21 @@ def group_indices(codes: np.ndarray, n_groups: int) -> list[np.ndarray]:
     return [order[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def cell_layer_split(results: Results, color: str | None) -> str | None:
+def cell_layer_split(results: Results, color: str | ColorValues | None) -> str | None:
     """The obs column the cell layer is split by for ``color`` (the cell-type column unless
-    ``color`` is another categorical column). Equal splits => a recolour can be a Patch."""
+    ``color`` is another categorical column or categorical ColorValues, whose key is returned).
+    Equal splits => a recolour can be a Patch."""
+    if isinstance(color, ColorValues):
+        return color.key if color.kind == "categorical" else results.groupby
     if color is not None and results.obs_columns().get(color) == "categorical":
         return color
     return results.groupby
 
 
 def split_cells(
-    results: Results, color: str | None
+    results: Results, color: str | ColorValues | None
 ) -> tuple[list[str], list[np.ndarray], dict[str, str]]:
+    """(category names, cell indices per category, colour per category) of the cell layer."""
     key = cell_layer_split(results, color)
     if key is None or key == results.groupby:
         names, codes, colors = (
@@ -187,13 +215,26 @@ def split_cells(
             cell_type_colors(results),
         )
     else:
-        cv = results.color_values(key)
+        cv = color if isinstance(color, ColorValues) else results.color_values(key)
         names, codes = cv.categories or [], cv.values
-        colors = category_colors(results, key, names)
+        colors = cv.colors or category_colors(results, key, names)
     return names, group_indices(codes, len(names)), colors
 
 
 def numeric_coloraxis(values: np.ndarray, title: str, diverging: bool = False) -> dict:
+    """A ``coloraxis`` on the robust p1–p99 range (symmetric p99 |v| when ``diverging``), with
+    a horizontal colour bar under the plot (the legend keeps the right-hand side)."""
+    colorbar = {
+        "title": {"text": title, "side": "top"},
+        "orientation": "h",
+        "yref": "container",
+        "y": 0,
+        "yanchor": "bottom",
+        "x": 0.5,
+        "xanchor": "center",
+        "len": 0.6,
+        "thickness": 12,
+    }
     if diverging:
         bound = max(float(np.nanpercentile(np.abs(values), 99)), 1e-12)
         return {
@@ -201,15 +242,10 @@ def numeric_coloraxis(values: np.ndarray, title: str, diverging: bool = False) -
             "cmin": -bound,
             "cmax": bound,
             "cmid": 0.0,
-            "colorbar": {"title": {"text": title}},
+            "colorbar": colorbar,
         }
     lo, hi = robust_range(values)
-    return {
-        "colorscale": SEQUENTIAL,
-        "cmin": lo,
-        "cmax": hi,
-        "colorbar": {"title": {"text": title}},
-    }
+    return {"colorscale": SEQUENTIAL, "cmin": lo, "cmax": hi, "colorbar": colorbar}
 
 
 def cell_markers(
@@ -224,13 +260,14 @@ def cell_markers(
 def cell_traces(
     results: Results,
     xy: np.ndarray,
-    color: str | None,
+    color: str | ColorValues | None,
     values: ColorValues | None,
     size: float,
     opacity: float,
     full_hover: bool,
 ) -> list[go.Scattergl]:
-    """The cell layer: one Scattergl per category of :func:`cell_layer_split`."""
+    """The cell layer: one Scattergl per category of :func:`cell_layer_split`, out of the
+    legend (see :func:`legend_keys`)."""
     names, groups, colors = split_cells(results, color)
     hover = cell_hover(results, full_hover)
     template = hover.template
@@ -244,6 +281,7 @@ def cell_traces(
             mode="markers",
             name=name,
             legendgroup=name,
+            showlegend=False,
             customdata=hover.customdata[idx],
             hovertemplate=template + "<extra></extra>",
             marker={"size": size, "opacity": opacity, **marker},
@@ -252,10 +290,28 @@ def cell_traces(
     ]
 
 
+def legend_keys(names: list[str], colors: dict[str, str]) -> list[go.Scatter]:
+    """One empty legend entry per category in its colour, grouped with that category's cells:
+    the legend always shows category colours (never the black dots plotly draws for traces
+    coloured by a numeric array), and clicking an entry still hides/isolates those cells."""
+    return [
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            name=name,
+            legendgroup=name,
+            hoverinfo="skip",
+            marker={"size": 8, "color": colors[name]},
+        )
+        for name in names
+    ]
+
+
 def cell_figure(
     results: Results,
     xy: np.ndarray,
-    color: str | None,
+    color: str | ColorValues | None,
     values: ColorValues | None,
     title: str,
     uirevision: str,
@@ -265,17 +321,17 @@ def cell_figure(
     extra: list | None = None,
     axes: dict | None = None,
     full_hover: bool = False,
+    legend: bool = True,
+    subtitle: str = "",
 ) -> go.Figure:
-    """Cell layer (+ ``extra`` traces on top) built in one go (each plotly update call
-    re-validates, which dominated the gene-click latency)."""
+    """Cell layer, then ``extra`` traces on top, then the legend keys, built in one go (each
+    plotly update call re-validates, which dominated the gene-click latency). ``legend=False``
+    leaves the category keys out (a numeric colouring whose split nobody needs to toggle)."""
     cells = cell_traces(results, xy, color, values, size, opacity, full_hover)
-    # Legend below the plot so it never overlaps the colour bar of numeric colourings.
-    layout = base_layout(
-        title,
-        uirevision,
-        legend={"orientation": "h", "y": -0.08, "itemsizing": "constant"},
-        **(axes if axes is not None else embedding_axes()),
-    )
+    names, _, colors = split_cells(results, color)
+    keys = legend_keys(names, colors) if legend else []
+    axes = axes if axes is not None else embedding_axes()
+    layout = base_layout(title, uirevision, subtitle, **axes)
     if values is not None and values.kind == "numeric":
         layout["coloraxis"] = numeric_coloraxis(values.values, values.label, diverging)
-    return go.Figure(data=[*cells, *(extra or [])], layout=layout)
+    return go.Figure(data=[*cells, *(extra or []), *keys], layout=layout)

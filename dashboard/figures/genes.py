@@ -40,14 +40,15 @@ def fitted_curve(results: Results, gene: str, n_points: int = 200) -> dict[str, 
     return results.memo(("curve", gene, n_points), build)
 
 
-def _fit_title(results: Results, gene: str, what: str) -> str:
+def _fit_title(results: Results, gene: str, what: str) -> tuple[str, str]:
+    """(title, subtitle with the fit's likelihood and MSE)."""
     g = results.gene_arrays(gene)
-    parts = [f"<b>{gene}</b> — {what}"]
+    stats = []
     if g.likelihood is not None:
-        parts.append(f"likelihood {g.likelihood:.3f}")
+        stats.append(f"likelihood {g.likelihood:.3f}")
     if g.mse is not None:
-        parts.append(f"MSE {g.mse:.3g}")
-    return ", ".join(parts)
+        stats.append(f"MSE {g.mse:.3g}")
+    return f"<b>{gene}</b> — {what}", ", ".join(stats)
 
 
 def phase_portrait_figure(
@@ -94,7 +95,7 @@ def phase_portrait_figure(
             line={"color": FIT_COLORS["steady"], "dash": "dash"},
         ),
     ]
-    title = _fit_title(results, gene, "phase portrait")
+    title, subtitle = _fit_title(results, gene, "phase portrait")
     uirevision = f"{results.key}:phase:{gene}"
     axes = plot_axes(MS_LABEL, MU_LABEL, rangemode="tozero")
     xy = np.stack([g.ms, g.mu], 1)
@@ -112,11 +113,23 @@ def phase_portrait_figure(
             )
             for state, idx in zip(STATES, group_indices(g.state, len(STATES)), strict=True)
         ]
-        return go.Figure(data=[*states, *fits], layout=base_layout(title, uirevision, **axes))
+        return go.Figure(
+            data=[*states, *fits], layout=base_layout(title, uirevision, subtitle, **axes)
+        )
     values = results.color_values("latent_time") if color_by == "latent_time" else None
     color = "latent_time" if color_by == "latent_time" else None
     return cell_figure(
-        results, xy, color, values, title, uirevision, point_size, 0.7, extra=fits, axes=axes
+        results,
+        xy,
+        color,
+        values,
+        title,
+        uirevision,
+        point_size,
+        0.7,
+        extra=fits,
+        axes=axes,
+        subtitle=subtitle,
     )
 
 
@@ -146,9 +159,11 @@ def gene_over_time_figure(results: Results, gene: str, point_size: float = 3.0) 
             ),
         ]
     switch = {"x0": g.t_switch, "x1": g.t_switch, "y0": 0, "y1": 1, "yref": "paper"}
+    title, subtitle = _fit_title(results, gene, "abundance over latent time")
     layout = base_layout(
-        _fit_title(results, gene, "abundance over latent time"),
+        title,
         f"{results.key}:time:{gene}",
+        subtitle,
         shapes=[{"type": "line", "line": {"dash": "dot", "color": "#666"}, **switch}],
         annotations=[
             {"x": g.t_switch, "y": 1, "yref": "paper", "text": "switch", "showarrow": False}
@@ -175,6 +190,7 @@ def gene_velocity_embedding_figure(
         point_size,
         0.8,
         diverging=True,
+        legend=False,
     )
 
 
@@ -220,10 +236,11 @@ def baseline_agreement_figure(results: Results, gene: str, point_size: float = 3
         np.stack([g.velocity, g.baseline], 1),
         None,
         None,
-        ", ".join([title, *stats]),
+        title,
         f"{results.key}:baseline:{gene}",
         point_size,
         0.7,
+        subtitle=", ".join(stats),
         axes=plot_axes(
             "veloVI velocity", "scVelo steady-state velocity", zeroline=True, zerolinecolor="#999"
         ),

@@ -81,6 +81,7 @@ def permutation_heatmap_figure(results: Results, n_top: int = 30) -> go.Figure:
     fig.update_layout(
         base_layout(title, f"{results.key}:perm-heatmap", height=max(350, 18 * len(top) + 120))
     )
-    fig.update_yaxes(autorange="reversed", title="gene")
-    fig.update_xaxes(title="cell type")
+    # automargin: the gene labels push the margin and the title stands clear of them
+    fig.update_yaxes(autorange="reversed", title={"text": "gene", "standoff": 8}, automargin=True)
+    fig.update_xaxes(title={"text": "cell type", "standoff": 8}, automargin=True)
     return fig

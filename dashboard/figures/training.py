@@ -10,10 +10,10 @@ import plotly.graph_objects as go
 from dashboard.figures.common import base_layout, empty_figure
 
 
-def training_curve_figure(history: dict[str, Any] | None) -> go.Figure:
+def training_curve_figure(history: dict[str, Any] | None, title: str = "") -> go.Figure:
     """Train and validation ELBO (negative, lower is better) per epoch, from
-    ``Results.history()`` or a live ``{"elbo_train": [...], "elbo_validation": [...]}``."""
-    title = "Training curve"
+    ``Results.history()`` or a live ``{"elbo_train": [...], "elbo_validation": [...]}``.
+    No title by default: the home page's card is titled already."""
     curves = (
         {
             k: np.asarray(history.get(k, []), dtype=np.float64)
