@@ -38,29 +38,40 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
 });
 
 // Every figure's modebar gets an SVG download next to plotly's PNG camera; both use the file
-// name the page sets in config.toImageButtonOptions (dataset and view). Plotly loads after the
-// assets on some pages, hence the wait.
-(function addSvgButton() {
-    if (!window.Plotly || !window.Plotly.setPlotConfig) {
-        window.setTimeout(addSvgButton, 50);
+// name the page sets in config.toImageButtonOptions (dataset and view). The button must be in
+// plotly's global config before the first plot, so it is installed the moment plotly.js
+// assigns window.Plotly (it may load after this file), through a one-time property setter.
+(function () {
+    const svgButton = {
+        name: "downloadSvg",
+        title: "Download plot as SVG",
+        click: function (gd) {
+            const options = (gd._context && gd._context.toImageButtonOptions) || {};
+            window.Plotly.downloadImage(gd, {
+                format: "svg",
+                filename: options.filename || "velodash",
+                width: gd._fullLayout.width,
+                height: gd._fullLayout.height,
+            });
+        },
+    };
+    const install = (plotly) => {
+        if (plotly && plotly.setPlotConfig) {
+            svgButton.icon = plotly.Icons["camera-retro"];
+            plotly.setPlotConfig({modeBarButtonsToAdd: [svgButton]});
+        }
+    };
+    if (window.Plotly) {
+        install(window.Plotly);
         return;
     }
-    window.Plotly.setPlotConfig({
-        modeBarButtonsToAdd: [
-            {
-                name: "downloadSvg",
-                title: "Download plot as SVG",
-                icon: window.Plotly.Icons["camera-retro"],
-                click: function (gd) {
-                    const options = (gd._context && gd._context.toImageButtonOptions) || {};
-                    window.Plotly.downloadImage(gd, {
-                        format: "svg",
-                        filename: options.filename || "velodash",
-                        width: gd._fullLayout.width,
-                        height: gd._fullLayout.height,
-                    });
-                },
-            },
-        ],
+    let plotly;
+    Object.defineProperty(window, "Plotly", {
+        configurable: true,
+        get: () => plotly,
+        set: (value) => {
+            plotly = value;
+            install(value);
+        },
     });
 })();

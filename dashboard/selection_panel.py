@@ -91,8 +91,8 @@ def panel(prefix: str, ds: str, sel: str | None = None) -> html.Section:
                     dcc.Input(
                         id=i["name"],
                         placeholder="name this selection",
-                        debounce=False,
                         maxLength=60,
+                        className="sel-name",
                     ),
                     html.Button("Save", id=i["save"], className="btn btn-small", n_clicks=0),
                     ui.download_button(i["cells-csv"], "Cell ids (CSV)"),
@@ -100,18 +100,18 @@ def panel(prefix: str, ds: str, sel: str | None = None) -> html.Section:
                     html.Button(
                         "Clear", id=i["clear"], className="btn btn-outline btn-small", n_clicks=0
                     ),
+                    html.Div(
+                        [
+                            html.Label("Rank drivers by", className="label"),
+                            dcc.RadioItems(RANKS, "score", id=i["rank"], inline=True),
+                        ],
+                        className="sel-rank",
+                    ),
                 ],
                 className="controls sel-actions",
             ),
             html.Div(id=i["message"]),
             html.Div(html.P(HINT, className="caveat"), id=i["body"]),
-            html.Div(
-                [
-                    html.Label("Rank drivers by", className="label"),
-                    dcc.RadioItems(RANKS, "score", id=i["rank"], inline=True),
-                ],
-                className="sel-rank",
-            ),
         ],
         className="card selection-panel",
         id=f"{prefix}-selection",
@@ -130,6 +130,11 @@ def resolve_mask(results: Results, ds: str, active: dict | None) -> tuple[np.nda
 
 def _fmt(value: float) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{value:.3g}"
+
+
+def _fmt_q(value: float) -> str:
+    """A q-value; those that underflow to 0 are shown as below the smallest double."""
+    return "< 1e-300" if value == 0 else _fmt(value)
 
 
 def _types_table(results: Results, types: pd.DataFrame) -> html.Table:
@@ -191,7 +196,7 @@ def _drivers_table(drivers: pd.DataFrame, ds: str) -> html.Table:
             html.Td(_fmt(row.score)),
             html.Td(_fmt(row.t_velocity)),
             html.Td(f"{_fmt(row.velocity_in)} / {_fmt(row.velocity_out)}"),
-            html.Td(_fmt(row.q_velocity)),
+            html.Td(_fmt_q(row.q_velocity)),
         ]
         if has_coherence:
             cells.insert(4, html.Td(_fmt(row.t_coherence)))

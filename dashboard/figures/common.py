@@ -73,6 +73,9 @@ def base_layout(
     below the modebar row, so a long title never runs under the buttons, and the legend is
     outside the plot on the right, where plotly's automargin makes room for it, clear of axis
     titles and tick labels."""
+    # The plot starts below the modebar row (30 px), the title and the subtitle: a fixed top
+    # margin (not title automargin, which moves the plot after the legend is placed).
+    top = 30 + (36 if title else 0) + (20 if subtitle else 0)
     return {
         "title": {
             "text": title,
@@ -84,11 +87,10 @@ def base_layout(
             "yanchor": "top",
             "yref": "container",
             "pad": {"t": 30},
-            "automargin": True,
             "font": {"size": 15},
         },
         "template": TEMPLATE,
-        "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+        "margin": {"l": 60, "r": 20, "t": top, "b": 50},
         "uirevision": uirevision,
         "legend": {
             "itemsizing": "constant",
@@ -225,7 +227,7 @@ def numeric_coloraxis(values: np.ndarray, title: str, diverging: bool = False) -
     """A ``coloraxis`` on the robust p1–p99 range (symmetric p99 |v| when ``diverging``), with
     a horizontal colour bar under the plot (the legend keeps the right-hand side)."""
     colorbar = {
-        "title": {"text": title, "side": "top"},
+        "title": {"text": title, "side": "right"},  # beside the bar ("top" overlaps it)
         "orientation": "h",
         "yref": "container",
         "y": 0,

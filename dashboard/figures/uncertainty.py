@@ -78,7 +78,9 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
                 }
             }
         )
-    fig.update_layout(base_layout("", f"{results.key}:umap", showlegend=False))
+    layout = base_layout("", f"{results.key}:umap", showlegend=False)
+    layout["margin"]["t"] = 64  # the panel titles sit below the modebar row
+    fig.update_layout(layout)
     fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False)
     fig.update_yaxes(
         showgrid=False, zeroline=False, showticklabels=False, scaleanchor="x", scaleratio=1
