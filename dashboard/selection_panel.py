@@ -45,7 +45,7 @@ HINT = (
 def ids(prefix: str) -> dict[str, str]:
     """Component ids of the panel with ``prefix``."""
     names = (
-        "shape active saved body name save clear rank open download cells-csv drivers-csv message"
+        "shape active body name save clear rank open download cells-csv drivers-csv message status"
     ).split()
     return {n: f"{prefix}-sel-{n}" for n in names}
 
@@ -110,6 +110,7 @@ def panel(prefix: str, ds: str, sel: str | None = None) -> html.Section:
                 ],
                 className="controls sel-actions",
             ),
+            html.Div(id=i["status"]),
             html.Div(id=i["message"]),
             html.Div(html.P(HINT, className="caveat"), id=i["body"]),
         ],
@@ -282,7 +283,7 @@ def register(prefix: str, graph_id: str, ds_store: str) -> None:
         Output(i["active"], "data", allow_duplicate=True),
         Output(i["open"], "options"),
         Output(i["open"], "value"),
-        Output(i["message"], "children", allow_duplicate=True),
+        Output(i["status"], "children"),
         Input(i["save"], "n_clicks"),
         State(i["active"], "data"),
         State(i["name"], "value"),
