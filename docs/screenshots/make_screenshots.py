@@ -50,6 +50,11 @@ RENDERED = (
     "return Boolean(g && g._fullData && g._fullData.length);"
 )
 PAGE_HEIGHT = "return Math.ceil(document.documentElement.scrollHeight);"
+ALL_RENDERED = (
+    "const graphs = [...document.querySelectorAll('.dash-graph')];"
+    "return graphs.every((d) => { const g = d.querySelector('.js-plotly-plot');"
+    " return g && g._fullLayout; });"
+)
 
 
 def _driver(width: int, height: int) -> webdriver.Chrome:
@@ -134,7 +139,9 @@ def main() -> None:
                         if time.time() > deadline:
                             raise SystemExit(f"{path}: #{graph_id} did not render within 120 s")
                         time.sleep(0.3)
-                    time.sleep(2.0)  # let the other figures and WebGL finish drawing
+                    while not driver.execute_script(ALL_RENDERED) and time.time() < deadline:
+                        time.sleep(0.3)
+                    time.sleep(2.0)  # let WebGL finish drawing
                     _full_page(driver, folder / f"{name}.png", width)
                     print(f"wrote {folder / f'{name}.png'}")
             finally:
