@@ -232,6 +232,16 @@ def panel_body(results: Results, ds: str, mask: np.ndarray, name: str | None, ra
     ]
 
 
+def selection_view(results: Results, ds: str, active: dict, rank: str) -> tuple[list, object]:
+    """(panel content, message): the selection's panel, or the hint and a warning saying what
+    is wrong with it (empty, malformed, unknown or foreign saved id) — never an exception."""
+    try:
+        mask, name = resolve_mask(results, ds, active)
+        return panel_body(results, ds, mask, name, rank), None
+    except (SelectionError, ValueError) as err:
+        return [html.P(HINT, className="caveat")], ui.alert(str(err), "warning")
+
+
 def register(prefix: str, graph_id: str, ds_store: str) -> None:
     """Register the panel's callbacks for a page whose UMAP graph is ``graph_id`` and whose
     dataset id is in the store ``ds_store``."""
@@ -273,11 +283,7 @@ def register(prefix: str, graph_id: str, ds_store: str) -> None:
         _, results, problem = ui.resolve(ds)
         if problem is not None:
             return None, problem
-        try:
-            mask, name = resolve_mask(results, ds, active)
-            return panel_body(results, ds, mask, name, rank or "score"), None
-        except (SelectionError, ValueError) as err:
-            return html.P(HINT, className="caveat"), ui.alert(str(err), "warning")
+        return selection_view(results, ds, active, rank or "score")
 
     @dash.callback(
         Output(i["active"], "data", allow_duplicate=True),
