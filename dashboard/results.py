@@ -73,10 +73,6 @@ FEATURES: dict[str, tuple[tuple[str, ...], str]] = {
     "states": (tuple(f"layers/state_{s}" for s in STATES), "no posterior state probabilities"),
     "fitted": (("layers/fit_s", "layers/fit_u"), "no posterior predictive means (fit_s/fit_u)"),
     "history": (("uns/velodash/history",), "no training history was recorded"),
-    "truth": (
-        ("obs/true_t",),
-        "the data carry no ground truth (only simulated data such as the sample do)",
-    ),
 }
 
 SINGLE_GROUP = "all cells"

@@ -12,6 +12,7 @@ from core.ground_truth import recovery
 from dashboard.figures.common import base_layout, empty_figure
 from dashboard.results import Results
 
+NO_TRUTH = "The data carry no ground truth (only simulated data such as the sample do)."
 LABELS = {
     "spearman_time": "latent time, Spearman ρ per gene",
     "pearson_velocity": "velocity, Pearson r per gene",
@@ -20,8 +21,9 @@ LABELS = {
 
 def ground_truth_metrics(results: Results) -> dict[str, np.ndarray] | None:
     """Per-gene ``spearman_time`` and (with ``layers['true_velocity']``) ``pearson_velocity``,
-    float64 (G,), memoised; None when the results carry no ground truth (feature ``truth``)."""
-    if not results.has("truth"):
+    float64 (G,), memoised; None when the results carry no ``obs['true_t']`` (only simulated
+    data do; this is not an analysis a fit could skip, so it is not a results feature)."""
+    if results.obs_numeric("true_t") is None:
         return None
 
     def build() -> dict[str, np.ndarray]:
@@ -52,7 +54,7 @@ def ground_truth_figure(results: Results) -> go.Figure:
     """Histograms of the per-gene recovery metrics, one panel each, with the median marked."""
     metrics = ground_truth_metrics(results)
     if metrics is None:
-        return empty_figure(results.missing_reason("truth"))
+        return empty_figure(NO_TRUTH)
     fig = make_subplots(rows=1, cols=len(metrics), horizontal_spacing=0.12)
     for col, (key, values) in enumerate(metrics.items(), start=1):
         finite = values[np.isfinite(values)]
