@@ -87,3 +87,22 @@ def test_gene_choices_resolve_with_messages(app_and_ds):
     assert genes == [] and "Type or paste" in message
     genes, message, _ = resolve_genes(results, "magic", 3, None, 16, (4, 48))
     assert genes == [] and "unknown ranking" in message
+
+
+def test_clicks_on_the_grid_and_heatmap_open_the_gene(app_and_ds):
+    from dash.exceptions import PreventUpdate
+
+    from dashboard.pages import heatmap, portraits
+
+    app, ds, results = app_and_ds
+    gene = results.gene_names[5]
+    click = {"points": [{"customdata": [12.0, 5.0]}]}
+    assert _call(app, portraits.open_gene, click, ds) == f"/genes?ds={ds}&gene={gene}"
+    assert _call(app, heatmap.open_gene, {"points": [{"y": gene}]}, ds).endswith(gene)
+    for bad_call in (
+        lambda: portraits.open_gene({"points": [{"customdata": None}]}, ds),
+        lambda: heatmap.open_gene({"points": [{"y": "cell type"}]}, ds),
+        lambda: heatmap.open_gene(None, ds),
+    ):
+        with pytest.raises(PreventUpdate):
+            _call(app, bad_call)
