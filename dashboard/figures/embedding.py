@@ -28,7 +28,6 @@ from dashboard.projections import (
 )
 from dashboard.results import ColorValues, Results
 
-STREAM_COLOR = "rgba(40, 40, 40, 0.85)"
 #: Line colour (RGB) of each velocity source; alpha comes from the confidence level.
 SOURCE_RGB = {"velovi": (40, 40, 40), "scvelo": (217, 95, 2)}
 #: Opacity of streams by confidence level (0 low, 1 medium, 2 high; see projections).
