@@ -10,7 +10,7 @@ from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboard import components as ui
-from dashboard import figures
+from dashboard import figures, run_report
 from dashboard.app import fit_params
 from dashboard.datasets import Dataset, UploadError
 
@@ -138,10 +138,11 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                 dcc.Graph(
                                     id="training-curve",
                                     figure=training_curve(active),
-                                    config={"displaylogo": False},
+                                    config=ui.graph_config(dataset, "training_curve"),
                                     style={"height": "320px"},
                                 ),
                             ),
+                            *run_report.sections(active),
                         ]
                     ),
                 ],
