@@ -395,6 +395,11 @@ def _run_analyses(
 
         with stages.stage("baseline", f"scVelo {params.baseline} baseline"), _quiet_libraries():
             add_baseline_to_adata(result, mode=params.baseline)
+            if graph is not None:
+                from core.graph import add_velocity_graph
+
+                # the baseline's streams, projected exactly as veloVI's: obsm[...baseline_umap]
+                add_velocity_graph(result, vkey="velocity_baseline")
 
 
 def results_key(fingerprint: str, params: FitParams) -> str:

@@ -55,7 +55,7 @@ CONTRACT_VAR = [
     "baseline_pearson",
 ]
 CONTRACT_OBS = ["latent_time", "intrinsic_uncertainty", "extrinsic_uncertainty"]
-CONTRACT_OBSM = ["X_umap", "velocity_umap", "X_velovi"]
+CONTRACT_OBSM = ["X_umap", "velocity_umap", "X_velovi", "velocity_baseline_umap"]
 CONTRACT_UNS = ["velocity_graph", "velocity_graph_neg", "velocity_params", "velodash"]
 
 
