@@ -273,7 +273,9 @@ def _induction_repression_weights(
         ),
         dim=STATE_AXIS,
     )
-    return gamma.dirichlet(merged, dim=STATE_AXIS, generator=generator)[..., :2, :]
+    logs = gamma.log_standard_gamma(merged, generator)
+    # the two weights needed, normalised in logs (a softmax over all three costs more)
+    return (logs[..., :2, :] - torch.logsumexp(logs, dim=STATE_AXIS, keepdim=True)).exp_()
 
 
 @torch.no_grad()
