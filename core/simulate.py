@@ -156,7 +156,13 @@ def _cell_layout(rng: np.random.Generator, n_cells: int) -> pd.DataFrame:
 
 
 def _sample_counts(rng: np.random.Generator, mean: np.ndarray) -> sparse.csr_matrix:
-    """Negative-binomial counts (dispersion NB_DISPERSION) around ``mean`` as float32 CSR."""
+    """Negative-binomial counts (dispersion NB_DISPERSION) around ``mean`` as float32 CSR.
+
+    The means are rounded to float32 first: the closed forms' last bits differ between CPUs
+    (vectorised ``exp`` kernels), and an accept/reject sampler fed a one-ulp different mean can
+    draw a different count. Rounding keeps the counts identical across machines.
+    """
+    mean = mean.astype(np.float32).astype(np.float64)
     counts = rng.negative_binomial(NB_DISPERSION, NB_DISPERSION / (NB_DISPERSION + mean))
     return sparse.csr_matrix(counts.astype(np.float32))
 
