@@ -21,7 +21,7 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
-from dashboard import auth, figures
+from dashboard import auth, figures, jobview
 from dashboard import components as ui
 from dashboard.app import fit_params
 from dashboard.datasets import Dataset, UnknownDataset, UploadError
@@ -105,6 +105,7 @@ def layout(ds: str | None = None, **_query) -> html.Div:
             dcc.Store(id="home-ds", data=active),
             dcc.Store(id="home-can-fit", data=can_fit),
             dcc.Store(id="home-curve-epochs"),
+            dcc.Store(id="home-pending"),
             html.Div(
                 [
                     html.Div(
@@ -295,9 +296,26 @@ def live_curve(state: dict | None, ds: str | None, drawn: int | None):
 
 
 @callback(
+    Output("home-summary", "children", allow_duplicate=True),
+    Output("home-pending", "data"),
+    Input(ui.JOB_STATE, "data"),
+    State("home-ds", "data"),
+    State("home-pending", "data"),
+    prevent_initial_call=True,
+)
+def summary_follows_job(state: dict | None, ds: str | None, shown: str | None):
+    """Once a fit of this dataset is queued or running (by anyone), the summary says so."""
+    job = (state or {}).get("job")
+    if not job or job["dataset"] != ds or job["id"] == shown:
+        raise PreventUpdate
+    return jobview.pending_notice(ds, job), job["id"]
+
+
+@callback(
     Output("home-summary", "children"),
     Output("training-curve", "figure"),
     Output("dataset-list", "children"),
+    Output("home-pending", "data", allow_duplicate=True),
     Input(ui.JOB_FINISHED, "data"),
     State("home-ds", "data"),
     prevent_initial_call=True,
@@ -306,7 +324,7 @@ def refresh_after_fit(finished: dict | None, ds: str | None):
     """Show the new results once the fit of the displayed dataset has ended."""
     if not finished or finished.get("dataset") != ds:
         raise PreventUpdate
-    return summary_view(ds), training_curve(ds), dataset_list(ds)
+    return summary_view(ds), training_curve(ds), dataset_list(ds), None
 
 
 def training_curve(ds: str | None):
