@@ -117,3 +117,9 @@ def list_users():
     """Users and roles (admins only)."""
     auth.require("admin", "The users list")
     return flask.jsonify(auth.users_list())
+
+
+@api.route("/<path:_rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def no_such_endpoint(_rest: str):
+    """Anything else under /api/ is a JSON 404 (not the Dash page that would answer)."""
+    return _error(404, "No such API endpoint; see docs/hosting.md.")

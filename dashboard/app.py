@@ -65,13 +65,15 @@ def create_app(config: AppConfig) -> Dash:
     server.secret_key = resolve_secret_key(config)
     server.config[ui.CONFIG_KEY] = config
     # Base64 inflates uploads by 4/3; leave room for the rest of the request.
-    upload_room = int(config.max_upload_bytes * 1.4) + 2**20 if config.allow_upload else 0
-    server.config["MAX_CONTENT_LENGTH"] = max(upload_room, MAX_REQUEST_BYTES)
+    upload_room = int(config.max_upload_bytes * 1.4) + 2**20
+    server.config["MAX_CONTENT_LENGTH"] = upload_room if config.allow_upload else MAX_REQUEST_BYTES
     queue = JobQueue(config)
     server.extensions[ui.QUEUE_KEY] = queue
     protection.install_protection(server, config.max_upload_mb, before_auth=True)
     auth.install_auth(app, config)
-    protection.install_protection(server, config.max_upload_mb, before_auth=False)
+    protection.install_protection(
+        server, config.max_upload_mb, before_auth=False, callbacks=app.callback_map
+    )
     server.register_blueprint(api)
     server.wsgi_app = protection.HealthCheck(server.wsgi_app, lambda: _health(queue))
     app.layout = shell.layout

@@ -201,7 +201,7 @@ class DatasetRegistry:
         os.replace(tmp, target)
         return Dataset(
             digest[:ID_LENGTH],
-            filename,
+            Path(filename).name,
             target.resolve(),
             "results" if is_results and suffix == ".h5ad" else "raw",
             "upload",

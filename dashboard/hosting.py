@@ -35,9 +35,10 @@ class GunicornServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        """Apply `options` to gunicorn's settings."""
+        """Apply `options` to gunicorn's settings (those this gunicorn version knows)."""
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
 
     def load(self):
         """Build the Flask server of the Dash app (once, in the master: preload)."""
@@ -64,6 +65,8 @@ def gunicorn_options(hosted: HostedConfig) -> dict[str, Any]:
         "proc_name": "velodash",
         # Behind nginx on the same machine: trust its X-Forwarded-* headers only.
         "forwarded_allow_ips": "127.0.0.1,::1",
+        # gunicorn >= 25's admin socket is one fixed path per user: off, it is not needed.
+        "control_socket_disable": True,
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,12 +97,25 @@ def malformed_callback_refusal() -> flask.Response | None:
     return None
 
 
-def install_protection(server: flask.Flask, max_upload_mb: float, before_auth: bool) -> None:
-    """Register the hooks: call with `before_auth` True before dash-auth, then False after."""
+def install_protection(
+    server: flask.Flask,
+    max_upload_mb: float,
+    before_auth: bool,
+    callbacks: Container[str] = (),
+) -> None:
+    """Register the hooks: call with `before_auth` True before dash-auth, then False after
+    (with the app's `callbacks` map, so a request for an unknown callback is a clear 404)."""
     if before_auth:
         server.before_request(malformed_callback_refusal)
         return
     server.before_request(cross_site_refusal)
+
+    @server.before_request
+    def unknown_callback_refusal() -> flask.Response | None:
+        if flask.request.path == CALLBACK_PATH and flask.request.method == "POST":
+            if flask.request.get_json()["output"] not in callbacks:
+                return _refuse(404, "Unknown callback.")
+        return None
 
     @server.after_request
     def security_headers(response: flask.Response) -> flask.Response:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds between heartbeats of a running job, and silence after which it counts as lost.
 HEARTBEAT_S = 2.0
-STALE_AFTER_S = 20.0
+STALE_AFTER_S = 15.0
 #: How long a finished fit keeps trying to record its outcome while the store is unreachable.
 RECORD_PATIENCE_S = 120.0
 

@@ -69,7 +69,8 @@ class Process:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        """Send `sig` to the process (SIGTERM: its whole group) and wait for it to end."""
+        """Send `sig` to the process (SIGKILL: to it alone, like a crash; others: to its whole
+        group) and wait for it to end."""
         if not self.alive():
             return
         if sig == signal.SIGKILL:
@@ -152,9 +153,15 @@ class WebServer(Process):
         """Base URL, e.g. http://127.0.0.1:PORT."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> WebServer:
-        """Start and wait until /health answers from every worker's point of view."""
+    def launch(self) -> WebServer:
+        """Start without waiting (`start` then only waits)."""
         super().start()
+        return self
+
+    def start(self) -> WebServer:
+        """Start (unless `launch`ed) and wait until /health answers."""
+        if not self.alive():
+            super().start()
 
         def healthy() -> bool:
             if not self.alive():
