@@ -79,7 +79,14 @@ def _oidc_auth_class():
         def __init__(
             self, app: Dash, settings: OIDCSettings, users: UsersFile | None, https: bool
         ) -> None:
-            super().__init__(app, force_https_callback=https, log_signins=True)
+            # dash-auth 2.3's default secret_key is the object `Optional[None]`, which it then
+            # installs as the Flask key: always pass the real one.
+            super().__init__(
+                app,
+                secret_key=app.server.secret_key,
+                force_https_callback=https,
+                log_signins=True,
+            )
             self.settings = settings
             self.users = users
             self.register_provider(
