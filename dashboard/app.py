@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,9 @@ def serve(
             "fit and upload. For a shared server use `velodash serve --config FILE`.",
             flush=True,
         )
+    # SIGTERM (systemd, `kill`) ends like Ctrl-C: running fits go back to the queue and
+    # resume at the next start.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
     finally:

@@ -39,17 +39,33 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
+def _worker_gone(worker: str | None) -> bool:
+    """Whether `worker` (host:pid:thread) names a process of this machine that has ended."""
+    host, _, rest = (worker or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def reap_stale(store: JobStore, now: float | None = None) -> list[str]:
-    """Mark running jobs whose worker went silent as failed; returns their ids."""
+    """Mark running jobs whose worker went silent (or, on this machine, has ended) as failed;
+    returns their ids."""
     now = time.time() if now is None else now
     reaped = []
     for job in store.active():
         silent = now - (job.heartbeat or job.started or job.created)
-        if job.state != "running" or silent < STALE_AFTER_S:
+        if job.state != "running" or (silent < STALE_AFTER_S and not _worker_gone(job.worker)):
             continue
         error = (
-            f"The worker running this fit stopped (no sign of life for {silent:.0f} s): it was "
-            "killed, crashed or lost its machine. Fit again to retry."
+            f"The worker running this fit stopped (last sign of life {silent:.0f} s ago): it "
+            "was killed, crashed or lost its machine. Fit again to retry."
         )
         if store.transition(job.id, ("running",), "failed", error=error, finished=now):
             remove_partial_results(Path(job.output_path))
@@ -99,6 +115,7 @@ def execute(store: JobStore, job: Job, shutdown: threading.Event | None = None) 
         while not finished.wait(HEARTBEAT_S):
             write(None)
 
+    write({"stage": "starting", "fraction": 0.0, "message": "starting the fit"})
     threading.Thread(target=beat, name=f"velodash-heartbeat-{job.id[:8]}", daemon=True).start()
     stopping = shutdown or threading.Event()
     try:

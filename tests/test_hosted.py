@@ -141,12 +141,12 @@ def _wait_epoch(client: httpx.Client, job_id: str, timeout: float = 120) -> dict
     return wait_until(training, timeout, interval=0.5, what="training to start")
 
 
-def _fit_processes() -> list[psutil.Process]:
-    """Fit interpreters (`python -m dashboard.jobs`) running on this machine for this test."""
+def _fit_processes(stack: Stack) -> list[psutil.Process]:
+    """Fit interpreters (`python -m dashboard.jobs ...`) writing into this stack's cache."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "dashboard.jobs" in cmdline:
+        if "dashboard.jobs" in cmdline and any(str(stack.cache) in arg for arg in cmdline):
             found.append(proc)
     return found
 
@@ -360,14 +360,14 @@ def test_cancel_rights_and_a_cancelled_fit_leaves_nothing(stack):
     with stack.client("eddie") as eddie, stack.client("erin") as erin:
         job = _submit(eddie, stack.raw_id, {**LONG, "seed": 1}).json()
         _wait_job(eddie, job["id"], ("running",), timeout=60)
-        wait_until(_fit_processes, 20, what="the fit process")
+        wait_until(lambda: _fit_processes(stack), 20, what="the fit process")
         refused = erin.delete(f"/api/jobs/{job['id']}")
         assert refused.status_code == 403
         assert refused.json()["error"] == "Only eddie or an admin can cancel this job."
         response = eddie.delete(f"/api/jobs/{job['id']}")
         assert response.status_code == 200
         assert response.json()["state"] == "cancelled"
-        wait_until(lambda: not _fit_processes(), 20, what="the fit process to stop")
+        wait_until(lambda: not _fit_processes(stack), 20, what="the fit process to stop")
         assert eddie.delete(f"/api/jobs/{job['id']}").status_code == 409
         # An admin may cancel anyone's job (here one still queued behind nothing: cancelled
         # before or as it starts).
@@ -376,7 +376,7 @@ def test_cancel_rights_and_a_cancelled_fit_leaves_nothing(stack):
         response = admin.delete(f"/api/jobs/{queued['id']}")
         assert (response.status_code, response.json()["state"]) == (200, "cancelled")
         assert response.json()["error"] == "cancelled by alice"
-    wait_until(lambda: not _fit_processes(), 20, what="the fit process to stop")
+    wait_until(lambda: not _fit_processes(stack), 20, what="the fit process to stop")
     keys = {job["id"], queued["id"]}
     with stack.client("alice") as admin:
         for j in admin.get("/api/jobs").json():
@@ -509,7 +509,7 @@ def test_worker_killed_mid_fit_fails_within_30s_and_a_retry_succeeds(stack):
         assert failed["state"] == "failed"
         assert time.monotonic() - killed < 30
         assert "worker running this fit stopped" in failed["error"]
-        wait_until(lambda: not _fit_processes(), 10, what="the orphaned fit to die")
+        wait_until(lambda: not _fit_processes(stack), 10, what="the orphaned fit to die")
         results = stack.cache / "results"
         assert not any(p.name.startswith(".") and p.suffix == ".tmp" for p in results.iterdir())
         assert not any(p.suffix == ".h5ad" and job["id"] in p.name for p in results.iterdir())
