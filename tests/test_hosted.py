@@ -156,6 +156,12 @@ def _text(response: httpx.Response) -> str:
     return json.dumps(response.json(), ensure_ascii=False)
 
 
+def _web_processes(stack: Stack) -> list[psutil.Process]:
+    """`velodash serve` (gunicorn master) and everything it started."""
+    master = psutil.Process(stack.web.proc.pid)
+    return [master, *master.children(recursive=True)]
+
+
 def _no_traceback(response: httpx.Response) -> None:
     assert "Traceback" not in response.text and 'File "' not in response.text, response.text
 
@@ -330,11 +336,13 @@ def test_fit_submitted_through_the_api_runs_on_the_worker(stack):
         # Someone else asking for the same fit gets the same job, not a second one.
         again = _submit(erin, stack.raw_id, QUICK)
         assert (again.status_code, again.json()["id"]) == (200, job["id"])
-        epochs_seen = set()
+        epochs_seen, web_tree = set(), set()
 
         def finished():
             current = eddie.get(f"/api/jobs/{job['id']}").json()
             epochs_seen.add(current["progress"].get("epoch"))
+            # Visitors watching the fit (here: polls) never make the web server start anything.
+            web_tree.add(len(_web_processes(stack)))
             return current if current["state"] in ("done", "failed", "cancelled") else None
 
         done = wait_until(finished, 240, interval=0.3, what="the fit")
@@ -343,6 +351,7 @@ def test_fit_submitted_through_the_api_runs_on_the_worker(stack):
         assert done["error"] is None and done["device"] == "cpu"
         assert len(done["progress"]["elbo_train"]) == 5
         assert epochs_seen - {None}, "no live epoch was ever reported"
+        assert web_tree == {3}  # gunicorn master + 2 workers, throughout the fit
         results = stack.cache / "results" / f"{done['results']}.h5ad"
         assert results.is_file()
         fitted = {d["id"]: d["fitted"] for d in eddie.get("/api/datasets").json()}
