@@ -40,12 +40,11 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
             });
         },
 
-        // A page that was waiting for its dataset's fit opens once the fit is done (the home
-        // page refreshes its own parts instead).
+        // A page that was waiting for its dataset's fit opens once the fit has ended (done: the
+        // figures; failed or cancelled: what to do next). The home page refreshes its parts.
         reloadWhenFitted: function (finished) {
             if (
                 finished &&
-                finished.state === "done" &&
                 window.location.pathname !== "/" &&
                 document.querySelector(".job-pending")
             ) {

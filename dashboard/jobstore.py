@@ -12,6 +12,7 @@ cancelled or failed). Records hold server-side paths; `Job.public` is what clien
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -186,14 +187,14 @@ class SqliteJobStore(JobStore):
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._local.pid != os.getpid():  # never share one across a fork
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
-            self._local.conn = conn
+            self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
     @contextmanager

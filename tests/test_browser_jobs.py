@@ -73,7 +73,7 @@ def test_first_launch_fits_the_sample_and_every_page_follows_it(
     dash_duo, tmp_path, tiny_counts, local_app
 ):
     # No DATA: the (tiny) sample is queued at start-up and fitted with no browser involved.
-    fit = {**QUICK_FIT, "max_epochs": 150, "early_stopping": False}  # long enough to watch
+    fit = {**QUICK_FIT, "max_epochs": 80, "early_stopping": False}  # long enough to watch
     config = _config(tmp_path, sample_path=tiny_counts, fit_overrides=fit)
     dash_duo.start_server(local_app(config))
     driver = dash_duo.driver
@@ -106,7 +106,7 @@ def test_first_launch_fits_the_sample_and_every_page_follows_it(
     until(finished, timeout=420, poll=0.2)
     assert any("epoch" in text and "validation ELBO" in text for text in seen), seen
     # The bar only moves forward and never blinks out while the fit runs.
-    assert widths == sorted(widths) and len(set(widths)) >= 5, widths
+    assert widths == sorted(widths) and len(set(widths)) >= 4, widths
     first_flex = shown.index("flex")
     assert "none" not in shown[first_flex:-3], shown
     dash_duo.wait_for_contains_text("#summary-stats", "200", timeout=20)

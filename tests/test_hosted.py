@@ -581,6 +581,28 @@ def test_redis_restart_the_app_recovers_without_a_restart(stack):
         assert done["state"] == "done", done
 
 
+@pytest.mark.slow
+def test_serve_without_redis_runs_fits_on_the_local_queue(stack, tmp_path):
+    config = tmp_path / "local.toml"
+    config.write_text(
+        f'datasets_dir = "{stack.datasets}"\ncache_dir = "{tmp_path / "cache"}"\n'
+        f'users_file = "{stack.root / "users.json"}"\n'
+    )
+    web = WebServer(config, tmp_path / "serve.log", workers=2).start()
+    try:
+        master = psutil.Process(web.proc.pid)
+        local_worker = next(p for p in master.children() if "worker" in p.cmdline())
+        with httpx.Client(base_url=web.url, auth=("eddie", PASSWORDS["eddie"])) as eddie:
+            response = eddie.post("/api/jobs", json={"dataset": stack.raw_id, "params": QUICK})
+            assert response.status_code == 201, response.text
+            done = _wait_job(eddie, response.json()["id"], ("done", "failed"), timeout=240)
+        assert done["state"] == "done", done
+        assert (tmp_path / "cache" / "jobs.sqlite").is_file()
+    finally:
+        web.kill()
+    local_worker.wait(30)  # stops with the server
+
+
 def test_the_datasets_folder_was_never_written(stack):
     """Fits, uploads and locks of every test above went to the cache, never to datasets_dir."""
     assert _snapshot(stack.datasets) == stack.snapshot
