@@ -126,6 +126,7 @@ def run_fit(
     output = Path(output_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    fitting = False  # whether this call ran the fit (and so may clean up after it)
     try:
         with open(output.with_suffix(".lock"), "w") as lock:
             if output.exists():
@@ -145,7 +146,8 @@ def run_fit(
                             return {"status": "cancelled"}
                         time.sleep(STOP_POLL_S)
                 reused = output.exists()
-                if not reused and not _fit_in_fresh_interpreter(
+                fitting = not reused
+                if fitting and not _fit_in_fresh_interpreter(
                     Path(input_path), output, params, relay, should_stop
                 ):
                     return {"status": "cancelled"}
@@ -156,7 +158,7 @@ def run_fit(
         traceback.print_exc()
         return {"status": "error", "message": f"The fit failed: {type(err).__name__}: {err}"}
     finally:
-        if not output.exists():
+        if fitting and not output.exists():
             remove_partial_results(output)
     return {
         "status": "done",
