@@ -172,15 +172,25 @@ class LocalWorker:
                     if job is None:
                         break
                     thread = threading.Thread(
-                        target=execute,
-                        args=(self.store, job, self._shutdown),
-                        name=f"velodash-job-{job.id[:8]}",
+                        target=self._execute, args=(job,), name=f"velodash-job-{job.id[:8]}"
                     )
                     thread.start()
                     self._running.append(thread)
             except QueueUnavailable as err:
                 log.warning("local queue: %s", err)
+            except Exception:  # the loop must outlive any surprise; say what happened
+                log.exception("local queue: unexpected error (continuing)")
             self._shutdown.wait(self.poll_s)
+
+    def _execute(self, job: Job) -> None:
+        """`execute` a claimed job; an unexpected error fails the job instead of vanishing."""
+        try:
+            execute(self.store, job, self._shutdown)
+        except Exception as err:
+            log.exception("local queue: job %s failed unexpectedly", job.id)
+            _record(
+                self.store, job.id, "failed", finished=time.time(), error=f"Internal error: {err}"
+            )
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop claiming, stop running fits (they go back to the queue) and wait for them."""
