@@ -364,9 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             before = server_memory(pid) if pid else None
             load_before = os.getloadavg()[0]
             print(f"{args.users} users for {args.duration:.0f} s ...", flush=True)
-            start = time.perf_counter()
+            start, client_cpu = time.perf_counter(), time.process_time()
             results = replay(url, auth, flows, args.users, args.duration)
             elapsed = time.perf_counter() - start
+            client_cpu = time.process_time() - client_cpu
             after = server_memory(pid) if pid else None
             load_after = os.getloadavg()[0]
         finally:
@@ -374,10 +375,12 @@ def main(argv: list[str] | None = None) -> int:
                 process.kill()
     table = report(results, flows)
     total = sum(len(s.seconds) + len(s.errors) for s in results.values())
+    requests = sum(len(f.requests) * len(results[f.name].seconds) for f in flows)
     errors = [e for s in results.values() for e in s.errors]
     print(table)
-    print(f"\n{total} interactions in {elapsed:.0f} s, {len(errors)} errors; "
-          f"load average {load_before:.1f} → {load_after:.1f}")  # fmt: skip
+    print(f"\n{total} interactions ({requests} requests) in {elapsed:.0f} s, {len(errors)} "
+          f"errors; load average {load_before:.1f} → {load_after:.1f}; the load client used "
+          f"{client_cpu:.0f} s of CPU")  # fmt: skip
     if before:
         print(
             f"server ({before['processes']} processes): RSS {before['rss_mb']:.0f} → "
@@ -399,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                 "memory_before": before,
                 "memory_after": after,
                 "load_average": [load_before, load_after],
+                "client_cpu_s": client_cpu,
+                "requests": requests,
                 "cpus": os.cpu_count(),
             },
             indent=1,
