@@ -375,7 +375,14 @@ def describe(config: HostedConfig) -> str:
         lines.append("  datasets:    none configured (datasets_dir)")
     lines.append(f"  cache:       {app.cache_dir} (results, uploads, job state)")
     if app.redis_url:
-        lines.append(f"  job queue:   Celery workers over {mask_url(app.redis_url)}")
+        from dashboard.jobstore import QueueUnavailable, RedisJobStore
+
+        try:
+            RedisJobStore(app.redis_url).ping()
+            reach = "reachable"
+        except QueueUnavailable:
+            reach = "NOT reachable right now"
+        lines.append(f"  job queue:   Celery workers over {mask_url(app.redis_url)} ({reach})")
     else:
         lines.append(f"  job queue:   local (this machine, {app.job_concurrency} fit(s) at a time)")
     lines.append(

@@ -316,6 +316,11 @@ def test_viewer_browses_but_cannot_fit_upload_cancel_or_list_users(stack):
         assert viewer.get("/api/jobs").json() == []  # nothing was queued
         page = _page(viewer, deps, "/stream", f"?ds={stack.results_id}")
         assert page.status_code == 200 and "stream-graph" in page.text
+        download = _callback(deps, "genes-download.data")  # viewers may download the CSV
+        values = {"genes-csv.n_clicks": 1, "genes-ds.data": stack.results_id}
+        response = viewer.post("/_dash-update-component", json=_body(download, values))
+        csv = response.json()["response"]["genes-download"]["data"]["content"]
+        assert response.status_code == 200 and csv.startswith("gene,")
     with stack.client("eddie") as editor:
         response = editor.get("/api/users")
         assert response.status_code == 403
