@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Extra options for `velodash run`, e.g. make run RUN_ARGS="--port 8060".
+RUN_ARGS ?=
+
 run: $(STAMP)
-	$(BIN)/velodash run
+	$(BIN)/velodash run $(RUN_ARGS)
 
 # Debian chromium + chromedriver for the browser tests (installed when missing and apt is usable).
 browser:

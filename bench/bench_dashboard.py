@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_results import make_fake_results
 
 from dashboard import figures as F
+from dashboard.genesets import rank_genes
 from dashboard.results import Results
 
 N_GENES = 300
@@ -78,6 +79,16 @@ def page_payloads(results: Results) -> dict[str, tuple[float, float]]:
         "/permutation": lambda: [
             F.permutation_density_figure(results),
             F.permutation_heatmap_figure(results),
+        ],
+        "/stream, veloVI + scVelo + agreement": lambda: [
+            F.embedding_figure(results, velocity="streams", source="both", confidence=True),
+            F.agreement_figure(results),
+        ],
+        "/portraits (16 genes)": lambda: [
+            F.portrait_grid_figure(results, rank_genes(results, "permutation", 16))
+        ],
+        "/heatmap (30 genes)": lambda: [
+            F.heatmap_figure(results, rank_genes(results, "permutation", 30))
         ],
     }
     out = {}

@@ -47,9 +47,12 @@ def ours_model(adata, seed: int) -> VeloVI:
 
 
 def train_ours(model: VeloVI, max_epochs: int, early_stopping: bool) -> int:
-    """``model.train`` with the reference defaults otherwise; returns the epochs run."""
-    history = model.train(TrainConfig(max_epochs=max_epochs, early_stopping=early_stopping))
-    return history.stopped_epoch
+    """``model.train`` with velodash's defaults; ``early_stopping=False`` turns every stopping
+    rule off (fixed epochs, for s/epoch). Returns the epochs run."""
+    config = TrainConfig(max_epochs=max_epochs, early_stopping=early_stopping)
+    if not early_stopping:
+        config = TrainConfig(max_epochs=max_epochs, early_stopping=False, convergence=None)
+    return model.train(config).stopped_epoch
 
 
 def per_epoch(adata, epochs: int, repeats: int, seed: int) -> dict[str, Any]:

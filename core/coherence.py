@@ -33,8 +33,11 @@ def velocity_coherence(
     ``per_cell`` over each type's cells (NaN for a type without cells). Positive means the
     velocity agrees in sign with the expected displacement.
     """
-    Ms = np.asarray(Ms, dtype=np.float64)
-    V = np.asarray(V, dtype=np.float64)
+    # the inputs' precision (at least float32): the pipeline's float32 layers give one float32
+    # N × G product instead of float64 temporaries
+    dtype = np.result_type(np.asarray(Ms).dtype, np.asarray(V).dtype, np.float32)
+    Ms = np.asarray(Ms, dtype=dtype)
+    V = np.asarray(V, dtype=dtype)
     n_cells = Ms.shape[0]
     if Ms.ndim != 2 or V.shape != Ms.shape:
         raise ValueError(
@@ -48,15 +51,17 @@ def velocity_coherence(
         )
     codes = validate_group_codes(group_codes, n_cells, n_groups)
 
-    off_diagonal = sp.csr_matrix(T, dtype=np.float64, copy=True)
+    off_diagonal = sp.csr_matrix(T, dtype=dtype, copy=True)
     off_diagonal.setdiag(0)
     off_diagonal.eliminate_zeros()
-    per_cell = (np.asarray(off_diagonal @ Ms) - Ms) * V
+    per_cell = np.asarray(off_diagonal @ Ms)
+    per_cell -= Ms
+    per_cell *= V
 
     indicator = group_indicator(codes, n_groups)
     counts = np.asarray(indicator.sum(axis=0)).ravel()
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_type = np.asarray(indicator.T @ per_cell).T / counts
+        per_type = np.asarray(indicator.T @ per_cell.astype(np.float64, copy=False)).T / counts
     return per_cell, per_type
 
 

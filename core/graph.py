@@ -102,10 +102,7 @@ def velocity_graph_samples(
 ) -> list[VelocityGraph]:
     """S velocity graphs, one per velocity sample V (S, N, G), on shared X (N, G) and candidates.
 
-    Same cosines as :func:`velocity_graph`; the candidate gather and the centred, normalised
-    displacements are computed once per chunk of cells and multiplied with all S samples in one
-    batched matmul. Cells are processed in chunks of similar candidate counts whose gathered
-    block stays under ``CPU_CHUNK_BYTES`` (CPU) or ``MAX_CHUNK_BYTES`` (GPU).
+    Same cosines as :func:`velocity_graph`, computed by :func:`candidate_cosines`.
     """
     dev = _device(V, device)
     V = torch.as_tensor(V, dtype=torch.float32, device=dev)
@@ -115,7 +112,16 @@ def velocity_graph_samples(
             f"expected V (samples, cells, genes) and X (cells, genes) of matching shape; got V "
             f"{tuple(V.shape)} and X {tuple(X.shape)}. Subset both to the same genes and cells."
         )
-    n_samples, n_cells, n_genes = V.shape
+    n_cells = V.shape[1]
+    candidates = sorted_candidates(candidates, n_cells)
+    cosines = torch.zeros((V.shape[0], candidates.nnz), dtype=torch.float32, device=dev)
+    positions, values = candidate_cosines(V, X, candidates, np.arange(n_cells), sqrt_transform)
+    cosines[:, positions] = values
+    return [_split_graph(values, candidates) for values in cosines.cpu().numpy()]
+
+
+def sorted_candidates(candidates: sp.spmatrix, n_cells: int) -> sp.csr_matrix:
+    """``candidates`` as an N×N CSR matrix with sorted indices (raises on a wrong shape)."""
     if candidates.shape != (n_cells, n_cells):
         raise ValueError(
             f"candidates has shape {candidates.shape}, expected {(n_cells, n_cells)}; build it "
@@ -124,27 +130,53 @@ def velocity_graph_samples(
     if candidates.format != "csr" or not candidates.has_sorted_indices:
         candidates = sp.csr_matrix(candidates, copy=True)
         candidates.sort_indices()
+    return candidates
+
+
+def candidate_cosines(
+    V: torch.Tensor,
+    X: torch.Tensor,
+    candidates: sp.csr_matrix,
+    rows: np.ndarray,
+    sqrt_transform: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosines of S velocity samples of some cells with their candidate displacements.
+
+    ``V`` (S, n, G): the samples of the cells ``rows`` (n,); ``X`` (N, G) the states of all
+    cells; ``candidates`` sorted CSR (:func:`sorted_candidates`). Returns ``positions`` (k,),
+    indices into ``candidates.indices``/``data`` of the rows' stored entries, and ``values``
+    (S, k) the centred cosines there (scVelo's ``cosine_correlation``; 0 where undefined: zero
+    velocity, identical cells, the cell itself). The candidate gather and the centred,
+    normalised displacements are shared by the S samples (one batched matmul); rows with
+    similar candidate counts are processed together in blocks that stay under
+    ``CPU_CHUNK_BYTES`` (CPU) or ``MAX_CHUNK_BYTES`` (GPU).
+    """
+    dev = V.device
+    n_genes = X.shape[1]
     V_unit = _unit_rows(_centre(_signed_sqrt(V) if sqrt_transform else V))
-    V_unit = V_unit.permute(1, 2, 0).contiguous()  # (N, G, S)
-    counts = np.diff(candidates.indptr)
-    order = np.argsort(counts, kind="stable")  # cells with similar counts share a chunk
+    V_unit = V_unit.permute(1, 2, 0).contiguous()  # (n, G, S)
+    counts = np.diff(candidates.indptr)[rows]
+    order = np.argsort(counts, kind="stable")  # rows with similar counts share a block
     budget = MAX_CHUNK_BYTES if dev.type == "cuda" else CPU_CHUNK_BYTES
-    per_chunk = max(1, budget // (4 * n_genes * max(1, int(counts.max(initial=0)))))
-    cosines = np.empty((n_samples, candidates.nnz), dtype=np.float32)
-    for start in range(0, n_cells, per_chunk):
-        rows = order[start : start + per_chunk]
-        cols, positions, valid = _padded_candidates(candidates, rows)
-        rows_t = torch.as_tensor(rows, device=dev)
+    per_block = max(1, budget // (4 * n_genes * max(1, int(counts.max(initial=0)))))
+    all_positions, all_values = [], []
+    for start in range(0, len(rows), per_block):
+        local = order[start : start + per_block]
+        block_rows = rows[local]
+        cols, positions, valid = _padded_candidates(candidates, block_rows)
         dX = X[torch.as_tensor(cols, device=dev)]  # (n, width, G)
-        dX -= X[rows_t, None, :]
+        dX -= X[torch.as_tensor(block_rows, device=dev), None, :]
         if sqrt_transform:
             dX = _signed_sqrt(dX)
         dX -= dX.mean(dim=-1, keepdim=True)
         norm = torch.linalg.vector_norm(dX, dim=-1, keepdim=True)
-        block = torch.bmm(dX, V_unit[rows_t]) / norm  # (n, width, S); 0/0 → NaN → 0 below
-        cosines[:, positions[valid]] = block.cpu().numpy()[valid].T
-    np.nan_to_num(cosines, copy=False, nan=0.0)
-    return [_split_graph(values, candidates) for values in cosines]
+        block = torch.bmm(dX, V_unit[torch.as_tensor(local, device=dev)]) / norm  # (n, w, S)
+        valid_t = torch.as_tensor(valid, device=dev)
+        all_positions.append(torch.as_tensor(positions[valid], device=dev))
+        all_values.append(torch.nan_to_num(block[valid_t].T, nan=0.0))
+    if not all_positions:
+        return torch.empty(0, dtype=torch.long, device=dev), V.new_empty((V.shape[0], 0))
+    return torch.cat(all_positions), torch.cat(all_values, dim=1)
 
 
 def transition_matrix(

@@ -53,24 +53,38 @@ def exp_convolution3(
     return torch.linalg.matrix_exp(-t[..., None, None] * torch.stack(rows, dim=-2))[..., 0, 2]
 
 
+def _decays(
+    beta: torch.Tensor, gamma: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(e^{−βt} − 1, e^{−γt} − 1, K(β, γ, t)) from two expm1 evaluations (and one for K).
+
+    K = t·e^{−min(β,γ)t}·φ₁(−|γ−β|t) reuses whichever of the two decays is the slower one, so
+    induction and repression cost three transcendental evaluations per element instead of
+    the five of separate :func:`exp_convolution` calls.
+    """
+    decay_b = torch.expm1(-beta * t)
+    decay_g = torch.expm1(-gamma * t)
+    slower = torch.where(beta <= gamma, decay_b, decay_g) + 1.0
+    return decay_b, decay_g, t * slower * _phi1(-(gamma - beta).abs() * t)
+
+
 def induction(
     alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u(t), s(t)) of the induction phase from (0, 0) with constant transcription rate α."""
-    unspliced = alpha * exp_convolution(torch.zeros_like(beta), beta, t)
-    spliced = alpha * (
-        exp_convolution(torch.zeros_like(gamma), gamma, t) - exp_convolution(beta, gamma, t)
-    )
-    return unspliced, spliced
+    """(u(t), s(t)) of the induction phase from (0, 0) with constant transcription rate α.
+
+    u = α(1 − e^{−βt})/β and s = α[(1 − e^{−γt})/γ − K(β, γ, t)], for rates β, γ > 0.
+    """
+    decay_b, decay_g, k = _decays(beta, gamma, t)
+    return alpha * (-decay_b / beta), alpha * (-decay_g / gamma - k)
 
 
 def repression(
     u0: torch.Tensor, s0: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(u(t), s(t)) of the repression phase (α = 0) from (u0, s0), t counted from the switch."""
-    unspliced = u0 * torch.exp(-beta * t)
-    spliced = s0 * torch.exp(-gamma * t) + beta * u0 * exp_convolution(beta, gamma, t)
-    return unspliced, spliced
+    decay_b, decay_g, k = _decays(beta, gamma, t)
+    return u0 * (decay_b + 1.0), s0 * (decay_g + 1.0) + beta * u0 * k
 
 
 def induction_time_dependent(

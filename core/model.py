@@ -6,7 +6,12 @@ repression, repression steady); per-gene rates α, β, γ (and α₁, λ for the
 transcription rate), switch time t_s and likelihood variances. The likelihood of u and s is a
 4-state normal mixture with shared weights π ~ Dir. The mixture log-likelihood is written
 directly (logsumexp over states) rather than through ``torch.distributions``; the closed forms
-come from :mod:`core.kinetics`.
+come from :mod:`core.kinetics`, the Dirichlet terms from :mod:`core.dirichlet`.
+
+Layout: per-state tensors are ``(…, 4, G)`` (states before genes, see
+:data:`core.dirichlet.STATE_AXIS`). The 4·G outputs of the state head are read as 4 planes of G
+genes; which output unit feeds which (state, gene) is a relabelling of i.i.d.-initialised units,
+so the model is the reference's.
 """
 
 from __future__ import annotations
@@ -20,11 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import kinetics
+from core import dirichlet, kinetics
+from core.dirichlet import STATE_AXIS
+from core.options import PI_ESTIMATORS
 
 N_STATES = 4
 STATE_NAMES = ("induction", "induction_steady", "repression", "repression_steady")
 RATE_MAX = 50.0
+#: Floor of the Dirichlet concentrations: a softplus that underflows to 0 would make ψ, lgamma
+#: and the Dirichlet draws infinite or NaN (it only cuts outputs whose softplus is already < 1e-12).
+CONCENTRATION_MIN = 1e-12
+#: Floor of the constrained rates (the reference's is 0): keeps the closed forms' 1/β, 1/γ finite
+#: should a softplus underflow; no fitted rate comes near it.
+RATE_MIN = 1e-8
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _ALPHA_FLOOR = 1e-3  # u_up floor: softplus⁻¹(0) = −inf would kill the gene (reference pitfall)
 
@@ -63,7 +76,7 @@ class Rates(NamedTuple):
 
 
 class Decoded(NamedTuple):
-    """Decoder outputs for a batch of z: ρ, τ (…, G) in (0, 1); concentration (…, G, 4) > 0."""
+    """Decoder outputs for a batch of z: ρ, τ (…, G) in (0, 1); concentration (…, 4, G) > 0."""
 
     rho: torch.Tensor
     tau: torch.Tensor
@@ -71,14 +84,46 @@ class Decoded(NamedTuple):
 
 
 class Components(NamedTuple):
-    """Per-state means (…, G, 4) of u and s, state times (…, G) and the switch point (G,)."""
+    """Means of u and s in the four states, state times (…, G) and the switch point (G,).
 
-    mean_u: torch.Tensor
-    mean_s: torch.Tensor
+    The induction and repression means vary per cell, (…, G); the induction steady state
+    (α₁/β, α₁/γ) is per gene, (G,); the repression steady state is (0, 0).
+    """
+
+    u_induction: torch.Tensor
+    s_induction: torch.Tensor
+    u_repression: torch.Tensor
+    s_repression: torch.Tensor
+    u_steady: torch.Tensor
+    s_steady: torch.Tensor
     t_induction: torch.Tensor
     t_repression: torch.Tensor
     u0: torch.Tensor
     s0: torch.Tensor
+
+    @property
+    def mean_u(self) -> torch.Tensor:
+        """Per-state means of u, (…, 4, G) in :data:`STATE_NAMES` order."""
+        return self._stack(self.u_induction, self.u_steady, self.u_repression)
+
+    @property
+    def mean_s(self) -> torch.Tensor:
+        """Per-state means of s, (…, 4, G) in :data:`STATE_NAMES` order."""
+        return self._stack(self.s_induction, self.s_steady, self.s_repression)
+
+    @staticmethod
+    def _stack(induction, steady, repression) -> torch.Tensor:
+        return torch.stack(
+            (induction, steady.expand_as(induction), repression, torch.zeros_like(induction)),
+            dim=STATE_AXIS,
+        )
+
+    def mixture_mean(self, pi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Σ_k π_k μ_k of s and u, each (…, G), for weights π (…, 4, G)."""
+        pi_ind, pi_steady, pi_rep = pi[..., 0, :], pi[..., 1, :], pi[..., 2, :]
+        s = pi_ind * self.s_induction + pi_steady * self.s_steady + pi_rep * self.s_repression
+        u = pi_ind * self.u_induction + pi_steady * self.u_steady + pi_rep * self.u_repression
+        return s, u
 
 
 class LossTerms(NamedTuple):
@@ -129,34 +174,12 @@ def kl_normal_standard(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     return 0.5 * (var + mean.square() - 1.0 - var.log()).sum(-1)
 
 
-def kl_dirichlet_symmetric(concentration: torch.Tensor, prior: float) -> torch.Tensor:
-    """KL(Dir(concentration) ‖ Dir(prior·1)) over the last axis (K states)."""
-    k = concentration.shape[-1]
-    total = concentration.sum(-1)
-    return (
-        torch.lgamma(total)
-        - torch.lgamma(concentration).sum(-1)
-        - math.lgamma(k * prior)
-        + k * math.lgamma(prior)
-        + (
-            (concentration - prior)
-            * (torch.digamma(concentration) - torch.digamma(total)[..., None])
-        ).sum(-1)
-    )
-
-
-def sample_dirichlet(concentration: torch.Tensor) -> torch.Tensor:
-    """Reparameterised Dirichlet draw over the last axis via normalised standard gammas."""
-    gammas = torch._standard_gamma(concentration)
-    return gammas / gammas.sum(-1, keepdim=True)
-
-
 def mixture_log_prob(
     x: torch.Tensor, means: torch.Tensor, std: torch.Tensor, log_pi: torch.Tensor
 ) -> torch.Tensor:
-    """log Σ_k π_k N(x; μ_k, σ_k²) for x (…, G), means/log_pi (…, G, 4), std (G, 4)."""
-    z = (x[..., None] - means) / std
-    return torch.logsumexp(log_pi - 0.5 * z.square() - std.log() - _LOG_SQRT_2PI, dim=-1)
+    """log Σ_k π_k N(x; μ_k, σ_k²) for x (…, G), means/log_pi (…, K, G), std (K, G)."""
+    z = (x.unsqueeze(STATE_AXIS) - means) / std
+    return torch.logsumexp(log_pi - 0.5 * z.square() - std.log() - _LOG_SQRT_2PI, dim=STATE_AXIS)
 
 
 class VeloVAE(nn.Module):
@@ -204,16 +227,16 @@ class VeloVAE(nn.Module):
         self.register_buffer("u_switch", torch.as_tensor(u_switch, dtype=torch.float32))
         self.register_buffer("s_switch", torch.as_tensor(s_switch, dtype=torch.float32))
         # std multiplier per state: c_k = 1, 1, 1, 0.1 (repression steady state)
-        self.register_buffer("state_std_scale", torch.tensor([1.0, 1.0, 1.0, 0.1]))
+        self.register_buffer("state_std_scale", torch.tensor([[1.0], [1.0], [1.0], [0.1]]))
 
     def rates(self) -> Rates:
-        """Constrained rates clamp(softplus, 0, 50) and switch time clamp(softplus, 0, t_max).
+        """Constrained rates clamp(softplus, 1e-8, 50) and switch time clamp(softplus, 0, t_max).
 
         Without a time-dependent rate, α₁ = α and λ = 0 (α(t) ≡ α).
         """
 
         def rate(p: torch.Tensor) -> torch.Tensor:
-            return F.softplus(p).clamp(0.0, RATE_MAX)
+            return F.softplus(p).clamp(RATE_MIN, RATE_MAX)
 
         alpha = rate(self.alpha_unconstr)
         if self.config.time_dependent_rate:
@@ -231,9 +254,9 @@ class VeloVAE(nn.Module):
         )
 
     def likelihood_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-state std of u and s, each (G, 4): sqrt(softplus(·)) × (1, 1, 1, 0.1)."""
-        std = F.softplus(self.var_unconstr).sqrt()[..., None] * self.state_std_scale
-        return std[0], std[1]
+        """Per-state std of u and s, each (4, G): sqrt(softplus(·)) × (1, 1, 1, 0.1)."""
+        std = F.softplus(self.var_unconstr).sqrt()
+        return std[0] * self.state_std_scale, std[1] * self.state_std_scale
 
     def encode(
         self, spliced: torch.Tensor, unspliced: torch.Tensor
@@ -243,10 +266,12 @@ class VeloVAE(nn.Module):
         return self.z_mean(hidden), F.softplus(self.z_var(hidden)) + 1e-4
 
     def decode(self, z: torch.Tensor) -> Decoded:
-        """ρ, τ (B, G) and the Dirichlet concentration (B, G, 4) from z (B, L)."""
+        """ρ, τ (B, G) and the Dirichlet concentration (B, 4, G) from z (B, L)."""
         rho, tau = torch.sigmoid(self.time_head(self.time_trunk(z))).chunk(2, dim=-1)
-        concentration = F.softplus(self.state_head(self.state_trunk(z)))
-        return Decoded(rho, tau, concentration.view(*z.shape[:-1], self.n_genes, N_STATES))
+        concentration = F.softplus(self.state_head(self.state_trunk(z))).clamp_min(
+            CONCENTRATION_MIN
+        )
+        return Decoded(rho, tau, concentration.view(*z.shape[:-1], N_STATES, self.n_genes))
 
     def _induction(self, r: Rates, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.config.time_dependent_rate:
@@ -256,7 +281,7 @@ class VeloVAE(nn.Module):
         return kinetics.induction(r.alpha, r.beta, r.gamma, t)
 
     def components(self, rho: torch.Tensor, tau: torch.Tensor, r: Rates) -> Components:
-        """State means (…, G, 4) for time fractions ρ, τ (…, G).
+        """State means for time fractions ρ, τ (…, G).
 
         Induction time t_ind = ρ·t_s; repression time t_rep = τ·(t_max − t_s) after the switch.
         """
@@ -265,45 +290,60 @@ class VeloVAE(nn.Module):
         t_rep = tau * (self.config.t_max - r.t_switch)
         u_ind, s_ind = self._induction(r, t_ind)
         u_rep, s_rep = kinetics.repression(u0, s0, r.beta, r.gamma, t_rep)
-        zero = torch.zeros_like(u_ind)
-        steady_u = (r.alpha_1 / r.beta).expand_as(u_ind)
-        steady_s = (r.alpha_1 / r.gamma).expand_as(u_ind)
-        mean_u = torch.stack((u_ind, steady_u, u_rep, zero), dim=-1)
-        mean_s = torch.stack((s_ind, steady_s, s_rep, zero), dim=-1)
-        return Components(mean_u, mean_s, t_ind, t_rep, u0, s0)
+        steady_u, steady_s = r.alpha_1 / r.beta, r.alpha_1 / r.gamma
+        return Components(u_ind, s_ind, u_rep, s_rep, steady_u, steady_s, t_ind, t_rep, u0, s0)
 
     def log_likelihood(
-        self, spliced: torch.Tensor, unspliced: torch.Tensor, comp: Components, pi: torch.Tensor
+        self,
+        spliced: torch.Tensor,
+        unspliced: torch.Tensor,
+        comp: Components,
+        log_pi: torch.Tensor,
     ) -> torch.Tensor:
-        """log p(s) + log p(u) per cell and gene (…, G) under the π-weighted mixture.
-
-        π is clamped to [eps, 1 − eps] before the log, as ``Categorical(probs=π)`` does.
-        """
-        eps = torch.finfo(pi.dtype).eps
-        log_pi = pi.clamp(eps, 1.0 - eps).log()
+        """log p(s) + log p(u) per cell and gene (…, G) under the mixture with log-weights
+        ``log_pi`` (…, 4, G) (:func:`core.dirichlet.log_weights` of sampled π)."""
         std_u, std_s = self.likelihood_std()
         return mixture_log_prob(spliced, comp.mean_s, std_s, log_pi) + mixture_log_prob(
             unspliced, comp.mean_u, std_u, log_pi
         )
 
     def forward(
-        self, spliced: torch.Tensor, unspliced: torch.Tensor, kl_weight: float = 1.0
+        self,
+        spliced: torch.Tensor,
+        unspliced: torch.Tensor,
+        kl_weight: float | torch.Tensor = 1.0,
+        pi_estimator: str = "expected",
     ) -> LossTerms:
-        """One stochastic pass over a batch (B, G): sample z and π, return the loss terms.
+        """One stochastic pass over a batch (B, G): sample z, return the loss terms.
 
         loss = mean_B(−log p + kl_weight·KL_z + KL_π) + λ(1 − kl_weight)·end_penalty.
+        ``pi_estimator`` chooses how the state weights π ~ Dir(c) enter log p:
+
+        - ``"sampled"`` (the reference): one reparameterised draw of π per cell and gene;
+        - ``"expected"``: log π replaced by E_q[log π] = ψ(c) − ψ(Σc). Since logsumexp is
+          convex, log Σ_k exp(E[log π_k]) p_k ≤ E[log Σ_k π_k p_k] (Jensen), so the loss is
+          still an upper bound of −log p(x) (a lower bound on the ELBO), with no sampling
+          noise and no gamma draws; the digammas are the ones KL_π needs anyway.
         """
         mean, var = self.encode(spliced, unspliced)
         z = mean + var.sqrt() * torch.randn_like(mean)
         dec = self.decode(z)
-        pi = sample_dirichlet(dec.concentration)
+        expected_log_pi, kl_pi = dirichlet.expected_log_and_kl(
+            dec.concentration, self.config.dirichlet_concentration
+        )
+        if pi_estimator == "expected":
+            log_pi = expected_log_pi
+        elif pi_estimator == "sampled":
+            log_pi = dirichlet.log_weights(dirichlet.rsample(dec.concentration))
+        else:
+            raise ValueError(
+                f"pi_estimator must be one of {', '.join(PI_ESTIMATORS)}; got {pi_estimator!r}."
+            )
         r = self.rates()
         comp = self.components(dec.rho, dec.tau, r)
-        reconstruction = -self.log_likelihood(spliced, unspliced, comp, pi).sum(-1)
+        reconstruction = -self.log_likelihood(spliced, unspliced, comp, log_pi).sum(-1)
         kl_z = kl_normal_standard(mean, var)
-        kl_pi = kl_dirichlet_symmetric(dec.concentration, self.config.dirichlet_concentration).sum(
-            -1
-        )
+        kl_pi = kl_pi.sum(-1)
         end_penalty = (comp.u0 - self.u_switch).square().sum() + (
             comp.s0 - self.s_switch
         ).square().sum()

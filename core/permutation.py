@@ -45,18 +45,27 @@ class PermutationResult:
     seed: int
 
 
-def permute_within_groups(X: np.ndarray, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def permute_within_groups(
+    X: np.ndarray,
+    codes: np.ndarray,
+    rng: np.random.Generator,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Shuffle each column of X (N, G) across the cells of each group, independently per column.
 
-    Sorting ``code + uniform key`` per column orders cells by group and randomly within a group;
-    the cells sorted by group alone give the slots the shuffled values go back to.
+    Returns the shuffled matrix at ``rows`` (default: every cell, i.e. a full within-group
+    permutation). For a subset the rows of group c receive, per column, values drawn without
+    replacement from that column's values in group c: the restriction of a full permutation,
+    without materialising it.
     """
-    keys = codes[:, None] + rng.random(X.shape)
-    source = np.argsort(keys, axis=0)
-    slots = np.argsort(codes, kind="stable")
-    permuted = np.empty_like(X)
-    permuted[slots] = np.take_along_axis(X, source, axis=0)
-    return permuted
+    rows = np.arange(X.shape[0]) if rows is None else np.asarray(rows)
+    out = np.empty((rows.size, X.shape[1]), dtype=X.dtype)
+    for code in np.unique(codes[rows]):
+        members = np.flatnonzero(codes == code)
+        targets = np.flatnonzero(codes[rows] == code)
+        source = np.argsort(rng.random((members.size, X.shape[1])), axis=0)[: targets.size]
+        out[targets] = np.take_along_axis(X[members], source, axis=0)
+    return out
 
 
 def subsample_per_group(codes: np.ndarray, n_cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -110,10 +119,12 @@ def permutation_scores(
     ``Ms``/``Mu``). ``expression_fit`` maps abundances to fitted values (no retraining).
     ``group_codes`` (N,) integer cell-type codes in [0, n_groups) (-1 = unlabelled, excluded).
     Error per cell and gene: |ŝ − s| + |û − u|; effect = t(permuted error, original error) on at
-    most ``n_cells`` seeded-random cells per type (the same cells for both samples).
+    most ``n_cells`` seeded-random cells per type (the same cells for both samples). The
+    amortised model fits each cell on its own, so only those cells are fitted, in the original
+    and in the within-type shuffled data.
     """
-    spliced = np.asarray(spliced, dtype=np.float64)
-    unspliced = np.asarray(unspliced, dtype=np.float64)
+    spliced = np.asarray(spliced)
+    unspliced = np.asarray(unspliced)
     if spliced.ndim != 2 or unspliced.shape != spliced.shape:
         raise ValueError(
             f"spliced and unspliced must be (cells, genes) arrays of equal shape, got "
@@ -126,13 +137,18 @@ def permutation_scores(
 
     def fit_error(s: np.ndarray, u: np.ndarray) -> np.ndarray:
         fit_s, fit_u = expression_fit(s, u)
-        return np.abs(np.asarray(fit_s) - s) + np.abs(np.asarray(fit_u) - u)
+        s, u = s.astype(np.float64), u.astype(np.float64)
+        return np.abs(np.asarray(fit_s, dtype=np.float64) - s) + np.abs(
+            np.asarray(fit_u, dtype=np.float64) - u
+        )
 
-    perm_s = permute_within_groups(spliced, codes, rng)
-    perm_u = permute_within_groups(unspliced, codes, rng)
     keep = subsample_per_group(codes, n_cells, rng)
-    error_original = fit_error(spliced, unspliced)[keep]
-    error_permuted = fit_error(perm_s, perm_u)[keep]
+    rows = np.flatnonzero(keep)
+    error_original = fit_error(spliced[rows], unspliced[rows])
+    error_permuted = fit_error(
+        permute_within_groups(spliced, codes, rng, rows),
+        permute_within_groups(unspliced, codes, rng, rows),
+    )
     effect = paired_group_t_statistics(error_permuted, error_original, codes[keep], n_groups)
 
     finite_rows = ~np.all(np.isnan(effect), axis=1)

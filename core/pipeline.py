@@ -26,7 +26,9 @@ from core.io import (
     validate_counts,
     write_h5ad_atomic,
 )
+from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES
 from core.preprocess import PreprocessConfig, preprocess
+from core.threads import fit_threads
 
 #: Analyses run after the posterior, in order; each can be left out with ``skip``.
 ANALYSES = ("graph", "intrinsic", "extrinsic", "coherence", "permutation", "baseline")
@@ -59,11 +61,13 @@ class FitParams:
     weight_decay: float = 1e-2
     patience: int = 45
     early_stopping: bool = True
+    stopping: str = STOPPING_RULES[0]
+    pi_estimator: str = PI_ESTIMATORS[0]
     device: str = "auto"
     seed: int = 0
     # posterior and analyses
     n_samples: int = 25
-    posterior_mode: str = "sample"
+    posterior_mode: str = POSTERIOR_MODES[0]
     n_samples_intrinsic: int = 100
     n_samples_extrinsic: int = 25
     permutation_cells: int = 200
@@ -76,8 +80,13 @@ class FitParams:
             raise ValueError(
                 f"unknown analysis to skip: {', '.join(unknown)}; choose from {', '.join(ANALYSES)}"
             )
-        if self.posterior_mode not in ("sample", "mean"):
-            raise ValueError("posterior_mode must be 'sample' or 'mean'")
+        for name, value, choices in (
+            ("posterior_mode", self.posterior_mode, POSTERIOR_MODES),
+            ("pi_estimator", self.pi_estimator, PI_ESTIMATORS),
+            ("stopping", self.stopping, STOPPING_RULES),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         if self.baseline not in ("steady_state", "dynamical"):
             raise ValueError("baseline must be 'steady_state' or 'dynamical'")
 
@@ -118,15 +127,14 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 # Share of the overall progress bar given to each stage (train is filled epoch by epoch).
 _STAGE_SPAN = {
-    "preprocess": (0.0, 0.10),
-    "train": (0.10, 0.75),
-    "posterior": (0.75, 0.80),
-    "graph": (0.80, 0.84),
-    "intrinsic": (0.84, 0.87),
-    "extrinsic": (0.87, 0.92),
+    "preprocess": (0.0, 0.15),
+    "train": (0.15, 0.70),
+    "posterior": (0.70, 0.75),
+    "graph": (0.75, 0.78),
+    "uncertainty": (0.78, 0.92),
     "coherence": (0.92, 0.93),
-    "permutation": (0.93, 0.97),
-    "baseline": (0.97, 0.99),
+    "permutation": (0.93, 0.96),
+    "baseline": (0.96, 0.99),
     "write": (0.99, 1.0),
 }
 
@@ -141,6 +149,11 @@ class _Stages:
     def report(self, event: ProgressEvent) -> None:
         if self.progress is not None:
             self.progress(event)
+
+    def within(self, name: str, done: float, message: str) -> None:
+        """Report that stage ``name`` is a fraction ``done`` in [0, 1] through."""
+        start, end = _STAGE_SPAN[name]
+        self.report(ProgressEvent(name, start + (end - start) * done, message))
 
     @contextmanager
     def stage(self, name: str, message: str) -> Iterator[None]:
@@ -186,18 +199,27 @@ def run(
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     fingerprint: str = "",
+    threads: int | None = None,
 ) -> AnnData:
     """Fit veloVI on raw spliced/unspliced counts and run every analysis not skipped.
 
     ``adata`` needs ``layers['spliced'|'unspliced']`` (cells × genes counts); it is not
     modified. Returns the results AnnData (cells × fitted genes) of the DESIGN.md contract.
+    ``threads``: torch threads (default ``$VELODASH_THREADS``, else every core; see
+    :mod:`core.threads`); results do not depend on it beyond float rounding.
     Raises ``core.io.DatasetError`` on bad input and ``core.train.TrainingCancelled`` when
     ``should_stop()`` becomes true during training.
     """
     # Imported here so that reading this module (e.g. in the web process) does not load torch.
+    import torch
+
+    from core.convergence import ConvergenceRule
     from core.posterior import add_posterior_to_adata
     from core.train import TrainConfig
     from core.velovi import ModelConfig, VeloVI
+
+    n_threads = fit_threads(threads)
+    torch.set_num_threads(n_threads)
 
     stages = _Stages(progress)
     validate_counts(adata)
@@ -263,6 +285,8 @@ def run(
                 weight_decay=params.weight_decay,
                 patience=params.patience,
                 early_stopping=params.early_stopping,
+                convergence=ConvergenceRule() if params.stopping == "velocity" else None,
+                pi_estimator=params.pi_estimator,
                 seed=params.seed,
             ),
             progress=on_epoch,
@@ -272,6 +296,7 @@ def run(
     with stages.stage("posterior", f"posterior: {params.n_samples} samples"):
         posterior = model.posterior(n_samples=params.n_samples, mode=params.posterior_mode)
         add_posterior_to_adata(result, posterior)
+        del posterior  # its arrays now live in result
 
     _run_analyses(result, model, params, codes, cell_types, stages)
 
@@ -282,12 +307,15 @@ def run(
             "groupby": groupby,
             "cell_types": cell_types,
             "device": str(model.device),
+            "threads": n_threads,
             "timings": stages.timings,
             "history": {
                 "elbo_train": np.asarray(history.elbo_train, dtype=np.float64),
                 "elbo_validation": np.asarray(history.elbo_validation, dtype=np.float64),
                 "best_epoch": history.best_epoch,
                 "stopped_epoch": history.stopped_epoch,
+                "stop_reason": history.stop_reason,
+                "drift": np.asarray(history.drift, dtype=np.float64).reshape(-1, 3),
             },
             "fingerprint": fingerprint,
             "notes": notes,
@@ -314,21 +342,30 @@ def _run_analyses(
 
         with stages.stage("graph", "velocity graph and embedding"):
             graph = add_velocity_graph(result)
-    if "intrinsic" in wanted:
-        from core.uncertainty import add_uncertainty_to_adata, intrinsic_uncertainty
+    intrinsic, extrinsic = "intrinsic" in wanted, "extrinsic" in wanted
+    if intrinsic or extrinsic:
+        from core.uncertainty import add_uncertainty_to_adata, uncertainty_from_sample_chunks
 
-        with stages.stage("intrinsic", "intrinsic uncertainty"):
-            samples = model.velocity_samples(params.n_samples_intrinsic)
-            add_uncertainty_to_adata(result, intrinsic=intrinsic_uncertainty(samples))
-            del samples
-    if "extrinsic" in wanted:
-        from core.uncertainty import add_uncertainty_to_adata, extrinsic_uncertainty
+        n_draws = max(
+            params.n_samples_intrinsic if intrinsic else 0,
+            params.n_samples_extrinsic if extrinsic else 0,
+        )
+        message = f"uncertainty: {n_draws} velocity samples per cell"
+        with stages.stage("uncertainty", message):
 
-        with stages.stage("extrinsic", "extrinsic uncertainty"):
-            samples = model.velocity_samples(params.n_samples_extrinsic)
-            stats = extrinsic_uncertainty(samples, result.layers["Ms"], graph.candidates)
-            add_uncertainty_to_adata(result, extrinsic=stats)
-            del samples
+            def chunks():
+                for cells, samples in model.velocity_sample_chunks(n_draws):
+                    stages.within("uncertainty", cells.stop / result.n_obs, message)
+                    yield cells, samples
+
+            frames = uncertainty_from_sample_chunks(
+                chunks(),
+                result.layers["Ms"],
+                graph.candidates if extrinsic else None,
+                n_extrinsic=params.n_samples_extrinsic,
+                intrinsic=intrinsic,
+            )
+            add_uncertainty_to_adata(result, *frames)
     if "coherence" in wanted:
         from core.coherence import add_coherence_to_adata, velocity_coherence
         from core.graph import transition_matrix
@@ -358,6 +395,11 @@ def _run_analyses(
 
         with stages.stage("baseline", f"scVelo {params.baseline} baseline"), _quiet_libraries():
             add_baseline_to_adata(result, mode=params.baseline)
+            if graph is not None:
+                from core.graph import add_velocity_graph
+
+                # the baseline's streams, projected exactly as veloVI's: obsm[...baseline_umap]
+                add_velocity_graph(result, vkey="velocity_baseline")
 
 
 def results_key(fingerprint: str, params: FitParams) -> str:
@@ -375,12 +417,20 @@ def fit_file(
     params: FitParams = FitParams(),
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Read a raw dataset, fit it with `run`, and write the results file atomically."""
     input_path = Path(input_path)
     adata = read_dataset(input_path)
     fingerprint = file_fingerprint(input_path)
-    result = run(adata, params, progress=progress, should_stop=should_stop, fingerprint=fingerprint)
+    result = run(
+        adata,
+        params,
+        progress=progress,
+        should_stop=should_stop,
+        fingerprint=fingerprint,
+        threads=threads,
+    )
     result.uns["velodash"]["input"] = input_path.name
     stages = _Stages(progress)
     with stages.stage("write", f"writing {Path(output_path).name}"):

@@ -1,43 +1,61 @@
-"""One batched posterior pass of a trained :class:`core.model.VeloVAE`, and its AnnData output.
+"""Posterior summaries and velocity draws of a trained :class:`core.model.VeloVAE`.
 
-For each batch of cells, S draws of z ~ q(z | s, u) and π ~ Dir(concentration(z)) are made at
-once (tensors S×B×G), and every summary is taken from the same draws: velocity (spliced mode,
-π-weighted: v = π_ind·v_ind + π_rep·v_rep, steady states contribute 0, as the reference's
-``velo_statistic="mean"``), latent time (π_ind·t_ind + π_ind,steady·t_s + π_rep·(t_s + t_rep),
-the reference's ``time_statistic="mean"``, which gives the repression steady state weight 0),
-state probabilities, the fitted abundances Σ_k π_k μ_k and the log-likelihood. ``mode="mean"``
-uses z = E[z] and π = E[π] instead (one deterministic draw).
+Every quantity veloVI reports is an expectation over z ~ q(z | s, u) and the state weights
+π ~ Dir(c(z)). Three estimators (``mode``):
 
-Per-gene rescaling as the reference tutorial: scaling = t_max / max over cells of the gene's
-latent time; velocity ÷ scaling, fit_t × scaling, rates ÷ scaling, t_s × scaling, so every gene's
-latest cell sits at t = t_max and rate × time is unchanged (scVelo's ``fit_*`` convention with
-``fit_scaling = 1``).
+- ``"rao-blackwell"`` (default): S draws of z; the expectation over π given z is taken
+  exactly. Velocity, latent time, fitted abundances and state probabilities are linear in π,
+  so E[·| z] just uses E[π | z] = c/Σc, and the velocity variance adds the exact Dirichlet
+  variance Var[π_ind v_ind + π_rep v_rep | z] = (p_ind v_ind² + p_rep v_rep² − E[v | z]²)/(Σc + 1)
+  (law of total variance). Same expectations as the reference, less Monte-Carlo noise, and
+  no gamma draws (the reference's dominant CPU cost).
+- ``"sample"`` (the reference's estimator): S joint draws of (z, π), averaged.
+- ``"mean"``: one deterministic evaluation at z = E[z], π = E[π].
+
+Summaries follow the reference's ``velo_statistic="mean"``/``time_statistic="mean"``: velocity
+v = π_ind·(βu − γs)_ind + π_rep·(βu − γs)_rep (steady states contribute 0), latent time
+π_ind·t_ind + π_ind,steady·t_s + π_rep·(t_s + t_rep) (the repression steady state has weight 0),
+fitted abundances Σ_k π_k μ_k. Per-gene rescaling as the reference tutorial: scaling = t_max /
+max over cells of the gene's latent time; velocity ÷ scaling, fit_t × scaling, rates ÷ scaling,
+t_s × scaling (scVelo's ``fit_*`` convention with ``fit_scaling = 1``).
+
+:func:`velocity_sample_chunks` draws S joint (z, π) velocity samples for the uncertainty
+analyses, cell chunk by cell chunk, so memory stays bounded; π comes from the fast
+:mod:`core.gamma` sampler (only the three gamma variables Gamma(c_ind), Gamma(c_rep),
+Gamma(c_ind,steady + c_rep,steady) that fix (π_ind, π_rep) are drawn).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from core import gamma
+from core.dirichlet import STATE_AXIS
 from core.model import STATE_NAMES, Components, Rates, VeloVAE
+from core.options import POSTERIOR_MODES as MODES
 
-_ELEMENT_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 24}  # S·B·G·4 elements per batch
+#: Elements (draws × cells × states × genes) of the largest per-batch tensor.
+_ELEMENT_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 26}
 
 
 @dataclass
 class Posterior:
     """Posterior summaries; (N, G) arrays are float32, per-gene (G,) arrays are float64.
 
-    ``velocity``/``velocity_var``: mean (clipped so Ms + v ≥ 0) and variance over draws, per-gene
-    rescaled; ``fit_t``: latent time per cell and gene on the 0–t_max axis; ``fit_s``/``fit_u``:
-    posterior predictive means; ``states`` (N, G, 4): mean π in :data:`core.model.STATE_NAMES`
-    order; ``latent_z`` (N, L): q(z) mean; rates and ``t_switch`` rescaled (scVelo ``fit_*``);
-    ``scaling`` (G,): the factor applied; ``fit_mse`` (G,): mean over cells of
-    (ŝ − s)² + (û − u)²; ``likelihood`` (G,): mean over cells of log p(s) + log p(u);
-    ``latent_time`` (N,): mean of ``fit_t`` over genes, min-max scaled to [0, 1].
+    ``velocity``/``velocity_var``: posterior mean (clipped so Ms + v ≥ 0, as the reference) and
+    variance, per-gene rescaled; ``fit_t``: latent time per cell and gene on the 0–t_max axis;
+    ``fit_s``/``fit_u``: posterior predictive means; ``states`` (4, N, G): mean π in
+    :data:`core.model.STATE_NAMES` order; ``latent_z`` (N, L): q(z) mean; rates and
+    ``t_switch`` rescaled (scVelo ``fit_*``); ``scaling`` (G,): the factor applied;
+    ``fit_mse`` (G,): mean over cells of (ŝ − s)² + (û − u)²; ``likelihood`` (G,): mean over
+    cells of log p(s) + log p(u) at one posterior draw (as the reference's
+    ``get_gene_likelihood``), with the posterior-mean state weights given z (``"sample"``: the
+    sampled ones); ``latent_time`` (N,): mean of ``fit_t`` over genes, min-max scaled to [0, 1].
     """
 
     velocity: np.ndarray
@@ -62,69 +80,102 @@ class Posterior:
 
 
 class Draws(NamedTuple):
-    """S posterior draws for a batch: π (S, B, G, 4), state components, rates, q mean (B, L)."""
+    """S decoded draws of z for a batch of B cells.
 
-    pi: torch.Tensor
+    ``concentration`` (S, B, 4, G); ``comp``: state means (S, B, 4, G) and times (S, B, G);
+    ``rates``: per-gene (G,); ``z_mean`` (B, L): the q(z) mean.
+    """
+
+    concentration: torch.Tensor
     comp: Components
     rates: Rates
     z_mean: torch.Tensor
 
 
+def check_mode(mode: str) -> None:
+    """Raise ValueError unless ``mode`` is one of :data:`MODES`."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+
+
 def batch_size_for(n_samples: int, n_genes: int, device: torch.device) -> int:
-    """Cells per batch so that one S×B×G×4 tensor stays within the device's element budget."""
+    """Cells per batch so that one S×B×4×G tensor stays within the device's element budget."""
     budget = _ELEMENT_BUDGET.get(device.type, _ELEMENT_BUDGET["cuda"])
     return max(1, budget // (n_samples * n_genes * 4))
 
 
 def draw(
-    module: VeloVAE, spliced: torch.Tensor, unspliced: torch.Tensor, n_samples: int, mode: str
+    module: VeloVAE,
+    spliced: torch.Tensor,
+    unspliced: torch.Tensor,
+    n_samples: int,
+    mode: str,
+    generator: torch.Generator | None = None,
 ) -> Draws:
-    """S draws of (z, π) for a batch (B, G) and the state components they imply."""
-    if mode not in ("sample", "mean"):
-        raise ValueError(f"mode must be 'sample' or 'mean', got {mode!r}.")
+    """S draws of z ~ q(z | s, u) (``mode="mean"``: the single draw z = E[z]) for a batch
+    (B, G), decoded into concentrations and state means."""
+    check_mode(mode)
     mean, var = module.encode(spliced, unspliced)
     if mode == "mean":
         z = mean[None]
     else:
-        z = mean + var.sqrt() * torch.randn((n_samples, *mean.shape), device=mean.device)
+        noise = torch.randn(
+            (n_samples, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype
+        )
+        z = mean + var.sqrt() * noise
     dec = module.decode(z.reshape(-1, z.shape[-1]))
-    shape = (z.shape[0], *spliced.shape)
-    concentration = dec.concentration.view(*shape, -1)
-    if mode == "mean":
-        pi = concentration / concentration.sum(-1, keepdim=True)
-    else:
-        gammas = torch._standard_gamma(concentration)
-        pi = gammas / gammas.sum(-1, keepdim=True)
+    n_draws, n_cells, n_genes = z.shape[0], *spliced.shape
     rates = module.rates()
-    comp = module.components(dec.rho.view(shape), dec.tau.view(shape), rates)
-    return Draws(pi, comp, rates, mean)
+    comp = module.components(
+        dec.rho.view(n_draws, n_cells, n_genes), dec.tau.view(n_draws, n_cells, n_genes), rates
+    )
+    return Draws(dec.concentration.view(n_draws, n_cells, -1, n_genes), comp, rates, mean)
 
 
-def raw_velocity(d: Draws) -> torch.Tensor:
-    """Spliced velocity per draw (S, B, G): π_ind(βu − γs)_ind + π_rep(βu − γs)_rep."""
-    r = d.rates
-    v = r.beta[:, None] * d.comp.mean_u[..., ::2] - r.gamma[:, None] * d.comp.mean_s[..., ::2]
-    return (d.pi[..., ::2] * v).sum(-1)
+def state_weights(d: Draws, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """π per draw (S, B, 4, G): E[π | z] = c/Σc, or a Dirichlet draw for ``mode="sample"``."""
+    if mode == "sample":
+        return gamma.dirichlet(d.concentration, dim=STATE_AXIS, generator=generator)
+    total = d.concentration.sum(STATE_AXIS, keepdim=True)
+    return d.concentration / total.clamp_min(torch.finfo(total.dtype).tiny)
 
 
-def fitted_abundance(d: Draws) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixture means Σ_k π_k μ_k of s and u per draw, each (S, B, G)."""
-    return (d.pi * d.comp.mean_s).sum(-1), (d.pi * d.comp.mean_u).sum(-1)
-
-
-def latent_time_raw(d: Draws) -> torch.Tensor:
-    """Reference mean latent time per draw (S, B, G), model time units."""
-    t_s = d.rates.t_switch
-    pi = d.pi
+def state_velocities(d: Draws) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spliced velocity βu − γs of the induction and of the repression state, each (S, B, G)."""
+    r, c = d.rates, d.comp
     return (
-        pi[..., 0] * d.comp.t_induction
-        + pi[..., 1] * t_s
-        + pi[..., 2] * (t_s + d.comp.t_repression)
+        r.beta * c.u_induction - r.gamma * c.s_induction,
+        r.beta * c.u_repression - r.gamma * c.s_repression,
+    )
+
+
+def latent_time_raw(d: Draws, pi: torch.Tensor) -> torch.Tensor:
+    """The reference's mean latent time per draw (S, B, G), model time units, for weights π."""
+    t_s = d.rates.t_switch
+    return (
+        pi[..., 0, :] * d.comp.t_induction
+        + pi[..., 1, :] * t_s
+        + pi[..., 2, :] * (t_s + d.comp.t_repression)
     )
 
 
 def _batches(n_cells: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n_cells)) for i in range(0, n_cells, size)]
+
+
+class _Moments:
+    """Running sums over the batches of one posterior pass (cells × genes summaries)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[torch.Tensor]] = {}
+        self.loglik: torch.Tensor | float = 0.0
+
+    def add(self, **values: torch.Tensor) -> None:
+        for key, value in values.items():
+            self.parts.setdefault(key, []).append(value)
+
+    def cat(self, key: str) -> torch.Tensor:
+        return torch.cat(self.parts[key])
 
 
 @torch.no_grad()
@@ -133,39 +184,52 @@ def posterior_pass(
     spliced: torch.Tensor,
     unspliced: torch.Tensor,
     n_samples: int = 25,
-    mode: str = "sample",
+    mode: str = "rao-blackwell",
+    generator: torch.Generator | None = None,
 ) -> Posterior:
     """Every posterior summary from one batched pass over (N, G) device tensors Ms, Mu."""
+    check_mode(mode)
     if n_samples < 1:
         raise ValueError(f"n_samples must be ≥ 1, got {n_samples}.")
     n_draws = 1 if mode == "mean" else n_samples
     module.eval()
     n_cells, n_genes = spliced.shape
-    keys = ("v_mean", "v_var", "t", "fit_s", "fit_u", "states", "z", "loglik")
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    acc = _Moments()
     for sl in _batches(n_cells, batch_size_for(n_draws, n_genes, spliced.device)):
         s, u = spliced[sl], unspliced[sl]
-        d = draw(module, s, u, n_draws, mode)
-        v = raw_velocity(d)
-        clipped = torch.maximum(v, -s)
-        fit_s, fit_u = fitted_abundance(d)
-        parts["v_mean"].append(v.mean(0))
-        parts["v_var"].append(clipped.var(0, correction=1 if n_draws > 1 else 0))
-        parts["t"].append(latent_time_raw(d).mean(0))
-        parts["fit_s"].append(fit_s.mean(0))
-        parts["fit_u"].append(fit_u.mean(0))
-        parts["states"].append(d.pi.mean(0))
-        parts["z"].append(d.z_mean)
-        parts["loglik"].append(module.log_likelihood(s, u, d.comp, d.pi).mean(0).sum(0))
-    out = {k: torch.cat(v) if k != "loglik" else torch.stack(v).sum(0) for k, v in parts.items()}
+        d = draw(module, s, u, n_draws, mode, generator)
+        pi = state_weights(d, mode, generator)
+        v_ind, v_rep = state_velocities(d)
+        pi_ind, pi_rep = pi[..., 0, :], pi[..., 2, :]
+        v = pi_ind * v_ind + pi_rep * v_rep  # E[v | z] (S, B, G)
+        conditional_var = 0.0
+        if mode == "rao-blackwell":
+            second = pi_ind * v_ind.square() + pi_rep * v_rep.square()
+            total = d.concentration.sum(STATE_AXIS)
+            conditional_var = ((second - v.square()) / (total + 1.0)).mean(0)
+        fit_s, fit_u = d.comp.mixture_mean(pi)
+        acc.add(
+            v_mean=v.mean(0),
+            v_var=conditional_var + v.var(0, correction=1 if n_draws > 1 else 0),
+            t=latent_time_raw(d, pi).mean(0),
+            fit_s=fit_s.mean(0),
+            fit_u=fit_u.mean(0),
+            states=pi.mean(0).transpose(0, 1),  # (4, B, G): each state's plane contiguous
+            z=d.z_mean,
+        )
+        # per-gene fit quality from the first draw, as the reference's get_gene_likelihood
+        first = Components._make(x[0] if x.dim() == 3 else x for x in d.comp)
+        log_pi = pi[0].clamp_min(torch.finfo(pi.dtype).tiny).log()
+        acc.loglik = acc.loglik + module.log_likelihood(s, u, first, log_pi).sum(0)
     rates = module.rates()
-    t_max = module.config.t_max
-    scaling = t_max / out["t"].amax(0).clamp_min(torch.finfo(torch.float32).tiny)
-    velocity = torch.maximum(out["v_mean"], -spliced) / scaling
-    fit_t = out["t"] * scaling
+    t_raw = acc.cat("t")
+    scaling = module.config.t_max / t_raw.amax(0).clamp_min(torch.finfo(torch.float32).tiny)
+    velocity = torch.maximum(acc.cat("v_mean"), -spliced) / scaling
+    fit_t = t_raw * scaling
     cell_time = fit_t.mean(1)
     span = (cell_time.max() - cell_time.min()).clamp_min(torch.finfo(torch.float32).tiny)
-    mse = ((out["fit_s"] - spliced).square() + (out["fit_u"] - unspliced).square()).mean(0)
+    fit_s, fit_u = acc.cat("fit_s"), acc.cat("fit_u")
+    mse = ((fit_s - spliced).square() + (fit_u - unspliced).square()).mean(0)
 
     def cells(x: torch.Tensor) -> np.ndarray:
         return x.float().cpu().numpy()
@@ -175,12 +239,12 @@ def posterior_pass(
 
     return Posterior(
         velocity=cells(velocity),
-        velocity_var=cells(out["v_var"] / scaling.square()),
+        velocity_var=cells(acc.cat("v_var") / scaling.square()),
         fit_t=cells(fit_t),
-        fit_s=cells(out["fit_s"]),
-        fit_u=cells(out["fit_u"]),
-        states=cells(out["states"]),
-        latent_z=cells(out["z"]),
+        fit_s=cells(fit_s),
+        fit_u=cells(fit_u),
+        states=cells(torch.cat(acc.parts["states"], dim=1)),
+        latent_z=cells(acc.cat("z")),
         alpha=genes(rates.alpha / scaling),
         beta=genes(rates.beta / scaling),
         gamma=genes(rates.gamma / scaling),
@@ -189,43 +253,92 @@ def posterior_pass(
         alpha_1=genes(rates.alpha_1 / scaling),
         lambda_alpha=genes(rates.lambda_alpha / scaling),
         fit_mse=genes(mse),
-        likelihood=genes(out["loglik"] / n_cells),
+        likelihood=genes(acc.loglik / n_cells),
         latent_time=cells((cell_time - cell_time.min()) / span),
         n_samples=n_draws,
         mode=mode,
     )
 
 
+def _induction_repression_weights(
+    concentration: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(π_ind, π_rep) draws (…, 2, G) from Dir(c): softmax of the log-gammas of c_ind, c_rep and
+    c_ind,steady + c_rep,steady (the exact joint law of the two weights, with 3 draws not 4)."""
+    merged = torch.stack(
+        (
+            concentration[..., 0, :],
+            concentration[..., 2, :],
+            concentration[..., 1, :] + concentration[..., 3, :],
+        ),
+        dim=STATE_AXIS,
+    )
+    return gamma.dirichlet(merged, dim=STATE_AXIS, generator=generator)[..., :2, :]
+
+
 @torch.no_grad()
+def velocity_sample_chunks(
+    module: VeloVAE,
+    spliced: torch.Tensor,
+    unspliced: torch.Tensor,
+    n_samples: int,
+    scaling: torch.Tensor,
+    cells_per_chunk: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield (cells, samples (S, n, G)) chunk by chunk: joint (z, π) velocity draws on the
+    device, clipped like the reference (s + v ≥ 0) and ÷ ``scaling`` (G,).
+
+    Only one chunk's S × n × G draws exist at a time; ``cells_per_chunk`` defaults to the
+    device's element budget.
+    """
+    module.eval()
+    n_cells, n_genes = spliced.shape
+    size = cells_per_chunk or batch_size_for(n_samples, n_genes, spliced.device)
+    for sl in _batches(n_cells, size):
+        d = draw(module, spliced[sl], unspliced[sl], n_samples, "sample", generator)
+        pi = _induction_repression_weights(d.concentration, generator)
+        v_ind, v_rep = state_velocities(d)
+        v = pi[..., 0, :] * v_ind + pi[..., 1, :] * v_rep
+        yield sl, torch.maximum(v, -spliced[sl]).div_(scaling)
+
+
 def velocity_samples(
     module: VeloVAE,
     spliced: torch.Tensor,
     unspliced: torch.Tensor,
     n_samples: int,
     scaling: torch.Tensor,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(S, N, G) posterior velocity draws on the device, clipped (s + v ≥ 0), ÷ scaling (G,)."""
-    module.eval()
+    """All (S, N, G) velocity draws of :func:`velocity_sample_chunks` in one tensor."""
     n_cells, n_genes = spliced.shape
     out = torch.empty((n_samples, n_cells, n_genes), device=spliced.device)
-    for sl in _batches(n_cells, batch_size_for(n_samples, n_genes, spliced.device)):
-        d = draw(module, spliced[sl], unspliced[sl], n_samples, "sample")
-        out[:, sl] = torch.maximum(raw_velocity(d), -spliced[sl]) / scaling
+    chunks = velocity_sample_chunks(
+        module, spliced, unspliced, n_samples, scaling, generator=generator
+    )
+    for sl, chunk in chunks:
+        out[:, sl] = chunk
     return out
 
 
 @torch.no_grad()
 def expression_fit(
-    module: VeloVAE, spliced: torch.Tensor, unspliced: torch.Tensor, n_samples: int = 10
+    module: VeloVAE,
+    spliced: torch.Tensor,
+    unspliced: torch.Tensor,
+    n_samples: int = 10,
+    mode: str = "rao-blackwell",
+    generator: torch.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior predictive means (fit_s, fit_u), each (N, G), averaged over S draws."""
     module.eval()
     n_cells, n_genes = spliced.shape
+    n_draws = 1 if mode == "mean" else n_samples
     fits_s, fits_u = [], []
-    for sl in _batches(n_cells, batch_size_for(n_samples, n_genes, spliced.device)):
-        fit_s, fit_u = fitted_abundance(
-            draw(module, spliced[sl], unspliced[sl], n_samples, "sample")
-        )
+    for sl in _batches(n_cells, batch_size_for(n_draws, n_genes, spliced.device)):
+        d = draw(module, spliced[sl], unspliced[sl], n_draws, mode, generator)
+        fit_s, fit_u = d.comp.mixture_mean(state_weights(d, mode, generator))
         fits_s.append(fit_s.mean(0))
         fits_u.append(fit_u.mean(0))
     return torch.cat(fits_s).cpu().numpy(), torch.cat(fits_u).cpu().numpy()
@@ -250,7 +363,7 @@ def add_posterior_to_adata(adata, posterior: Posterior) -> None:
     for key in ("velocity", "velocity_var", "fit_t", "fit_s", "fit_u"):
         adata.layers[key] = getattr(posterior, key)
     for k, name in enumerate(STATE_NAMES):
-        adata.layers[f"state_{name}"] = np.ascontiguousarray(posterior.states[..., k])
+        adata.layers[f"state_{name}"] = posterior.states[k]
     adata.var["fit_alpha"] = posterior.alpha
     adata.var["fit_beta"] = posterior.beta
     adata.var["fit_gamma"] = posterior.gamma

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from core.convergence import ConvergenceMonitor, ConvergenceRule
 from core.model import VeloVAE
+from core.options import PI_ESTIMATORS
 
 
 class TrainingCancelled(RuntimeError):
@@ -26,7 +29,13 @@ class TrainingCancelled(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser and schedule settings (defaults: the reference veloVI's)."""
+    """Optimiser and schedule settings.
+
+    Defaults are the reference veloVI's except four, each selectable back: ``pi_estimator``
+    ("sampled" is the reference's), ``convergence`` (None: only the reference's ELBO rule),
+    ``weight_average`` (None: keep the last weights) and the restored best weights of the
+    ELBO rule (see :func:`train`).
+    """
 
     max_epochs: int = 500
     lr: float = 1e-2
@@ -40,12 +49,24 @@ class TrainConfig:
     n_epochs_kl_warmup: int = 400
     gradient_clip: float = 10.0
     seed: int = 0
+    pi_estimator: str = PI_ESTIMATORS[0]
+    convergence: ConvergenceRule | None = field(default_factory=ConvergenceRule)
+    #: Per-step decay of an exponential moving average of the weights (Polyak averaging), used
+    #: for the convergence checks and kept as the fitted model; None keeps the raw weights.
+    weight_average: float | None = 0.99
 
     def __post_init__(self) -> None:
+        if self.pi_estimator not in PI_ESTIMATORS:
+            choices = ", ".join(PI_ESTIMATORS)
+            raise ValueError(f"pi_estimator must be one of {choices}; got {self.pi_estimator!r}.")
         if self.max_epochs < 1 or self.batch_size < 2 or self.patience < 1:
             raise ValueError("max_epochs ≥ 1, batch_size ≥ 2 and patience ≥ 1 are required.")
         if not 0.0 < self.train_size <= 1.0:
             raise ValueError(f"train_size must be in (0, 1], got {self.train_size}.")
+        if self.weight_average is not None and not 0.0 < self.weight_average < 1.0:
+            raise ValueError(
+                f"weight_average must be in (0, 1) or None, got {self.weight_average}."
+            )
 
 
 @dataclass(frozen=True)
@@ -62,12 +83,18 @@ class EpochReport:
 
 @dataclass
 class History:
-    """Per-epoch ELBO (mean over cells of −log p + KL_z + KL_π, no penalty), as veloVI logs it."""
+    """Per-epoch ELBO (mean over cells of −log p + KL_z + KL_π, no penalty), as veloVI logs it.
+
+    ``stop_reason``: "converged" (velocity-drift rule), "no improvement" (ELBO patience),
+    "max epochs"; ``drift``: (epoch, velocity drift, latent-time drift) of each convergence check.
+    """
 
     elbo_train: list[float] = field(default_factory=list)
     elbo_validation: list[float] = field(default_factory=list)
     stopped_epoch: int = 0
     best_epoch: int = 0
+    stop_reason: str = "max epochs"
+    drift: list[tuple[int, float, float]] = field(default_factory=list)
 
 
 def _split(n_cells: int, train_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,10 +110,12 @@ def kl_weight(epoch: int, n_epochs_kl_warmup: int) -> float:
 
 
 _VALIDATION_CHUNK = 4096
+#: At most this many (validation) cells are watched by the convergence rule.
+_MONITORED_CELLS = 2000
 
 
 @torch.no_grad()
-def _validation_elbo(module: VeloVAE, s: torch.Tensor, u: torch.Tensor) -> float:
+def _validation_elbo(module: VeloVAE, s: torch.Tensor, u: torch.Tensor, pi_estimator: str) -> float:
     """Validation ELBO in one no-grad pass (eval mode: BatchNorm running stats, no dropout)."""
     if s.shape[0] == 0:
         return float("nan")
@@ -95,7 +124,7 @@ def _validation_elbo(module: VeloVAE, s: torch.Tensor, u: torch.Tensor) -> float
     for s_chunk, u_chunk in zip(
         s.split(_VALIDATION_CHUNK), u.split(_VALIDATION_CHUNK), strict=True
     ):
-        terms = module(s_chunk, u_chunk)
+        terms = module(s_chunk, u_chunk, pi_estimator=pi_estimator)
         total += (terms.reconstruction + terms.kl_z + terms.kl_pi).sum()
     module.train()
     return float(total) / s.shape[0]
@@ -114,11 +143,16 @@ def train(
 
     The data are copied to ``device`` once; each epoch draws a permutation of the training cells
     from a seeded ``torch.Generator`` and gathers minibatches on the device (a last batch of a
-    single cell is skipped, BatchNorm needs two). With early stopping, the weights of the epoch
-    with the best validation ELBO are restored at the end: the reference keeps the last
-    weights; restoring the best is strictly better and costs one state-dict copy per
-    improvement. ``progress(EpochReport)`` is called after every epoch; ``should_stop()`` is
-    polled before every epoch and raises :class:`TrainingCancelled` when it returns True.
+    single cell is skipped, BatchNorm needs two). When the ELBO rule stops training (early
+    stopping), the weights of the epoch with the best validation ELBO are restored: the
+    reference keeps the last weights; restoring the best is strictly better and costs one
+    state-dict copy per improvement. With a ``config.convergence`` rule
+    (:mod:`core.convergence`) training also stops once the velocity field of the validation
+    cells has stopped drifting. Otherwise the fit keeps the exponential moving average of the
+    weights (``config.weight_average``, which the convergence checks watch: averaging removes
+    most of the stochastic-gradient jitter) or, without it, the last weights.
+    ``progress(EpochReport)`` is called after every epoch; ``should_stop()`` is polled before
+    every epoch and raises :class:`TrainingCancelled` when it returns True.
     The module is left in eval mode.
     """
     device = torch.device(device)
@@ -139,12 +173,29 @@ def train(
 
     module.to(device).train()
     optimizer = torch.optim.AdamW(
-        module.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=config.eps
+        module.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        eps=config.eps,
+        fused=True,  # one kernel for all parameters instead of a loop of small ops
     )
     generator = torch.Generator(device=device).manual_seed(config.seed)
     params = [p for p in module.parameters() if p.requires_grad]
     history = History()
     best_val, best_state, epochs_without_improvement = math.inf, None, 0
+    averaged = None
+    if config.weight_average is not None:
+        averaged = AveragedModel(
+            module, multi_avg_fn=get_ema_multi_avg_fn(config.weight_average), use_buffers=True
+        )
+    monitor = None
+    if config.convergence is not None:
+        watched = (s_val, u_val) if len(val_idx) else (s_train, u_train)
+        monitor = ConvergenceMonitor(
+            config.convergence,
+            *(x[:_MONITORED_CELLS] for x in watched),
+            steps_per_epoch=math.ceil(n_train / config.batch_size),
+        )
 
     for epoch in range(config.max_epochs):
         if should_stop is not None and should_stop():
@@ -157,15 +208,19 @@ def train(
         for batch in order.split(config.batch_size):
             if batch.numel() < 2:
                 continue
-            terms = module(s_train[batch], u_train[batch], kl_weight=weight)
+            terms = module(
+                s_train[batch], u_train[batch], kl_weight=weight, pi_estimator=config.pi_estimator
+            )
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.gradient_clip)
+            torch.nn.utils.clip_grad_norm_(params, config.gradient_clip, foreach=True)
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(module)
             elbo_sum += (terms.reconstruction + terms.kl_z + terms.kl_pi).detach().sum()
             n_seen += batch.numel()
         elbo_train = float(elbo_sum) / n_seen
-        elbo_val = _validation_elbo(module, s_val, u_val)
+        elbo_val = _validation_elbo(module, s_val, u_val, config.pi_estimator)
         history.elbo_train.append(elbo_train)
         history.elbo_validation.append(elbo_val)
         history.stopped_epoch = epoch + 1
@@ -189,9 +244,18 @@ def train(
         else:
             epochs_without_improvement += 1
             if config.early_stopping and epochs_without_improvement >= config.patience:
+                history.stop_reason = "no improvement"
                 break
+        watched_module = averaged.module if averaged is not None else module
+        if monitor is not None and monitor.update(watched_module, epoch + 1):
+            history.stop_reason = "converged"
+            break
 
-    if best_state is not None:
+    if monitor is not None:
+        history.drift = monitor.drift
+    if history.stop_reason == "no improvement" and best_state is not None:
         module.load_state_dict(best_state)
+    elif averaged is not None:
+        module.load_state_dict(averaged.module.state_dict())
     module.eval()
     return history

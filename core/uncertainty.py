@@ -8,7 +8,7 @@ reference is replaced by batched torch ops on the samples' device, processed in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -69,11 +69,16 @@ def _chunk_statistics(chunk: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _cells_per_chunk(n_samples: int, n_genes: int) -> int:
+    """Cells whose (S, n, G) statistics temporaries stay under ``_MAX_CHUNK_ELEMENTS``."""
+    return max(1, _MAX_CHUNK_ELEMENTS // max(1, n_samples * n_genes))
+
+
 def _statistics_by_chunk(
-    n_cells: int, elements_per_cell: int, chunk_of: Callable[[slice], torch.Tensor]
+    n_cells: int, step: int, chunk_of: Callable[[slice], torch.Tensor]
 ) -> pd.DataFrame:
-    """Run :func:`_chunk_statistics` over cell chunks; ``chunk_of(cells)`` returns (S, n, G)."""
-    step = max(1, _MAX_CHUNK_ELEMENTS // max(1, elements_per_cell))
+    """Run :func:`_chunk_statistics` over chunks of ``step`` cells; ``chunk_of(cells)`` returns
+    the (S, n, G) vectors of those cells."""
     rows = [
         _chunk_statistics(chunk_of(slice(start, min(start + step, n_cells)))).cpu()
         for start in range(0, n_cells, step)
@@ -111,7 +116,8 @@ def directional_statistics(samples: torch.Tensor | np.ndarray) -> pd.DataFrame:
     """
     tensor = _as_samples(samples, "samples")
     n_samples, n_cells, n_genes = tensor.shape
-    return _statistics_by_chunk(n_cells, n_samples * n_genes, lambda cells: tensor[:, cells])
+    step = _cells_per_chunk(n_samples, n_genes)
+    return _statistics_by_chunk(n_cells, step, lambda cells: tensor[:, cells])
 
 
 def intrinsic_uncertainty(velocity_samples: torch.Tensor | np.ndarray) -> pd.DataFrame:
@@ -142,28 +148,125 @@ def extrinsic_uncertainty(
     """
     tensor = _as_samples(velocity_samples, "velocity_samples")
     n_samples, n_cells, n_genes = tensor.shape
-    Ms = np.asarray(Ms)
-    if Ms.shape != (n_cells, n_genes):
-        raise ValueError(
-            f"Ms has shape {Ms.shape} but the velocity samples are (cells, genes) = "
-            f"{(n_cells, n_genes)}; pass the layer the model was fitted on, adata.layers['Ms']."
-        )
-    if candidates.shape != (n_cells, n_cells):
-        raise ValueError(
-            f"candidates has shape {candidates.shape}, expected {(n_cells, n_cells)}; build it "
-            "with core.graph.candidate_neighbors on the same cells."
-        )
-    transitions = [
-        graph.transition_matrix(
-            vgraph, scale=scale, self_transitions=True, use_negative_cosines=True
-        ).tocsr()
-        for vgraph in graph.velocity_graph_samples(tensor, Ms, candidates)
-    ]
+    step = _cells_per_chunk(n_samples, n_genes)
+    chunks = (
+        (slice(i, min(i + step, n_cells)), tensor[:, i : i + step]) for i in range(0, n_cells, step)
+    )
+    _, extrinsic = uncertainty_from_sample_chunks(
+        chunks, Ms, candidates, n_extrinsic=n_samples, intrinsic=False, scale=scale
+    )
+    return extrinsic
+
+
+def uncertainty_from_sample_chunks(
+    chunks: Iterable[tuple[slice, torch.Tensor]],
+    Ms: np.ndarray | torch.Tensor,
+    candidates: sp.csr_matrix | None,
+    n_extrinsic: int = 25,
+    intrinsic: bool = True,
+    scale: float = 10.0,
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Intrinsic and extrinsic uncertainty from one stream of velocity samples.
+
+    ``chunks`` yields (cells, samples (S, n, G)) for consecutive cell slices covering every
+    cell in order (e.g. ``core.posterior.velocity_sample_chunks``), so no more than one chunk
+    of samples exists at a time. Intrinsic statistics use all S samples of a chunk; the
+    extrinsic analysis uses the first ``n_extrinsic`` of them (0 or ``candidates=None``: skip):
+    their cosines with the candidate displacements are kept (n_extrinsic × nnz(candidates)),
+    and once every cell is seen the future states T_s·Ms are formed block by block and
+    summarised. Returns (intrinsic, extrinsic) frames as :func:`directional_statistics`, None
+    for a skipped analysis. Equal to :func:`intrinsic_uncertainty` and
+    :func:`extrinsic_uncertainty` of the concatenated samples.
+    """
+    Ms_t = torch.as_tensor(np.asarray(Ms) if not isinstance(Ms, torch.Tensor) else Ms)
+    n_cells, n_genes = Ms_t.shape
+    extrinsic = candidates is not None and n_extrinsic > 0
+    frames, cosines, seen = [], None, 0
+    for cells, samples in chunks:
+        samples = _as_samples(samples, "samples")
+        if cells.start != seen or samples.shape[1:] != (cells.stop - cells.start, n_genes):
+            raise ValueError(
+                f"sample chunks must cover the {n_cells} cells in order with {n_genes} genes; "
+                f"got cells {cells.start}:{cells.stop} and samples {tuple(samples.shape)}."
+            )
+        seen = cells.stop
+        if intrinsic:
+            step = _cells_per_chunk(samples.shape[0], n_genes)
+            frames.append(
+                _statistics_by_chunk(samples.shape[1], step, lambda c, x=samples: x[:, c])
+            )
+        if extrinsic:
+            if cosines is None:
+                X = Ms_t.to(device=samples.device, dtype=torch.float32)
+                candidates = _with_diagonal(graph.sorted_candidates(candidates, n_cells))
+                cosines = torch.zeros(
+                    (min(n_extrinsic, samples.shape[0]), candidates.nnz), device=samples.device
+                )
+            rows = np.arange(cells.start, cells.stop)
+            head = samples[: len(cosines)].to(torch.float32)
+            positions, values = graph.candidate_cosines(head, X, candidates, rows)
+            cosines[:, positions] = values
+    if seen != n_cells:
+        raise ValueError(f"sample chunks covered {seen} of {n_cells} cells.")
+    intrinsic_frame = pd.concat(frames, ignore_index=True) if intrinsic else None
+    extrinsic_frame = (
+        _extrinsic_statistics(cosines, candidates, X, scale) if cosines is not None else None
+    )
+    return intrinsic_frame, extrinsic_frame
+
+
+def _with_diagonal(candidates: sp.csr_matrix) -> sp.csr_matrix:
+    """The pattern with every cell among its own candidates (where its self-transition goes)."""
+    if (candidates.diagonal() != 0).all():
+        return candidates
+    pattern = (candidates + sp.identity(candidates.shape[0], format="csr")).astype(bool).tocsr()
+    pattern.sort_indices()
+    return pattern
+
+
+#: Bytes of the gathered candidate states (cells × candidates × genes, float32) per block.
+_FUTURE_BLOCK_BYTES = 32 * 2**20
+
+
+def _extrinsic_statistics(
+    cosines: torch.Tensor, candidates: sp.csr_matrix, X: torch.Tensor, scale: float
+) -> pd.DataFrame:
+    """Directional statistics of the future states T_s·X of S cosine sets (S, nnz).
+
+    T_s is scVelo's transition matrix with self-transitions and negative cosines (see
+    :func:`core.graph.transition_matrix`), built row block by row block from the cosines.
+    """
+    n_cells, n_genes = X.shape
+    rows_of = torch.as_tensor(
+        np.repeat(np.arange(n_cells), np.diff(candidates.indptr)), device=cosines.device
+    )
+    # self-transition confidence: clip(P98(c) − c, 0, 1), c = row max of the positive graph
+    confidence = torch.zeros((len(cosines), n_cells), device=cosines.device)
+    confidence.scatter_reduce_(
+        1, rows_of.expand(len(cosines), -1), cosines.clamp(0.0, 1.0), "amax", include_self=True
+    )
+    confidence = confidence.double()
+    p98 = torch.quantile(confidence, 0.98, dim=1, keepdim=True)
+    self_transition = (p98 - confidence).clamp(0.0, 1.0).float()
+    width = int(np.diff(candidates.indptr).max(initial=1))
+    step = max(1, _FUTURE_BLOCK_BYTES // (4 * width * n_genes))
 
     def future_states(cells: slice) -> torch.Tensor:
-        return torch.from_numpy(np.stack([np.asarray(T[cells] @ Ms) for T in transitions]))
+        rows = np.arange(cells.start, cells.stop)
+        cols, positions, valid = graph._padded_candidates(candidates, rows)
+        dev = cosines.device
+        valid_t = torch.as_tensor(valid, device=dev)
+        is_self = torch.as_tensor(cols == rows[:, None], device=dev) & valid_t
+        cos = cosines[:, torch.as_tensor(np.where(valid, positions, 0), device=dev)]
+        weight = torch.sign(cos) * torch.expm1(scale * cos.abs())
+        own = torch.expm1(scale * self_transition[:, cells])[..., None].expand_as(weight)
+        weight = torch.where(is_self, own, weight) * valid_t
+        norm = weight.abs().sum(-1, keepdim=True)
+        weight = torch.where(norm > 0, weight / norm, torch.zeros_like(weight))
+        gathered = X[torch.as_tensor(cols, device=dev)]  # (n, width, G)
+        return torch.bmm(weight.transpose(0, 1), gathered).transpose(0, 1)  # (S, n, G)
 
-    return _statistics_by_chunk(n_cells, n_samples * n_genes, future_states)
+    return _statistics_by_chunk(n_cells, step, future_states)
 
 
 def add_uncertainty_to_adata(

@@ -9,7 +9,12 @@ import numpy as np
 import torch
 
 from core.model import ModelConfig, VeloVAE, switch_targets
-from core.posterior import Posterior, expression_fit, posterior_pass, velocity_samples
+from core.posterior import (
+    Posterior,
+    expression_fit,
+    posterior_pass,
+    velocity_sample_chunks,
+)
 from core.train import EpochReport, History, TrainConfig, train
 
 __all__ = ["ModelConfig", "TrainConfig", "VeloVI", "resolve_device"]
@@ -52,8 +57,9 @@ class VeloVI:
     """veloVI on min-max scaled moments ``spliced`` = Ms and ``unspliced`` = Mu, each (N, G).
 
     ``seed`` fixes the switch-time initialisation, the network initialisation, the data split,
-    the minibatch order and every posterior draw, so a CPU fit is bit-for-bit reproducible. All
-    random draws run inside ``torch.random.fork_rng``, leaving the global RNG untouched.
+    the minibatch order and every posterior draw, so a CPU fit is bit-for-bit reproducible.
+    Initialisation and training run inside ``torch.random.fork_rng``; queries draw from their
+    own seeded ``torch.Generator``; the global RNG is left untouched.
     """
 
     def __init__(
@@ -83,6 +89,10 @@ class VeloVI:
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.seed * 1_000_003 + stream)
             yield
+
+    def _generator(self, stream: int) -> torch.Generator:
+        """A fresh generator on the model's device for query ``stream`` (same seed → same draws)."""
+        return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + stream)
 
     def train(
         self,
@@ -120,10 +130,11 @@ class VeloVI:
             )
         return torch.from_numpy(s).to(self.device), torch.from_numpy(u).to(self.device)
 
-    def posterior(self, n_samples: int = 25, mode: str = "sample") -> Posterior:
+    def posterior(self, n_samples: int = 25, mode: str = "rao-blackwell") -> Posterior:
         """All posterior summaries in one batched pass (see :mod:`core.posterior`)."""
-        with self._seeded(2):
-            result = posterior_pass(self.module, *self._tensors(None, None), n_samples, mode)
+        result = posterior_pass(
+            self.module, *self._tensors(None, None), n_samples, mode, self._generator(2)
+        )
         self._scaling = torch.from_numpy(result.scaling).float().to(self.device)
         return result
 
@@ -138,19 +149,40 @@ class VeloVI:
         The per-gene scaling is the one of the last :meth:`posterior` call (made with defaults
         if there was none).
         """
+        return torch.cat(
+            [chunk for _, chunk in self.velocity_sample_chunks(n_samples, spliced, unspliced)],
+            dim=1,
+        )
+
+    def velocity_sample_chunks(
+        self,
+        n_samples: int,
+        spliced: np.ndarray | None = None,
+        unspliced: np.ndarray | None = None,
+    ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """:meth:`velocity_samples` one cell chunk at a time: (cells, (S, n, G)) pairs, so that
+        memory holds one chunk of draws (see :func:`core.posterior.velocity_sample_chunks`)."""
         if self._scaling is None:
             self.posterior()
-        with self._seeded(3):
-            return velocity_samples(
-                self.module, *self._tensors(spliced, unspliced), n_samples, self._scaling
-            )
+        return velocity_sample_chunks(
+            self.module,
+            *self._tensors(spliced, unspliced),
+            n_samples,
+            self._scaling,
+            generator=self._generator(3),
+        )
 
     def expression_fit(
-        self, spliced: np.ndarray, unspliced: np.ndarray, n_samples: int = 10
+        self,
+        spliced: np.ndarray,
+        unspliced: np.ndarray,
+        n_samples: int = 10,
+        mode: str = "rao-blackwell",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior predictive means (fit_s, fit_u), (N, G), for any moments (e.g. permuted)."""
-        with self._seeded(4):
-            return expression_fit(self.module, *self._tensors(spliced, unspliced), n_samples)
+        return expression_fit(
+            self.module, *self._tensors(spliced, unspliced), n_samples, mode, self._generator(4)
+        )
 
     @torch.no_grad()
     def latent(self) -> np.ndarray:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES
 from core.pipeline import ANALYSES, FitParams, ProgressEvent
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
@@ -33,9 +34,29 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-samples", type=int, default=d.n_samples, help="posterior samples")
     p.add_argument(
         "--posterior-mode",
-        choices=["sample", "mean"],
+        choices=POSTERIOR_MODES,
         default=d.posterior_mode,
-        help="'mean' gives a deterministic posterior-mean velocity (no sampling)",
+        help="posterior estimator: 'rao-blackwell' (exact over the state weights, the default), "
+        "'sample' (the reference veloVI's Monte-Carlo) or 'mean' (deterministic, no sampling)",
+    )
+    p.add_argument(
+        "--pi-estimator",
+        choices=PI_ESTIMATORS,
+        default=d.pi_estimator,
+        help="state weights in the training loss: 'expected' (E[log π], no sampling; the "
+        "default) or 'sampled' (the reference veloVI's reparameterised Dirichlet draw)",
+    )
+    p.add_argument(
+        "--stopping",
+        choices=STOPPING_RULES,
+        default=d.stopping,
+        help="'velocity': stop once the velocity field has converged (or the ELBO stops "
+        "improving; the default); 'elbo': the reference veloVI's ELBO patience alone",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: $VELODASH_THREADS, else every core)",
     )
     p.add_argument(
         "--no-normalize",
@@ -198,12 +219,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_samples=args.n_samples,
         posterior_mode=args.posterior_mode,
+        pi_estimator=args.pi_estimator,
+        stopping=args.stopping,
         baseline=args.baseline,
         skip=tuple(args.skip),
     )
     out = args.out or Path.cwd() / f"{args.input.stem}.velodash.h5ad"
     start = time.perf_counter()
-    path = fit_file(args.input, out, params, progress=_FitReporter(args.quiet))
+    path = fit_file(
+        args.input, out, params, progress=_FitReporter(args.quiet), threads=args.threads
+    )
     _print_summary(path, time.perf_counter() - start)
     return 0
 
@@ -217,7 +242,8 @@ def _print_summary(path: Path, seconds: float) -> None:
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in info["timings"].items())
     print(
         f"velodash: {result.n_obs} cells × {result.n_vars} genes fitted on {info['device']} in "
-        f"{seconds:.1f}s ({len(history['elbo_validation'])} epochs, best validation ELBO "
+        f"{seconds:.1f}s ({len(history['elbo_validation'])} epochs, "
+        f"{history.get('stop_reason', 'stopped')}, best validation ELBO "
         f"{min(history['elbo_validation']):.2f})\n"
         f"  stages: {timings}\n"
         f"  results: {path}"
@@ -318,6 +344,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def out_of_memory_message(error: BaseException) -> str | None:
+    """A fix-it message when ``error`` is running out of (GPU) memory, else None."""
+    text = str(error)
+    if not (
+        isinstance(error, MemoryError)
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    ):
+        return None
+    where = "GPU" if "CUDA" in text or "cuda" in text else "RAM"
+    detail = text.splitlines()[0][:200] if text else type(error).__name__
+    return (
+        f"the fit ran out of {where} ({detail}). "
+        "Close other programs or use a machine with more memory; for a GPU, --device cpu "
+        "uses the machine's RAM instead. Chunk sizes scale with cells × genes, so fitting "
+        "fewer genes (--n-top-genes) also helps."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `velodash` console script; returns the exit code."""
     from core.io import DatasetError
@@ -328,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError, FileNotFoundError, PermissionError) as error:
         print(f"velodash: error: {error}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as error:
+        message = out_of_memory_message(error)
+        if message is None:
+            raise
+        print(f"velodash: error: {message}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("velodash: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,8 @@ process can host several apps.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from urllib.parse import urlencode
 
 import flask
@@ -43,7 +45,11 @@ PAGES = (
     ("/genes", "Genes"),
     ("/coherence", "Coherence"),
     ("/permutation", "Permutation"),
+    ("/portraits", "Portraits"),
+    ("/heatmap", "Heatmap"),
 )
+#: Modebar image export: PNG at this scale (SVG through the extra button in velodash.js).
+EXPORT_SCALE = 3
 
 
 def current_registry() -> DatasetRegistry:
@@ -181,3 +187,40 @@ def url_state_store() -> dcc.Store:
 def section(title: str, *children, **kwargs) -> html.Section:
     """A titled card."""
     return html.Section([html.H3(title), *children], className="card", **kwargs)
+
+
+def export_name(dataset: Dataset | None, view: str) -> str:
+    """File stem for a view's exports: the dataset (id of the sample, else the file stem),
+    then the view, e.g. ``sample_stream`` or ``pancreas_739_heatmap``; safe characters only."""
+    base = (
+        "velodash"
+        if dataset is None
+        else (dataset.id if dataset.source == "sample" else Path(dataset.label).stem)
+    )
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}_{view}").strip("_")
+
+
+def graph_config(dataset: Dataset | None, view: str, **extra) -> dict:
+    """``dcc.Graph`` config: no plotly logo; the modebar camera saves a PNG at
+    ``EXPORT_SCALE``× named after dataset and view (the SVG button added by
+    ``assets/velodash.js`` reuses that name)."""
+    return {
+        "displaylogo": False,
+        "toImageButtonOptions": {
+            "format": "png",
+            "scale": EXPORT_SCALE,
+            "filename": export_name(dataset, view),
+        },
+        **extra,
+    }
+
+
+def graph(graph_id: str, dataset: Dataset | None, view: str, height: str, **kwargs) -> dcc.Graph:
+    """A ``dcc.Graph`` with the export config and a fixed height."""
+    config = graph_config(dataset, view, **kwargs.pop("config", {}))
+    return dcc.Graph(id=graph_id, config=config, style={"height": height}, **kwargs)
+
+
+def download_button(button_id: str, label: str = "Download data (CSV)") -> html.Button:
+    """The "download data" button every page has (pair it with a ``dcc.Download``)."""
+    return html.Button(label, id=button_id, className="btn btn-outline btn-small", n_clicks=0)

@@ -120,6 +120,7 @@ class ColorValues:
 
     ``kind == "categorical"``: ``values`` are int16 codes (N,) into ``categories`` (-1 = missing).
     ``kind == "numeric"``: ``values`` are float32 (N,) (NaN = missing), ``categories`` is None.
+    ``colors`` optionally fixes the colour of each category (e.g. a selection against the rest).
     """
 
     key: str
@@ -127,6 +128,7 @@ class ColorValues:
     kind: Literal["categorical", "numeric"]
     values: np.ndarray
     categories: list[str] | None = None
+    colors: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -430,6 +432,19 @@ class Results:
             if src in var:
                 table[dst] = var[src].to_numpy()
         return table
+
+    def layer_matrix(self, key: str) -> np.ndarray | None:
+        """float32 C-contiguous dense (N, G) ``layers[key]`` (memoised; sparse or other dtypes
+        are converted once), or None when the layer is absent."""
+        if key not in self.adata.layers:
+            return None
+
+        def build() -> np.ndarray:
+            layer = self.adata.layers[key]
+            dense = layer.toarray() if sp.issparse(layer) else np.asarray(layer)
+            return np.ascontiguousarray(dense, dtype=np.float32)
+
+        return self.memo(("layer", key), build)
 
     def varm_matrix(self, key: str) -> np.ndarray | None:
         """float32 (G, C) ``varm[key]`` (``coherence``, ``permutation_effect``) or None."""

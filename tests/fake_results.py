@@ -92,15 +92,30 @@ def _velocity_graph(umap: np.ndarray, v_umap: np.ndarray, k: int = 10):
     return pos, neg
 
 
+def _knn_distances(xy: np.ndarray, k: int = 15) -> sp.csr_matrix:
+    """kNN distance graph (N×N CSR, self excluded) of the embedding, as ``obsp['distances']``."""
+    n = xy.shape[0]
+    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(xy).kneighbors(xy)
+    rows = np.repeat(np.arange(n), k)
+    return sp.csr_matrix((dist[:, 1:].ravel(), (rows, idx[:, 1:].ravel())), shape=(n, n))
+
+
 def make_fake_results(
-    n_cells: int = 500, n_genes: int = 60, n_types: int = 5, seed: int = 0
+    n_cells: int = 500,
+    n_genes: int = 60,
+    n_types: int = 5,
+    seed: int = 0,
+    planted_driver: str | None = None,
 ) -> ad.AnnData:
     """A results AnnData with every slot of DESIGN.md's contract, values mutually consistent.
 
     Shapes: N = ``n_cells``, G = ``n_genes``, C = ``n_types`` (cell types in ``obs['clusters']``).
     Layers are float32 (N, G); ``var['fit_*']`` hold the generating kinetics in scVelo's ``fit_*``
     convention (time axis 0–20, ``fit_scaling`` = 1), so ``fit_u``/``fit_s`` lie exactly on the
-    curve those rates define and ``Mu``/``Ms`` scatter around it.
+    curve those rates define and ``Mu``/``Ms`` scatter around it. ``obsp['distances']`` is a
+    15-NN graph of the UMAP. With ``planted_driver`` the last gene gets that name and a known
+    driver role: a strong positive velocity in the lineage whose types are named ``Alpha …`` and
+    about zero elsewhere (``uns['planted_driver'] = {gene, lineage}``).
     """
     if n_cells < 20 or n_genes < 2 or n_types < 1:
         raise ValueError("make_fake_results needs n_cells >= 20, n_genes >= 2 and n_types >= 1")
@@ -123,6 +138,12 @@ def make_fake_results(
     mu = np.clip(fit_u + rng.normal(0, 1, fit_u.shape) * noise, 0, None)
     ms = np.clip(fit_s + rng.normal(0, 1, fit_s.shape) * noise, 0, None)
     velocity = beta * fit_u - gamma * fit_s + rng.normal(0, 0.01, fit_u.shape)
+    in_alpha = np.isin(codes, [i for i, n in enumerate(names) if n.startswith("Alpha")])
+    if planted_driver is not None:
+        if not in_alpha.any():
+            raise ValueError("a planted driver needs a lineage: use n_types >= 3")
+        jitter = np.random.default_rng(seed + 1).normal(0, 0.02, n_cells)
+        velocity[:, -1] = np.where(in_alpha, 2.0 * np.abs(velocity).max(), 0.0) + jitter
 
     # State probabilities: mostly the true phase, steady states near the ends of each phase.
     logits = np.full((n_cells, n_genes, 4), -2.0)
@@ -174,6 +195,8 @@ def make_fake_results(
         index=[f"cell_{i:05d}" for i in range(n_cells)],
     )
     gene_names = [f"Gene{g:03d}" for g in range(n_genes)]
+    if planted_driver is not None:
+        gene_names[-1] = planted_driver
     scale_s, scale_u = rng.uniform(2, 50, n_genes), rng.uniform(1, 20, n_genes)
     var = pd.DataFrame(
         {
@@ -220,6 +243,9 @@ def make_fake_results(
     n_epochs = 120
     epochs = np.arange(n_epochs)
     elbo = 2000 * np.exp(-epochs / 25) + 300 + rng.normal(0, 5, n_epochs)
+    adata.obsp["distances"] = _knn_distances(umap)
+    if planted_driver is not None:
+        adata.uns["planted_driver"] = {"gene": planted_driver, "lineage": "Alpha"}
     adata.uns["velocity_graph"] = graph
     adata.uns["velocity_graph_neg"] = graph_neg
     adata.uns["velocity_params"] = {"mode": "velovi", "embeddings": ["umap"]}

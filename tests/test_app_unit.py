@@ -340,24 +340,25 @@ def test_stream_recolour_sends_typed_patch_and_url(page_app):
     # Type-ahead: matches for the typed text, the selected gene kept in the list.
     assert stream.gene_options("gene001", "Gene007", page_app) == ["Gene007", "Gene001"]
     assert set(stream.gene_options("GENE00", None, page_app)) == {f"Gene00{i}" for i in range(8)}
-    args = ("clusters", None, "streams", 1.0, 0.5)
-    figure, shown, search, _ = _triggered(".", stream.draw, *args, None, page_app)
+    args = ("clusters", None, "streams", 1.0, 0.5, "velovi", [])
+    figure, shown, *_ = _triggered(".", stream.draw, *args, None, page_app)
     assert len(figure.data) >= len(results.cell_types)
-    assert search == f"?ds={page_app}&color=clusters"
+    assert stream.url_state(shown, None, page_app) == f"?ds={page_app}&color=clusters"
     # Picking a gene only recolours: a Patch whose colours are base64 typed arrays.
-    gene_args = ("clusters", "Gene002", "streams", 1.0, 0.5, shown, page_app)
-    patch, shown2, search, link = _triggered("stream-gene.value", stream.draw, *gene_args)
+    gene_args = ("clusters", "Gene002", "streams", 1.0, 0.5, "velovi", [], shown, page_app)
+    patch, shown2, link, *_ = _triggered("stream-gene.value", stream.draw, *gene_args)
     assert isinstance(patch, dash.Patch)
     colours = [op for op in patch.to_plotly_json()["operations"] if op["location"][-1] == "color"]
     assert colours and all("bdata" in op["params"]["value"] for op in colours)
     assert shown2["color"] == "Gene002"
-    assert search == f"?ds={page_app}&color=Gene002"
+    assert stream.url_state(shown2, None, page_app) == f"?ds={page_app}&color=Gene002"
     assert link.children[1].href == f"/genes?ds={page_app}&gene=Gene002"
-    # Changing the velocity mode rebuilds the figure.
-    rebuilt, *_ = _triggered(
-        "stream-mode.value", stream.draw, "clusters", None, "arrows", 1.0, 0.5, shown, page_app
-    )
+    # Changing the velocity mode rebuilds the figure; a saved selection joins the URL.
+    mode_args = ("clusters", None, "arrows", 1.0, 0.5, "velovi", [], shown, page_app)
+    rebuilt, shown3, *_ = _triggered("stream-mode.value", stream.draw, *mode_args)
     assert isinstance(rebuilt, type(figure))
+    url = stream.url_state(shown3, {"id": "0123456789"}, page_app)
+    assert url == f"?ds={page_app}&color=clusters&sel=0123456789&mode=arrows"
 
 
 def test_home_fit_queues_one_job_and_upload_error(page_app):
@@ -405,4 +406,6 @@ def test_web_process_never_touches_cuda(monkeypatch, config):
         from dashboard.pages import genes, stream
 
         genes.show_gene("Gene001", "state", ds)
-        _triggered(".", stream.draw, "clusters", "Gene001", "arrows", 1.0, 0.5, None, ds)
+        _triggered(
+            ".", stream.draw, "clusters", "Gene001", "arrows", 1.0, 0.5, "both", [], None, ds
+        )

@@ -85,3 +85,19 @@ def test_unknown_skip_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", str(tmp_path / "x.h5ad"), "--skip", "everything"])
     assert exit_info.value.code == 2
+
+
+def test_out_of_memory_gets_a_fix_it_message_not_a_traceback():
+    import torch
+
+    from dashboard.cli import out_of_memory_message
+
+    try:  # a real allocation failure from torch's CPU allocator (4 TiB)
+        torch.empty(2**40, dtype=torch.float32)
+    except RuntimeError as error:
+        message = out_of_memory_message(error)
+    else:  # pragma: no cover - a machine with 4 TiB to spare
+        pytest.skip("the allocation succeeded")
+    assert message is not None and "ran out of RAM" in message and "--n-top-genes" in message
+    assert out_of_memory_message(MemoryError()) is not None
+    assert out_of_memory_message(RuntimeError("shape mismatch")) is None

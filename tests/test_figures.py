@@ -156,7 +156,8 @@ def test_other_categorical_column_splits_traces_and_needs_rebuild(adata):
     extra.obs["batch"] = extra.obs["batch"].astype("category")
     r = Results(extra)
     fig = F.embedding_figure(r, "batch", velocity="none")
-    assert [t.name for t in fig.data] == ["b1", "b2"]
+    assert [t.name for t in fig.data if isinstance(t, go.Scattergl)] == ["b1", "b2"]
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["b1", "b2"]  # keys
     assert F.recolor_patch(r, "batch", previous="latent_time") is None
     assert F.recolor_patch(r, "latent_time", previous="Gene001") is not None
 
@@ -185,7 +186,7 @@ def test_speed_classes_bin_segments_by_relative_speed():
 def test_embedding_with_streams_and_arrows(results, stub_field):
     n = len(results.cell_types)
     streams = F.embedding_figure(results, velocity="streams", density=1.3)
-    lines = streams.data[n:]
+    lines = [t for t in streams.data[n:] if t.legendgroup == "velocity"]
     assert len(lines) == len(F.STREAM_WIDTHS) + 1
     assert [t.line.width for t in lines[:-1]] == list(F.STREAM_WIDTHS)
     assert lines[-1].marker.symbol == "arrow"
@@ -194,7 +195,7 @@ def test_embedding_with_streams_and_arrows(results, stub_field):
     widest_y = lines[len(F.STREAM_WIDTHS) - 1].y
     assert set(widest_y[np.isfinite(widest_y)]) == {2.0}
     arrows = F.embedding_figure(results, velocity="arrows")
-    shafts, heads = arrows.data[n:]
+    shafts, heads = (t for t in arrows.data[n:] if t.legendgroup == "velocity")
     assert np.isfinite(shafts.x).sum() == 2 * 14
     assert len(heads.x) == 14  # 15 grid nodes, one masked
     np.testing.assert_allclose(heads.marker.angle, 90.0)
@@ -202,7 +203,7 @@ def test_embedding_with_streams_and_arrows(results, stub_field):
 
 def test_embedding_streams_with_core_graph(results):
     fig = F.embedding_figure(results, velocity="streams")
-    lines = fig.data[len(results.cell_types) :]
+    lines = [t for t in fig.data if t.legendgroup == "velocity"]
     assert sum(np.isfinite(t.x).sum() for t in lines[:-1]) > 0 and len(lines[-1].x) > 0
 
 
@@ -238,7 +239,7 @@ def test_phase_portrait_curve_matches_closed_form_and_cells_lie_on_it(adata, res
         np.interp(fit_t, t_ref, s_ref), adata.layers["fit_s"][:, j], atol=2e-3
     )
     assert fig.layout.xaxis.title.text == F.MS_LABEL and fig.layout.yaxis.title.text == F.MU_LABEL
-    assert "likelihood" in fig.layout.title.text
+    assert "likelihood" in fig.layout.title.subtitle.text
 
 
 def test_steady_state_line_has_slope_gamma_over_beta(adata, results):
@@ -284,7 +285,7 @@ def test_permutation_and_baseline_gene_figures(adata, results):
     np.testing.assert_array_equal(
         np.concatenate([t.y for t in cells]), adata.layers["velocity_baseline"][idx, j]
     )
-    assert "sign agreement" in base.layout.title.text
+    assert "sign agreement" in base.layout.title.subtitle.text
 
 
 def test_coherence_ecdf_is_monotone_ends_at_one_and_matches_counts(adata, results):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.distributions import Dirichlet, Normal, kl_divergence
 
+from core import dirichlet
 from core.model import (
     ModelConfig,
     VeloVAE,
-    kl_dirichlet_symmetric,
     kl_normal_standard,
     mixture_log_prob,
     softplus_inverse,
@@ -57,11 +57,12 @@ def test_alpha_init_finite_when_unspliced_is_zero(data):
 
 
 @pytest.mark.parametrize("time_dependent", [False, True])
-def test_loss_finite_and_every_parameter_gets_gradient(data, time_dependent):
+@pytest.mark.parametrize("pi_estimator", ["expected", "sampled"])
+def test_loss_finite_and_every_parameter_gets_gradient(data, time_dependent, pi_estimator):
     s, u = (torch.from_numpy(x) for x in data)
     module = _module(*data, time_dependent_rate=time_dependent)
     module.train()
-    terms = module(s, u, kl_weight=0.3)
+    terms = module(s, u, kl_weight=0.3, pi_estimator=pi_estimator)
     assert terms.loss.ndim == 0 and torch.isfinite(terms.loss)
     for part in (terms.reconstruction, terms.kl_z, terms.kl_pi):
         assert part.shape == (N_CELLS,) and torch.isfinite(part).all()
@@ -91,12 +92,12 @@ def test_shapes(data):
     assert mean.shape == var.shape == (N_CELLS, 10) and (var > 1e-4).all()
     dec = module.decode(mean)
     assert dec.rho.shape == dec.tau.shape == (N_CELLS, N_GENES)
-    assert dec.concentration.shape == (N_CELLS, N_GENES, 4) and (dec.concentration > 0).all()
+    assert dec.concentration.shape == (N_CELLS, 4, N_GENES) and (dec.concentration > 0).all()
     comp = module.components(dec.rho, dec.tau, module.rates())
-    assert comp.mean_u.shape == comp.mean_s.shape == (N_CELLS, N_GENES, 4)
-    assert (comp.mean_u[..., 3] == 0).all()
+    assert comp.mean_u.shape == comp.mean_s.shape == (N_CELLS, 4, N_GENES)
+    assert (comp.mean_u[:, 3] == 0).all()
     std_u, _ = module.likelihood_std()
-    torch.testing.assert_close(std_u[:, 3], 0.1 * std_u[:, 0])
+    torch.testing.assert_close(std_u[3], 0.1 * std_u[0])
 
 
 def test_kl_terms_match_torch_distributions():
@@ -104,17 +105,48 @@ def test_kl_terms_match_torch_distributions():
     mean, var = torch.randn(20, 10), torch.rand(20, 10) + 0.01
     expected = kl_divergence(Normal(mean, var.sqrt()), Normal(0.0, 1.0)).sum(-1)
     torch.testing.assert_close(kl_normal_standard(mean, var), expected)
-    conc = torch.rand(20, 7, 4) * 3 + 0.05
-    expected = kl_divergence(Dirichlet(conc), Dirichlet(torch.full_like(conc, 0.25)))
-    torch.testing.assert_close(kl_dirichlet_symmetric(conc, 0.25), expected)
+    conc = torch.rand(20, 4, 7, dtype=torch.float64) * 3 + 0.05  # (cells, states, genes)
+    per_gene = conc.transpose(1, 2)  # torch.distributions wants the states last
+    expected = kl_divergence(Dirichlet(per_gene), Dirichlet(torch.full_like(per_gene, 0.25)))
+    expected_log, kl = dirichlet.expected_log_and_kl(conc, 0.25)
+    torch.testing.assert_close(kl, expected)
+    # E[log π_k] = ψ(c_k) − ψ(Σc), checked against a Monte-Carlo average of log π
+    draws = Dirichlet(per_gene[:2]).sample((200_000,)).log().mean(0).transpose(1, 2)
+    torch.testing.assert_close(expected_log[:2], draws, atol=0.02, rtol=0.01)
+
+
+def test_dirichlet_terms_backward_matches_finite_differences():
+    torch.manual_seed(5)
+    conc = (torch.rand(3, 4, 5, dtype=torch.float64) * 4 + 0.02).requires_grad_()
+    assert torch.autograd.gradcheck(lambda c: dirichlet.expected_log_and_kl(c, 0.25), (conc,))
+    # either output alone (the other's gradient is None)
+    assert torch.autograd.gradcheck(lambda c: dirichlet.expected_log_and_kl(c, 0.25)[1], (conc,))
+    assert torch.autograd.gradcheck(lambda c: dirichlet.expected_log_and_kl(c, 0.25)[0], (conc,))
 
 
 def test_mixture_log_prob_matches_mixture_same_family():
     torch.manual_seed(4)
-    x, means = torch.rand(30, 5), torch.rand(30, 5, 4)
-    std = torch.rand(5, 4) + 0.1
+    x, means = torch.rand(30, 5), torch.rand(30, 4, 5)  # states before genes
+    std = torch.rand(4, 5) + 0.1
     pi = torch.distributions.Dirichlet(torch.ones(30, 5, 4)).sample()
     dist = torch.distributions.MixtureSameFamily(
-        torch.distributions.Categorical(probs=pi), Normal(means, std)
+        torch.distributions.Categorical(probs=pi), Normal(means.transpose(1, 2), std.T)
     )
-    torch.testing.assert_close(mixture_log_prob(x, means, std, pi.log()), dist.log_prob(x))
+    log_pi = pi.log().transpose(1, 2)
+    torch.testing.assert_close(mixture_log_prob(x, means, std, log_pi), dist.log_prob(x))
+
+
+def test_expected_estimator_is_a_lower_bound_of_the_sampled_one():
+    """log Σ_k exp(E[log π_k]) p_k ≤ E[log Σ_k π_k p_k] (Jensen), with a visible gap for
+    diffuse weights and none for concentrated ones."""
+    torch.manual_seed(6)
+    x, means, std = torch.rand(8, 5), torch.rand(8, 4, 5), torch.rand(4, 5) + 0.1
+    for scale, gap_min in ((0.3, 0.05), (1e4, 0.0)):
+        conc = (torch.rand(8, 4, 5) + 0.2) * scale
+        expected_log, _ = dirichlet.expected_log_and_kl(conc, 0.25)
+        bound = mixture_log_prob(x, means, std, expected_log)
+        draws = Dirichlet(conc.transpose(1, 2)).sample((20_000,)).transpose(-1, -2)
+        sampled = mixture_log_prob(x, means, std, dirichlet.log_weights(draws)).mean(0)
+        gap = sampled - bound
+        assert (gap > -1e-3).all()
+        assert gap.mean() >= gap_min

@@ -116,3 +116,22 @@ def test_adata_writer_keeps_other_velodash_content_and_bad_input_raises():
         permutation_scores(expression_fit, s, u, codes[:-1], 2)
     with pytest.raises(ValueError, match="equal shape"):
         permutation_scores(expression_fit, s, u[:, :1], codes, 2)
+
+
+def test_permuting_a_subset_of_rows_draws_without_replacement_uniformly():
+    codes = np.repeat([0, 1], [6, 4])
+    X = np.arange(20, dtype=float).reshape(10, 2) + 0.5  # distinct values
+    rows = np.array([0, 2, 7])  # two cells of group 0, one of group 1
+    counts = np.zeros((3, 10))
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        out = permute_within_groups(X, codes, rng, rows)
+        for g in range(2):
+            column = list(X[:, g])
+            sources = [column.index(v) for v in out[:, g]]
+            assert set(codes[sources]) <= {0} | {codes[7]} and codes[sources[2]] == 1
+            assert sources[0] != sources[1]  # without replacement within a column
+            counts[np.arange(3), sources] += 1
+    # every source of the right group is equally likely for every target
+    np.testing.assert_allclose(counts[:2, :6] / 6000, 1 / 6, atol=0.02)
+    np.testing.assert_allclose(counts[2, 6:] / 6000, 1 / 4, atol=0.02)

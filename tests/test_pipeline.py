@@ -55,7 +55,7 @@ CONTRACT_VAR = [
     "baseline_pearson",
 ]
 CONTRACT_OBS = ["latent_time", "intrinsic_uncertainty", "extrinsic_uncertainty"]
-CONTRACT_OBSM = ["X_umap", "velocity_umap", "X_velovi"]
+CONTRACT_OBSM = ["X_umap", "velocity_umap", "X_velovi", "velocity_baseline_umap"]
 CONTRACT_UNS = ["velocity_graph", "velocity_graph_neg", "velocity_params", "velodash"]
 
 
@@ -124,7 +124,7 @@ def test_provenance_is_recorded(result, raw_path):
     history = info["history"]
     assert len(history["elbo_train"]) == len(history["elbo_validation"]) >= 1
     assert len(history["elbo_validation"]) <= SMALL["max_epochs"]
-    for stage in ("preprocess", "train", "posterior", "graph", "intrinsic", "extrinsic"):
+    for stage in ("preprocess", "train", "posterior", "graph", "uncertainty"):
         assert info["timings"][stage] > 0
     for stage in ("coherence", "permutation", "baseline"):
         assert stage in info["timings"]

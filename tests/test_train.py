@@ -106,3 +106,18 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("tpu")
+
+
+def test_weight_average_is_kept_and_is_the_last_weights_without_memory(data):
+    def fit(decay):
+        torch.manual_seed(0)
+        module = VeloVAE(*switch_targets(*data), SMALL)
+        config = TrainConfig(max_epochs=4, batch_size=64, convergence=None, weight_average=decay)
+        train(module, *data, config, "cpu")
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    raw = fit(None)
+    torch.testing.assert_close(fit(1e-9), raw, rtol=1e-5, atol=1e-6)  # EMA with no memory
+    assert (fit(0.9) - raw).abs().max() > 1e-3  # a real average is not the last step
+    with pytest.raises(ValueError, match="weight_average"):
+        TrainConfig(weight_average=1.0)

@@ -164,3 +164,29 @@ def test_extrinsic_equals_scvelo_graph_transition_loop():
     assert not np.allclose(
         ours["cosine_variance"], intrinsic_uncertainty(samples)["cosine_variance"]
     )
+
+
+def test_one_stream_of_sample_chunks_equals_the_separate_analyses():
+    """The pipeline's single pass over chunks of samples (intrinsic from all S samples,
+    extrinsic from the first few) equals the two analyses on the concatenated samples."""
+    rng = np.random.default_rng(11)
+    n_cells, n_genes = 90, 14
+    Ms = rng.random((n_cells, n_genes)).astype(np.float32)
+    distances = kneighbors_graph(Ms, 8, mode="distance")
+    candidates = graph.candidate_neighbors(distances)
+    samples = torch.from_numpy(rng.normal(size=(12, n_cells, n_genes)).astype(np.float32))
+    for step in (7, 90):
+        chunks = (
+            (slice(i, min(i + step, n_cells)), samples[:, i : i + step])
+            for i in range(0, n_cells, step)
+        )
+        intrinsic, extrinsic = uncertainty.uncertainty_from_sample_chunks(
+            chunks, Ms, candidates, n_extrinsic=5
+        )
+        pd.testing.assert_frame_equal(intrinsic, intrinsic_uncertainty(samples), rtol=1e-6)
+        pd.testing.assert_frame_equal(
+            extrinsic, extrinsic_uncertainty(samples[:5], Ms, candidates), rtol=1e-5
+        )
+    shuffled = [(slice(10, 20), samples[:, 10:20]), (slice(0, 10), samples[:, :10])]
+    with pytest.raises(ValueError, match="in order"):
+        uncertainty.uncertainty_from_sample_chunks(shuffled, Ms, candidates)

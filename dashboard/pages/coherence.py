@@ -4,7 +4,9 @@ coherent genes of a chosen cell type (each a link to the gene view)."""
 from __future__ import annotations
 
 import dash
+import pandas as pd
 from dash import Input, Output, State, callback, dcc, html
+from dash.exceptions import PreventUpdate
 
 from dashboard import components as ui
 from dashboard import figures
@@ -25,6 +27,7 @@ def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div
     return html.Div(
         [
             dcc.Store(id="coherence-ds", data=dataset.id),
+            dcc.Download(id="coherence-download"),
             ui.url_state_store(),
             html.Div(
                 [
@@ -32,13 +35,14 @@ def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div
                     dcc.Checklist(
                         results.cell_types, results.cell_types, id="coherence-types", inline=True
                     ),
-                    dcc.Graph(id="coherence-cdf", style={"height": "460px"}),
+                    ui.graph("coherence-cdf", dataset, "coherence_cdf", "460px"),
                     html.P(
                         "Coherence of a gene in a cell type: how well its velocity agrees with "
                         "the velocity of the cells each cell is predicted to move to (veloVI). "
                         "Curves far right: genes whose velocity agrees with the population.",
                         className="caveat",
                     ),
+                    html.Div(ui.download_button("coherence-csv"), className="card-foot"),
                 ],
                 className="card",
             ),
@@ -86,3 +90,22 @@ def top_bottom(cell_type: str, ds: str):
         for title, genes in (("Most coherent", top), ("Least coherent", bottom))
     ]
     return lists, ui.page_href("", ds, type=cell_type)
+
+
+@callback(
+    Output("coherence-download", "data"),
+    Input("coherence-csv", "n_clicks"),
+    State("coherence-ds", "data"),
+    prevent_initial_call=True,
+)
+def download(clicks: int, ds: str):
+    """Genes × cell types mean velocity coherence (what the CDFs and lists are drawn from)."""
+    if not clicks:
+        raise PreventUpdate
+    dataset, results, _ = ui.resolve(ds)
+    table = pd.DataFrame(
+        results.varm_matrix("coherence"),
+        index=pd.Index(results.gene_names, name="gene"),
+        columns=results.cell_types,
+    )
+    return dcc.send_data_frame(table.to_csv, f"{ui.export_name(dataset, 'coherence')}.csv")

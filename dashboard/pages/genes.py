@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dash
 import numpy as np
+import pandas as pd
 from dash import Input, Output, State, callback, dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme
 from dash.exceptions import PreventUpdate
 
 from dashboard import components as ui
 from dashboard import figures
+from dashboard.results import STATES
 
 dash.register_page(__name__, path="/genes", name="Genes", title="velodash · genes", order=3)
 
@@ -20,9 +22,10 @@ COLOR_BY = [
     {"label": "latent time", "value": "latent_time"},
     {"label": "state", "value": "state"},
 ]
-GRAPH_CONFIG = {"displaylogo": False}
 #: Columns shown at first; the rest are one click away ("Toggle Columns").
 MAIN_COLUMNS = ("gene", "permutation_score", "fit_likelihood", "fit_mse")
+#: Compact headers so the main columns fit the side panel.
+SHORT_NAMES = {"permutation_score": "perm. score", "fit_likelihood": "likelihood", "fit_mse": "MSE"}
 
 
 def default_gene(results) -> str:
@@ -46,15 +49,15 @@ def _columns(results) -> list[dict]:
     number = Format(precision=3, scheme=Scheme.decimal_or_exponent)
     columns = []
     for c in table.columns:
-        column = {"name": c.replace("_", " "), "id": c, "hideable": c != "gene"}
+        column = {"name": SHORT_NAMES.get(c, c.replace("_", " ")), "id": c, "hideable": c != "gene"}
         if table[c].dtype.kind in "fiu":
             column.update(type="numeric", format=number)
         columns.append(column)
     return columns
 
 
-def _graph(graph_id: str, height: str = "360px") -> dcc.Graph:
-    return dcc.Graph(id=graph_id, config=GRAPH_CONFIG, style={"height": height})
+def _graph(graph_id: str, dataset, height: str = "360px") -> dcc.Graph:
+    return ui.graph(graph_id, dataset, graph_id.replace("-", "_"), height)
 
 
 def layout(
@@ -84,9 +87,8 @@ def layout(
                                     placeholder="search genes…",
                                     debounce=0.3,
                                 ),
-                                html.Button(
-                                    "Download CSV", id="genes-csv", className="btn btn-outline"
-                                ),
+                                ui.download_button("genes-csv", "Gene table (CSV)"),
+                                ui.download_button("gene-cells-csv", "Gene's cells (CSV)"),
                             ],
                             className="controls",
                         ),
@@ -99,9 +101,11 @@ def layout(
                                 c for c in results.gene_table().columns if c not in MAIN_COLUMNS
                             ],
                             page_size=15,
-                            style_table={"overflowX": "auto"},
+                            # minWidth: with fixed columns, DataTable otherwise clips the
+                            # columns after the first few instead of scrolling to them
+                            style_table={"overflowX": "auto", "minWidth": "100%"},
                             style_cell={"fontSize": 12, "padding": "3px 6px"},
-                            style_header={"fontWeight": 600},
+                            style_header={"fontWeight": 600, "whiteSpace": "normal"},
                             fixed_columns={"headers": True, "data": 1},
                             style_data_conditional=[
                                 {
@@ -131,19 +135,25 @@ def layout(
                             ),
                             html.Div(
                                 [
-                                    html.Div(_graph("phase-portrait", "420px"), className="card"),
-                                    html.Div(_graph("gene-over-time", "420px"), className="card"),
+                                    html.Div(
+                                        _graph("phase-portrait", dataset, "420px"), className="card"
+                                    ),
+                                    html.Div(
+                                        _graph("gene-over-time", dataset, "420px"), className="card"
+                                    ),
                                 ],
                                 className="grid-2",
                             ),
                             html.Div(
                                 [
-                                    html.Div(_graph("gene-velocity-umap"), className="card"),
-                                    html.Div(_graph("gene-permutation"), className="card"),
+                                    html.Div(
+                                        _graph("gene-velocity-umap", dataset), className="card"
+                                    ),
+                                    html.Div(_graph("gene-permutation", dataset), className="card"),
                                 ],
                                 className="grid-2",
                             ),
-                            html.Div(_graph("gene-baseline"), className="card"),
+                            html.Div(_graph("gene-baseline", dataset), className="card"),
                         ]
                     ),
                 ],
@@ -223,3 +233,36 @@ def download_csv(clicks: int | None, ds: str):
     return dcc.send_data_frame(
         results.gene_table().to_csv, f"velodash_genes_{dataset.id}.csv", index=False
     )
+
+
+@callback(
+    Output("genes-download", "data", allow_duplicate=True),
+    Input("gene-cells-csv", "n_clicks"),
+    State("genes-selected", "data"),
+    State("genes-ds", "data"),
+    prevent_initial_call=True,
+)
+def download_gene(clicks: int | None, gene: str | None, ds: str):
+    """The selected gene's per-cell values: what its figures show."""
+    if not clicks or not gene:
+        raise PreventUpdate
+    dataset, results, _ = ui.resolve(ds)
+    try:
+        g = results.gene_arrays(gene)
+    except KeyError:
+        raise PreventUpdate from None
+    columns = {"Ms": g.ms, "Mu": g.mu, "velocity": g.velocity, "fit_t": g.fit_t}
+    optional = {"fit_s": g.fit_s, "fit_u": g.fit_u, "velocity_baseline": g.baseline}
+    columns.update({k: v for k, v in optional.items() if v is not None})
+    if g.state is not None:
+        columns["state"] = np.asarray(STATES)[g.state]
+    table = pd.DataFrame(
+        {
+            "cell_id": results.cell_ids,
+            "cell_type": np.asarray([*results.cell_types, ""])[results.cell_type_codes],
+            "latent_time": results.latent_time,
+            **columns,
+        }
+    )
+    name = ui.export_name(dataset, f"gene_{gene}")
+    return dcc.send_data_frame(table.to_csv, f"{name}.csv", index=False)

@@ -21,7 +21,7 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
-from dashboard import auth, figures, jobview
+from dashboard import auth, figures, jobview, run_report
 from dashboard import components as ui
 from dashboard.app import fit_params
 from dashboard.datasets import Dataset, UnknownDataset, UploadError
@@ -172,10 +172,11 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                 dcc.Graph(
                                     id="training-curve",
                                     figure=training_curve(active),
-                                    config={"displaylogo": False},
+                                    config=ui.graph_config(dataset, "training_curve"),
                                     style={"height": "320px"},
                                 ),
                             ),
+                            *run_report.sections(active),
                         ]
                     ),
                 ],

@@ -4,6 +4,7 @@ the genes × cell types heatmap of permutation effects; clicking a heatmap cell 
 from __future__ import annotations
 
 import dash
+import pandas as pd
 from dash import Input, Output, State, callback, dcc, html
 from dash.exceptions import PreventUpdate
 
@@ -32,15 +33,18 @@ def layout(ds: str | None = None, top: str | int = 30, **_query) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="permutation-ds", data=dataset.id),
+            dcc.Download(id="permutation-download"),
             ui.url_state_store(),
             html.Div(
                 [
                     html.Div(
                         [
-                            dcc.Graph(
-                                id="permutation-density",
+                            ui.graph(
+                                "permutation-density",
+                                dataset,
+                                "permutation_density",
+                                "420px",
                                 figure=figures.permutation_density_figure(results),
-                                style={"height": "420px"},
                             ),
                             html.P(
                                 "Permutation score: how much a gene's fit worsens when its "
@@ -72,8 +76,14 @@ def layout(ds: str | None = None, top: str | int = 30, **_query) -> html.Div:
             ),
             html.Div(
                 [
-                    dcc.Graph(id="permutation-heatmap", style={"height": "640px"}),
-                    html.P("Click a cell to open that gene.", className="caveat"),
+                    ui.graph("permutation-heatmap", dataset, "permutation_heatmap", "auto"),
+                    html.Div(
+                        [
+                            html.P("Click a cell to open that gene.", className="caveat"),
+                            ui.download_button("permutation-csv"),
+                        ],
+                        className="card-foot",
+                    ),
                 ],
                 className="card",
             ),
@@ -111,3 +121,23 @@ def open_gene(click: dict | None, ds: str) -> str:
     if not click or not click.get("points"):
         raise PreventUpdate
     return ui.page_href("/genes", ds, gene=str(click["points"][0]["customdata"]))
+
+
+@callback(
+    Output("permutation-download", "data"),
+    Input("permutation-csv", "n_clicks"),
+    State("permutation-ds", "data"),
+    prevent_initial_call=True,
+)
+def download(clicks: int, ds: str):
+    """Every gene's permutation score and its effect (t-statistic) per cell type."""
+    if not clicks:
+        raise PreventUpdate
+    dataset, results, _ = ui.resolve(ds)
+    effect = pd.DataFrame(
+        results.varm_matrix("permutation_effect"),
+        columns=[f"effect_{c}" for c in results.cell_types],
+    )
+    table = pd.concat([results.gene_table()[["gene", "permutation_score"]], effect], axis=1)
+    name = ui.export_name(dataset, "permutation")
+    return dcc.send_data_frame(table.to_csv, f"{name}.csv", index=False)

@@ -1,14 +1,20 @@
-"""Velocity view: the UMAP coloured by cell type, an obs column or a gene, with streamlines or
-an arrow grid. Recolouring sends a typed-array Patch; the view state lives in the URL."""
+"""Velocity view: the UMAP coloured by cell type, an obs column, a gene or a saved selection,
+with streamlines or an arrow grid from veloVI, the scVelo baseline or both (optionally faded
+where extrinsic uncertainty is high), their per-cell agreement, and the selection panel (lasso
+or box). Recolouring sends a typed-array Patch; the view state lives in the URL."""
 
 from __future__ import annotations
 
 import dash
+import numpy as np
 from dash import Input, Output, Patch, State, callback, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from dashboard import components as ui
-from dashboard import figures
+from dashboard import figures, selection_panel
+from dashboard.exports import cells_table
+from dashboard.results import ColorValues
+from dashboard.selections import COLOR_PREFIX, SelectionError
 
 dash.register_page(__name__, path="/stream", name="Velocity", title="velodash · velocity", order=1)
 
@@ -17,7 +23,14 @@ MODES = [
     {"label": "arrow grid", "value": "arrows"},
     {"label": "none", "value": "none"},
 ]
-DEFAULTS = {"mode": "streams", "density": 1.0, "smooth": 0.5}
+SOURCES = [
+    {"label": "veloVI", "value": "velovi"},
+    {"label": "scVelo baseline", "value": "scvelo"},
+    {"label": "both", "value": "both"},
+]
+CONFIDENCE = [{"label": "fade where extrinsic uncertainty is high", "value": "fade"}]
+DEFAULTS = {"mode": "streams", "density": 1.0, "smooth": 0.5, "source": "velovi", "fade": False}
+SELECTED_COLOR, REST_COLOR = "#d62728", "#c9ced6"
 
 
 def _number(value, default: float) -> float:
@@ -28,12 +41,55 @@ def _number(value, default: float) -> float:
 
 
 def split_color(results, color: str | None) -> tuple[str | None, str | None]:
-    """(obs column, gene) for a URL `color` value: an obs column wins over a same-named gene."""
-    if color in results.obs_columns():
+    """(colour-dropdown value, gene) for a URL `color`: an obs column wins over a same-named
+    gene; a saved selection (``sel:ID``) is a dropdown value too."""
+    if color in results.obs_columns() or (color or "").startswith(COLOR_PREFIX):
         return color, None
     if color in results.gene_index:
         return results.groupby, color
     return results.groupby, None
+
+
+def color_options(results, ds: str) -> list[dict]:
+    """Colour choices: the obs columns, then the dataset's saved selections."""
+    columns = [{"label": c, "value": c} for c in results.obs_columns()]
+    selections = [
+        {"label": f"selection: {o['label']}", "value": COLOR_PREFIX + o["value"]}
+        for o in selection_panel.saved_options(ds)
+    ]
+    return columns + selections
+
+
+def selection_colors(results, ds: str, color: str) -> ColorValues:
+    """The colouring of a saved selection: its cells against the rest (SelectionError when the
+    id is bad or unknown)."""
+    saved = selection_panel.store().load(ds, color[len(COLOR_PREFIX) :], results.cell_ids)
+    codes = np.where(saved.mask, 1, 0).astype(np.int16)
+    categories = ["other cells", saved.name]  # the selection is drawn on top
+    return ColorValues(
+        color,
+        f"selection {saved.name}",
+        "categorical",
+        codes,
+        categories,
+        {"other cells": REST_COLOR, saved.name: SELECTED_COLOR},
+    )
+
+
+def _control(label: str, component) -> html.Div:
+    return html.Div([html.Label(label, className="label"), component], className="control")
+
+
+def _slider(component_id: str, lo: float, hi: float, step: float, value) -> dcc.Slider:
+    return dcc.Slider(
+        lo,
+        hi,
+        step,
+        value=value,
+        id=component_id,
+        marks=None,
+        tooltip={"placement": "bottom"},
+    )
 
 
 def layout(
@@ -42,112 +98,107 @@ def layout(
     mode: str = "streams",
     density: str | float = 1.0,
     smooth: str | float = 0.5,
+    source: str = "velovi",
+    fade: str | None = None,
+    sel: str | None = None,
     **_query,
 ) -> html.Div:
-    """The velocity page; every argument comes from the URL query string."""
+    """The velocity page; every argument comes from the URL query string (a shared ``sel``
+    opens that selection and, without a ``color``, colours the cells by it)."""
     dataset, results, problem = ui.resolve(ds)
     if problem is not None:
         return problem
+    if sel and not color:
+        color = COLOR_PREFIX + sel
     obs_color, gene = split_color(results, color)
     mode = mode if mode in {m["value"] for m in MODES} else "streams"
+    source = source if source in {s["value"] for s in SOURCES} else "velovi"
+    controls = html.Div(
+        [
+            _control(
+                "Colour by",
+                dcc.Dropdown(
+                    color_options(results, dataset.id),
+                    obs_color,
+                    id="stream-color",
+                    clearable=False,
+                ),
+            ),
+            _control(
+                "Gene (type to search)",
+                dcc.Dropdown(
+                    [gene] if gene else [],
+                    gene,
+                    id="stream-gene",
+                    placeholder="e.g. " + results.gene_names[0],
+                ),
+            ),
+            _control("Velocity", dcc.RadioItems(MODES, mode, id="stream-mode", inline=True)),
+            _control("From", dcc.RadioItems(SOURCES, source, id="stream-source", inline=True)),
+            _control(
+                "Confidence",
+                dcc.Checklist(CONFIDENCE, ["fade"] if fade else [], id="stream-fade"),
+            ),
+            _control("Density", _slider("stream-density", 0.5, 3, 0.25, _number(density, 1.0))),
+            _control("Smoothing", _slider("stream-smooth", 0.1, 1.5, 0.1, _number(smooth, 0.5))),
+        ],
+        className="controls card",
+    )
     return html.Div(
         [
             dcc.Store(id="stream-ds", data=dataset.id),
             dcc.Store(id="stream-shown"),
+            dcc.Download(id="stream-download"),
             ui.url_state_store(),
+            controls,
             html.Div(
                 [
-                    html.Div(
-                        [
-                            html.Label("Colour by", className="label"),
-                            dcc.Dropdown(
-                                list(results.obs_columns()),
-                                obs_color,
-                                id="stream-color",
-                                clearable=False,
-                            ),
-                        ],
-                        className="control",
-                    ),
-                    html.Div(
-                        [
-                            html.Label("Gene (type to search)", className="label"),
-                            dcc.Dropdown(
-                                [gene] if gene else [],
-                                gene,
-                                id="stream-gene",
-                                placeholder="e.g. " + results.gene_names[0],
-                            ),
-                        ],
-                        className="control",
-                    ),
-                    html.Div(
-                        [
-                            html.Label("Velocity", className="label"),
-                            dcc.RadioItems(MODES, mode, id="stream-mode", inline=True),
-                        ],
-                        className="control",
-                    ),
-                    html.Div(
-                        [
-                            html.Label("Density", className="label"),
-                            dcc.Slider(
-                                0.5,
-                                3,
-                                0.25,
-                                value=_number(density, 1.0),
-                                id="stream-density",
-                                marks=None,
-                                tooltip={"placement": "bottom"},
-                            ),
-                        ],
-                        className="control",
-                    ),
-                    html.Div(
-                        [
-                            html.Label("Smoothing", className="label"),
-                            dcc.Slider(
-                                0.1,
-                                1.5,
-                                0.1,
-                                value=_number(smooth, 0.5),
-                                id="stream-smooth",
-                                marks=None,
-                                tooltip={"placement": "bottom"},
-                            ),
-                        ],
-                        className="control",
-                    ),
-                ],
-                className="controls card",
-            ),
-            html.Div(
-                [
+                    html.Div(id="stream-message"),
                     dcc.Loading(
-                        dcc.Graph(
-                            id="stream-graph",
-                            style={"height": "72vh"},
-                            config={"displaylogo": False, "scrollZoom": True},
+                        ui.graph(
+                            "stream-graph",
+                            dataset,
+                            "stream",
+                            "72vh",
+                            config={"scrollZoom": True},
                         )
                     ),
-                    html.P(
+                    html.Div(
                         [
-                            "2-D projections of velocity can mislead: a smooth stream may hide "
-                            "uncertain cells. Check the ",
-                            dcc.Link(
-                                "uncertainty maps", href=ui.page_href("/uncertainty", dataset.id)
+                            html.P(
+                                [
+                                    "2-D projections of velocity can mislead: a smooth stream "
+                                    "may hide uncertain cells. Check the ",
+                                    dcc.Link(
+                                        "uncertainty maps",
+                                        href=ui.page_href("/uncertainty", dataset.id),
+                                    ),
+                                    " or fade uncertain streams (Confidence). Click a legend "
+                                    "entry to hide a cell type, double-click to isolate it; "
+                                    "draw a lasso or box to select cells.",
+                                ],
+                                className="caveat",
                             ),
-                            ". Click a legend entry to hide a cell type, double-click to "
-                            "isolate it.",
+                            ui.download_button("stream-csv"),
                         ],
-                        className="caveat",
+                        className="card-foot",
                     ),
                     html.Div(id="stream-gene-link"),
                 ],
                 className="card",
             ),
+            html.Div(
+                dcc.Loading(ui.graph("stream-agreement", dataset, "agreement", "520px")),
+                id="stream-agreement-card",
+                className="card",
+                style={"display": "block" if source != "velovi" else "none"},
+            ),
+            selection_panel.panel("stream", dataset.id, sel),
         ]
     )
+
+
+selection_panel.register("stream", "stream-graph", "stream-ds")
 
 
 @callback(
@@ -167,33 +218,76 @@ def gene_options(search: str | None, current: str | None, ds: str) -> list[str]:
 
 
 @callback(
+    Output("stream-color", "options"),
+    Input(selection_panel.ids("stream")["open"], "options"),
+    State("stream-ds", "data"),
+    prevent_initial_call=True,
+)
+def refresh_colors(_saved: list, ds: str) -> list[dict]:
+    """A newly saved selection becomes a colouring."""
+    _, results, _ = ui.resolve(ds)
+    return color_options(results, ds)
+
+
+def _resolve_color(results, ds: str, color: str | None):
+    """(colour for the figure, message): a saved selection becomes its ColorValues; an unusable
+    one falls back to the cell types with a message."""
+    if color and color.startswith(COLOR_PREFIX):
+        try:
+            return selection_colors(results, ds, color), None
+        except SelectionError as err:
+            return None, ui.alert(str(err), "warning")
+    return color, None
+
+
+@callback(
     Output("stream-graph", "figure"),
     Output("stream-shown", "data"),
-    Output(ui.URL_STATE, "data"),
     Output("stream-gene-link", "children"),
+    Output("stream-message", "children"),
+    Output("stream-agreement", "figure"),
+    Output("stream-agreement-card", "style"),
     Input("stream-color", "value"),
     Input("stream-gene", "value"),
     Input("stream-mode", "value"),
     Input("stream-density", "value"),
     Input("stream-smooth", "value"),
+    Input("stream-source", "value"),
+    Input("stream-fade", "value"),
     State("stream-shown", "data"),
     State("stream-ds", "data"),
 )
-def draw(obs_color, gene, mode, density, smooth, shown, ds):
+def draw(obs_color, gene, mode, density, smooth, source, fade, shown, ds):
     """Rebuild the embedding, or only recolour it (typed-array Patch) when colour changed."""
     _, results, _ = ui.resolve(ds)
     color = gene or obs_color
-    state = {"color": color, "mode": mode, "density": density, "smooth": smooth}
-    recolour_only = (
-        shown is not None
-        and ctx.triggered_id in ("stream-color", "stream-gene")
-        and {k: v for k, v in shown.items() if k != "color"}
-        == {k: v for k, v in state.items() if k != "color"}
+    state = {
+        "color": color,
+        "mode": mode,
+        "density": density,
+        "smooth": smooth,
+        "source": source,
+        "fade": bool(fade),
+    }
+    same_velocity = shown is not None and {k: v for k, v in shown.items() if k != "color"} == {
+        k: v for k, v in state.items() if k != "color"
+    }
+    plain = not (color or "").startswith(COLOR_PREFIX) and not (
+        shown and (shown.get("color") or "").startswith(COLOR_PREFIX)
     )
+    recolour_only = same_velocity and plain and ctx.triggered_id in ("stream-color", "stream-gene")
     update = figures.recolor_patch(results, color, shown["color"]) if recolour_only else None
+    message = None
     if update is None:
+        figure_color, message = _resolve_color(results, ds, color)
         figure = figures.embedding_figure(
-            results, color=color, velocity=mode, density=density, smooth=smooth
+            results,
+            color=figure_color,
+            velocity=mode,
+            density=density,
+            smooth=smooth,
+            source=source,
+            confidence=bool(fade),
         )
     else:
         figure = Patch()
@@ -203,7 +297,52 @@ def draw(obs_color, gene, mode, density, smooth, shown, ds):
         if update["coloraxis"] is not None:
             figure["layout"]["coloraxis"] = update["coloraxis"]
         figure["layout"]["title"]["text"] = update["title"]
-    query = {k: str(v) for k, v in state.items() if k != "color" and v != DEFAULTS[k]}
-    search = ui.page_href("", ds, color=color, **query)
     link = html.P(["Gene view: ", ui.gene_link(gene, ds)]) if gene else None
-    return figure, state, search, link
+    show_agreement = source != "velovi"
+    agreement = figures.agreement_figure(results) if show_agreement else dash.no_update
+    card = {"display": "block" if show_agreement else "none"}
+    return figure, state, link, message, agreement, card
+
+
+@callback(
+    # Several pages write the URL store; allow_duplicate keeps their callbacks apart.
+    Output(ui.URL_STATE, "data", allow_duplicate=True),
+    Input("stream-shown", "data"),
+    Input(selection_panel.ids("stream")["active"], "data"),
+    State("stream-ds", "data"),
+    prevent_initial_call=True,
+)
+def url_state(shown: dict | None, active: dict | None, ds: str) -> str:
+    """The address bar: every knob that differs from its default, and a saved selection."""
+    if not shown:
+        raise PreventUpdate
+    query = {
+        k: ("1" if v is True else str(v))
+        for k, v in shown.items()
+        if k != "color" and v != DEFAULTS[k] and v is not False
+    }
+    sel = active.get("id") if active else None
+    return ui.page_href("", ds, color=shown.get("color"), sel=sel, **query)
+
+
+@callback(
+    Output("stream-download", "data"),
+    Input("stream-csv", "n_clicks"),
+    State("stream-shown", "data"),
+    State("stream-ds", "data"),
+    prevent_initial_call=True,
+)
+def download(clicks: int, shown: dict | None, ds: str):
+    """Every cell with its coordinates, projected velocity (per source shown) and colour."""
+    if not clicks or not shown:
+        raise PreventUpdate
+    dataset, results, _ = ui.resolve(ds)
+    color, _ = _resolve_color(results, ds, shown.get("color"))
+    values = color if isinstance(color, ColorValues) or color is None else None
+    if isinstance(color, str):
+        values = results.color_values(color)
+    sources = ("velovi", "scvelo") if shown.get("source") == "both" else (shown["source"],)
+    table = cells_table(results, values, sources)
+    return dcc.send_data_frame(
+        table.to_csv, f"{ui.export_name(dataset, 'stream')}.csv", index=False
+    )

@@ -1,0 +1,343 @@
+"""The UMAP with velocity drawn on top — streamlines (width ∝ speed, arrowheads) or an arrow
+grid, from veloVI, the scVelo baseline or both, optionally faded where extrinsic uncertainty is
+high — the typed-array recolouring patch, and the veloVI–scVelo agreement map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import plotly.graph_objects as go
+
+from dashboard.figures.common import (
+    cell_figure,
+    cell_layer_split,
+    cell_markers,
+    empty_figure,
+    numeric_coloraxis,
+    split_cells,
+    typed,
+)
+from dashboard.projections import (
+    SOURCES,
+    agreement,
+    baseline_missing_reason,
+    confidence_levels,
+    projected_velocity,
+)
+from dashboard.results import ColorValues, Results
+
+#: Line colour (RGB) of each velocity source; alpha comes from the confidence level.
+SOURCE_RGB = {"velovi": (40, 40, 40), "scvelo": (217, 95, 2)}
+#: Opacity of streams by confidence level (0 low, 1 medium, 2 high; see projections).
+CONFIDENCE_ALPHA = (0.12, 0.4, 0.85)
+ARROW_GRID = 0.6  # arrow-grid density relative to scVelo's 50 nodes per axis
+STREAM_WIDTHS = (0.6, 1.2, 1.9, 2.7)  # px, one trace per speed class (slow → fast)
+ARROW_WIDTH = 1.2
+
+
+VelocityMode = Literal["streams", "arrows", "none"]
+SourceChoice = Literal["velovi", "scvelo", "both"]
+
+
+def _title(results: Results, values: ColorValues | None) -> str:
+    return f"UMAP coloured by {values.label if values else results.groupby or 'cell type'}"
+
+
+def embedding_figure(
+    results: Results,
+    color: str | ColorValues | None = None,
+    velocity: VelocityMode = "streams",
+    density: float = 1.0,
+    smooth: float = 0.5,
+    layer: str = "Ms",
+    point_size: float = 3.0,
+    opacity: float = 0.8,
+    source: SourceChoice = "velovi",
+    confidence: bool = False,
+) -> go.Figure:
+    """UMAP of all cells coloured by ``color`` (cell types when None, an obs column, a gene's
+    ``layer`` values, or ready-made :class:`ColorValues` such as a selection) with velocity on
+    top as streamlines (width ∝ speed, arrowheads) or an arrow grid.
+
+    ``density`` scales the number of streamlines/arrows (1 = scVelo's stream default; the arrow
+    grid then has 30 nodes per axis), ``smooth`` is the Gaussian kernel width in grid spacings.
+    ``source``: veloVI's projected velocity, the scVelo baseline's (projected the same way, same
+    density), or both overlaid (veloVI dark grey, scVelo orange). ``confidence`` fades streams
+    where the local extrinsic uncertainty is high (see :mod:`dashboard.projections`). Trace
+    order: cells (one per category), velocity (per source), legend keys.
+    """
+    values = color if isinstance(color, ColorValues) else None
+    if values is None and color is not None:
+        values = results.color_values(color, layer)
+    sources = ["velovi", "scvelo"] if source == "both" else [source]
+    extra: list = []
+    missing = []
+    if velocity != "none":
+        for src in sources:
+            if projected_velocity(results, src) is None:
+                missing.append(
+                    results.missing_reason("streams")
+                    if src == "velovi"
+                    else baseline_missing_reason(results)
+                )
+                continue
+            build = _stream_traces if velocity == "streams" else _arrow_traces
+            extra += build(results, src, density, smooth, confidence, label=len(sources) > 1)
+    fig = cell_figure(
+        results,
+        results.umap,
+        color,
+        values,
+        _title(results, values),
+        f"{results.key}:umap",
+        point_size,
+        opacity,
+        extra=extra,
+        full_hover=True,
+    )
+    if missing:
+        fig.add_annotation(
+            text="<br>".join(missing),
+            x=0.5,
+            y=1.0,
+            xref="paper",
+            yref="paper",
+            showarrow=False,
+            yanchor="bottom",
+        )
+    return fig
+
+
+def recolor_patch(
+    results: Results, color: str | None, previous: str | None = None, layer: str = "Ms"
+) -> dict | None:
+    """The partial update that recolours an :func:`embedding_figure` built with colour
+    ``previous`` to ``color``, or None when the cell layer's split changes (rebuild instead).
+
+    Returns ``{"markers": [{"color", "coloraxis"} per cell trace, in trace order],
+    "coloraxis": layout.coloraxis dict or None, "title": str}`` with numeric colours as typed
+    arrays; apply with ``patch["data"][i]["marker"]["color"] = m["color"]`` etc.
+    """
+    if cell_layer_split(results, color) != cell_layer_split(results, previous):
+        return None
+    values = results.color_values(color, layer) if color is not None else None
+    names, groups, colors = split_cells(results, color)
+    markers = cell_markers(values, names, groups, colors)
+    numeric = values is not None and values.kind == "numeric"
+    return {
+        "markers": [
+            {"color": typed(m["color"]) if numeric else m["color"], "coloraxis": m["coloraxis"]}
+            for m in markers
+        ],
+        "coloraxis": numeric_coloraxis(values.values, values.label) if numeric else None,
+        "title": _title(results, values),
+    }
+
+
+@dataclass(frozen=True)
+class StreamGeometry:
+    """Velocity drawn as 2-point line segments: start (x0, y0) and end (x1, y1) points (S,),
+    each segment's speed (S,) (0 for arrows, whose length already shows speed), and arrowheads
+    (x, y, angle in degrees clockwise from north) (H,). float32."""
+
+    x0: np.ndarray
+    y0: np.ndarray
+    x1: np.ndarray
+    y1: np.ndarray
+    speed: np.ndarray
+    head_x: np.ndarray
+    head_y: np.ndarray
+    head_angle: np.ndarray
+
+
+def _segments(
+    x: np.ndarray, y: np.ndarray, speed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The 2-point segments of NaN-separated polylines: x0, y0, x1, y1 and mean speed (S,)."""
+    x, y, speed = (np.asarray(a, dtype=np.float64) for a in (x, y, speed))
+    valid = np.isfinite(x) & np.isfinite(y)
+    seg = np.flatnonzero(valid[:-1] & valid[1:])  # segment i joins vertices i and i+1
+    seg_speed = np.nan_to_num(0.5 * (speed[seg] + speed[seg + 1]))
+    return x[seg], y[seg], x[seg + 1], y[seg + 1], seg_speed
+
+
+def _speed_class(speed: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class k of each segment: speeds in (k/n, (k+1)/n] of the fastest (int (S,))."""
+    rel = speed / max(float(speed.max(initial=0.0)), 1e-12)
+    return np.clip(np.ceil(rel * n_classes).astype(int) - 1, 0, n_classes - 1)
+
+
+def _joined(x0, y0, x1, y1) -> tuple[np.ndarray, np.ndarray]:
+    """Segments as one NaN-separated float32 polyline pair (one plotly trace)."""
+    nan = np.full(len(x0), np.nan)
+    return (
+        np.stack([x0, x1, nan], 1).ravel().astype(np.float32),
+        np.stack([y0, y1, nan], 1).ravel().astype(np.float32),
+    )
+
+
+def speed_classes(
+    x: np.ndarray, y: np.ndarray, speed: np.ndarray, n_classes: int = 4
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split the segments of NaN-separated polylines (x, y (M,), per-vertex ``speed`` (M,)) into
+    ``n_classes`` classes by segment speed relative to the fastest (class k holds speeds in
+    (k/n, (k+1)/n] of the maximum); each class is float32 (x, y) of 2-point segments joined by
+    NaN, drawn as one trace of one line width."""
+    x0, y0, x1, y1, seg_speed = _segments(x, y, speed)
+    cls = _speed_class(seg_speed, n_classes)
+    return [
+        _joined(x0[cls == c], y0[cls == c], x1[cls == c], y1[cls == c]) for c in range(n_classes)
+    ]
+
+
+def _velocity_grid(results: Results, source: str, density: float, smooth: float, mode: str):
+    from core.graph import velocity_grid
+
+    V_emb = projected_velocity(results, source)
+    return velocity_grid(results.umap, V_emb, density=density, smooth=smooth, mode=mode)
+
+
+def _streams(results: Results, source: str, density: float, smooth: float) -> StreamGeometry:
+    def build() -> StreamGeometry:
+        from core.graph import streamlines
+
+        grid = _velocity_grid(results, source, 1.0, smooth, "stream")
+        lines = streamlines(grid, density=2.0 * density)
+        return StreamGeometry(
+            *(a.astype(np.float32) for a in _segments(lines.x, lines.y, lines.speed)),
+            *(
+                np.asarray(a, dtype=np.float32)
+                for a in (lines.arrow_x, lines.arrow_y, lines.arrow_angle)
+            ),
+        )
+
+    return results.memo(("streams", source, float(density), float(smooth)), build)
+
+
+def _arrows(results: Results, source: str, density: float, smooth: float) -> StreamGeometry:
+    def build() -> StreamGeometry:
+        # 30 nodes per axis at density 1 (scVelo's 50 crowds a page-sized plot); UMAP units.
+        grid = _velocity_grid(results, source, ARROW_GRID * density, smooth, "arrows")
+        gx, gy = np.meshgrid(grid.x, grid.y)
+        keep = np.isfinite(grid.u) & np.isfinite(grid.v)
+        u, v = grid.u[keep], grid.v[keep]
+        x0, y0 = gx[keep], gy[keep]
+        angle = 90.0 - np.degrees(np.arctan2(v, u))
+        f32 = (np.asarray(a, dtype=np.float32) for a in (x0, y0, x0 + u, y0 + v))
+        x0, y0, x1, y1 = f32
+        return StreamGeometry(x0, y0, x1, y1, np.zeros_like(x0), x1, y1, angle.astype(np.float32))
+
+    return results.memo(("arrows", source, float(density), float(smooth)), build)
+
+
+def _levels(results: Results, x: np.ndarray, y: np.ndarray, confidence: bool) -> np.ndarray:
+    """Confidence level (0–2) of points; all high when not asked for or not available."""
+    levels = confidence_levels(results, np.c_[x, y]) if confidence and len(x) else None
+    return np.full(len(x), 2, dtype=np.int8) if levels is None else levels
+
+
+def _rgba(source: str, level: int) -> str:
+    r, g, b = SOURCE_RGB[source]
+    return f"rgba({r}, {g}, {b}, {CONFIDENCE_ALPHA[level]})"
+
+
+def _velocity_traces(
+    results: Results,
+    source: str,
+    geo: StreamGeometry,
+    widths: tuple[float, ...],
+    confidence: bool,
+    what: str,
+    label: bool,
+) -> list[go.Scattergl]:
+    """Segments as one trace per (width class, confidence level) — every width class even when
+    empty without ``confidence``, so the trace layout is stable — plus one arrowhead trace."""
+    speed_cls = _speed_class(geo.speed.astype(np.float64), len(widths))
+    mid_x, mid_y = (geo.x0 + geo.x1) / 2, (geo.y0 + geo.y1) / 2
+    seg_level = _levels(results, mid_x, mid_y, confidence)
+    name = f"{SOURCES[source]} {what}" if label else f"velocity {what}"
+    group = "velocity" if source == "velovi" else f"velocity-{source}"
+    levels = (2, 1, 0) if confidence else (2,)
+    traces = []
+    for level in levels:
+        for c, width in enumerate(widths):
+            keep = (speed_cls == c) & (seg_level == level)
+            if confidence and not keep.any():
+                continue
+            x, y = _joined(geo.x0[keep], geo.y0[keep], geo.x1[keep], geo.y1[keep])
+            traces.append(
+                go.Scattergl(
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    line={"color": _rgba(source, level), "width": width},
+                    name=name,
+                    legendgroup=group,
+                    showlegend=not traces,
+                    hoverinfo="skip",
+                )
+            )
+    head_level = _levels(results, geo.head_x, geo.head_y, confidence)
+    head_colors = [_rgba(source, int(lv)) for lv in head_level] if confidence else None
+    traces.append(
+        go.Scattergl(
+            x=geo.head_x,
+            y=geo.head_y,
+            mode="markers",
+            legendgroup=group,
+            showlegend=False,
+            hoverinfo="skip",
+            marker={
+                "symbol": "arrow",
+                "angle": geo.head_angle,
+                "size": 9 if what == "streams" else 7,
+                "color": head_colors or _rgba(source, 2),
+            },
+        )
+    )
+    return traces
+
+
+def _stream_traces(
+    results: Results, source: str, density: float, smooth: float, confidence: bool, label: bool
+) -> list[go.Scattergl]:
+    geo = _streams(results, source, density, smooth)
+    return _velocity_traces(results, source, geo, STREAM_WIDTHS, confidence, "streams", label)
+
+
+def _arrow_traces(
+    results: Results, source: str, density: float, smooth: float, confidence: bool, label: bool
+) -> list[go.Scattergl]:
+    geo = _arrows(results, source, density, smooth)
+    return _velocity_traces(results, source, geo, (ARROW_WIDTH,), confidence, "arrows", label)
+
+
+def agreement_figure(results: Results, point_size: float = 3.0) -> go.Figure:
+    """Per cell, the cosine between veloVI's and the scVelo baseline's velocity on the UMAP
+    (−1 opposite, 1 same direction; diverging colours fixed to [−1, 1]); the title gives the
+    median and the share of cells with a positive cosine."""
+    cos = agreement(results)
+    title = "Agreement of veloVI and scVelo on the UMAP (cosine per cell)"
+    if cos is None:
+        reason = baseline_missing_reason(results) or results.missing_reason("streams")
+        return empty_figure(reason or "", title)
+    finite = cos[np.isfinite(cos)]
+    stats = f"median {np.median(finite):.2f}, {np.mean(finite > 0):.0%} of cells agree (cos > 0)"
+    values = ColorValues("agreement", "cosine", "numeric", cos)
+    fig = cell_figure(
+        results,
+        results.umap,
+        None,
+        values,
+        title,
+        f"{results.key}:umap",
+        point_size,
+        0.8,
+        diverging=True,
+        legend=False,
+        subtitle=stats,
+    )
+    fig.layout.coloraxis.update(cmin=-1.0, cmax=1.0, cmid=0.0)
+    return fig

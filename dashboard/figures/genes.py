@@ -1,0 +1,247 @@
+"""One gene's figures: phase portrait with the fitted kinetics, abundance over latent time,
+velocity on the UMAP, permutation effect per cell type and agreement with the scVelo baseline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.kinetics import trajectory
+from dashboard.figures.common import (
+    base_layout,
+    cell_figure,
+    cell_hover,
+    cell_type_colors,
+    empty_figure,
+    group_indices,
+    plot_axes,
+)
+from dashboard.results import STATES, ColorValues, Results
+
+STATE_COLORS = dict(zip(STATES, ("#1f77b4", "#9ecae1", "#d62728", "#fcae91"), strict=True))
+FIT_COLORS = {"induction": "#6a3d9a", "repression": "#b15928", "steady": "#444444"}
+MS_LABEL = "Ms (min-max scaled moments)"
+MU_LABEL = "Mu (min-max scaled moments)"
+
+
+def fitted_curve(results: Results, gene: str, n_points: int = 200) -> dict[str, np.ndarray]:
+    """The gene's fitted trajectory from ``var['fit_*']`` (scVelo convention) via
+    :func:`core.kinetics.trajectory`: float64 arrays ``t`` (0–t_max axis), ``u`` (× fit_scaling)
+    and ``s``, plus the index ``switch`` of the switch point."""
+
+    def build() -> dict[str, np.ndarray]:
+        g = results.gene_arrays(gene)
+        t_max = max(20.0, float(np.nanmax(g.fit_t)))
+        t, u, s = trajectory(g.alpha, g.beta, g.gamma, g.t_switch, t_max=t_max, n_points=n_points)
+        return {"t": t, "u": u * g.scaling, "s": s, "switch": np.searchsorted(t, g.t_switch)}
+
+    return results.memo(("curve", gene, n_points), build)
+
+
+def _fit_title(results: Results, gene: str, what: str) -> tuple[str, str]:
+    """(title, subtitle with the fit's likelihood and MSE)."""
+    g = results.gene_arrays(gene)
+    stats = []
+    if g.likelihood is not None:
+        stats.append(f"likelihood {g.likelihood:.3f}")
+    if g.mse is not None:
+        stats.append(f"MSE {g.mse:.3g}")
+    return f"<b>{gene}</b> — {what}", ", ".join(stats)
+
+
+def phase_portrait_figure(
+    results: Results,
+    gene: str,
+    color_by: Literal["cell_type", "latent_time", "state"] = "cell_type",
+    point_size: float = 4.0,
+) -> go.Figure:
+    """Mu vs Ms of every cell (coloured by cell type, latent time or most likely state), the
+    fitted induction and repression curve, and the steady-state line
+    u = (γ/β)(s − min s) + min u through the lower-left corner of the data."""
+    if color_by not in ("cell_type", "latent_time", "state"):
+        raise ValueError(
+            f"color_by must be 'cell_type', 'latent_time' or 'state', not {color_by!r}"
+        )
+    g = results.gene_arrays(gene)
+    if color_by == "state" and g.state is None:
+        return empty_figure(results.missing_reason("states"), f"{gene} phase portrait")
+    curve = fitted_curve(results, gene)
+    k = int(curve["switch"])
+    s_min, u_min = float(np.nanmin(g.ms)), float(np.nanmin(g.mu))
+    s_line = np.array([s_min, float(np.nanmax(g.ms))], dtype=np.float32)
+    slope = g.gamma / g.beta
+    fits = [
+        go.Scattergl(
+            x=curve["s"][: k + 1].astype(np.float32),
+            y=curve["u"][: k + 1].astype(np.float32),
+            mode="lines",
+            name="induction (fit)",
+            line={"color": FIT_COLORS["induction"], "width": 3},
+        ),
+        go.Scattergl(
+            x=curve["s"][k:].astype(np.float32),
+            y=curve["u"][k:].astype(np.float32),
+            mode="lines",
+            name="repression (fit)",
+            line={"color": FIT_COLORS["repression"], "width": 3},
+        ),
+        go.Scattergl(
+            x=s_line,
+            y=(slope * (s_line - s_min) + u_min).astype(np.float32),
+            mode="lines",
+            name=f"steady state u = {slope:.3g}·s",
+            line={"color": FIT_COLORS["steady"], "dash": "dash"},
+        ),
+    ]
+    title, subtitle = _fit_title(results, gene, "phase portrait")
+    uirevision = f"{results.key}:phase:{gene}"
+    axes = plot_axes(MS_LABEL, MU_LABEL, rangemode="tozero")
+    xy = np.stack([g.ms, g.mu], 1)
+    if color_by == "state":
+        hover = cell_hover(results)
+        states = [
+            go.Scattergl(
+                x=g.ms[idx],
+                y=g.mu[idx],
+                mode="markers",
+                name=state,
+                customdata=hover.customdata[idx],
+                hovertemplate=hover.template + "<extra></extra>",
+                marker={"size": point_size, "opacity": 0.7, "color": STATE_COLORS[state]},
+            )
+            for state, idx in zip(STATES, group_indices(g.state, len(STATES)), strict=True)
+        ]
+        return go.Figure(
+            data=[*states, *fits], layout=base_layout(title, uirevision, subtitle, **axes)
+        )
+    values = results.color_values("latent_time") if color_by == "latent_time" else None
+    color = "latent_time" if color_by == "latent_time" else None
+    return cell_figure(
+        results,
+        xy,
+        color,
+        values,
+        title,
+        uirevision,
+        point_size,
+        0.7,
+        extra=fits,
+        axes=axes,
+        subtitle=subtitle,
+    )
+
+
+def gene_over_time_figure(results: Results, gene: str, point_size: float = 3.0) -> go.Figure:
+    """Mu and Ms of every cell against the gene's latent time (``layers['fit_t']``, 0–20 axis)
+    with the fitted u(t) and s(t) and a dotted line at the switch time."""
+    g = results.gene_arrays(gene)
+    curve = fitted_curve(results, gene)
+    colors = {"u": "#ff7f0e", "s": "#1f77b4"}
+    traces = []
+    for key, values, label in (("u", g.mu, "Mu (unspliced)"), ("s", g.ms, "Ms (spliced)")):
+        traces += [
+            go.Scattergl(
+                x=g.fit_t,
+                y=values,
+                mode="markers",
+                name=label,
+                hovertemplate=f"{label}<br>t %{{x:.2f}}: %{{y:.3g}}<extra></extra>",
+                marker={"size": point_size, "opacity": 0.5, "color": colors[key]},
+            ),
+            go.Scattergl(
+                x=curve["t"].astype(np.float32),
+                y=curve[key].astype(np.float32),
+                mode="lines",
+                name=f"{key}(t) fit",
+                line={"color": colors[key], "width": 3},
+            ),
+        ]
+    switch = {"x0": g.t_switch, "x1": g.t_switch, "y0": 0, "y1": 1, "yref": "paper"}
+    title, subtitle = _fit_title(results, gene, "abundance over latent time")
+    layout = base_layout(
+        title,
+        f"{results.key}:time:{gene}",
+        subtitle,
+        shapes=[{"type": "line", "line": {"dash": "dot", "color": "#666"}, **switch}],
+        annotations=[
+            {"x": g.t_switch, "y": 1, "yref": "paper", "text": "switch", "showarrow": False}
+        ],
+        **plot_axes("latent time t (gene time axis, 0–20)", "min-max scaled moments"),
+    )
+    return go.Figure(data=traces, layout=layout)
+
+
+def gene_velocity_embedding_figure(
+    results: Results, gene: str, point_size: float = 3.0
+) -> go.Figure:
+    """The gene's velocity (``layers['velocity']``) on the UMAP, diverging colours centred at 0
+    with a symmetric p99 |v| range."""
+    g = results.gene_arrays(gene)
+    values = ColorValues(gene, f"{gene} velocity", "numeric", g.velocity)
+    return cell_figure(
+        results,
+        results.umap,
+        None,
+        values,
+        f"<b>{gene}</b> — velocity on UMAP",
+        f"{results.key}:umap",
+        point_size,
+        0.8,
+        diverging=True,
+        legend=False,
+    )
+
+
+def permutation_effect_figure(results: Results, gene: str) -> go.Figure:
+    """Bar per cell type of the gene's permutation effect (t-statistic, ``varm``)."""
+    effect = results.varm_matrix("permutation_effect")
+    title = f"<b>{gene}</b> — permutation effect per cell type"
+    if effect is None:
+        return empty_figure(results.missing_reason("permutation"), title)
+    row = effect[results.resolve_gene(gene)]
+    colors = cell_type_colors(results)
+    fig = go.Figure(
+        go.Bar(
+            x=results.cell_types,
+            y=row,
+            marker_color=[colors[c] for c in results.cell_types],
+            hovertemplate="%{x}: t = %{y:.3g}<extra></extra>",
+        )
+    )
+    fig.update_layout(base_layout(title, f"{results.key}:perm:{gene}", showlegend=False))
+    fig.update_yaxes(title="t-statistic (permuted − original error)")
+    return fig
+
+
+def baseline_agreement_figure(results: Results, gene: str, point_size: float = 3.0) -> go.Figure:
+    """Per cell: veloVI velocity (x) against the scVelo steady-state baseline velocity (y),
+    coloured by cell type, titled with the sign agreement and Pearson r."""
+    title = f"<b>{gene}</b> — veloVI vs scVelo steady-state velocity"
+    g = results.gene_arrays(gene)
+    if g.baseline is None:
+        return empty_figure(results.missing_reason("baseline"), title)
+    var = results.adata.var
+    stats = [
+        f"{label} {var[key].iloc[g.index]:.3f}"
+        for key, label in (
+            ("baseline_sign_agreement", "sign agreement"),
+            ("baseline_pearson", "Pearson r"),
+        )
+        if key in var
+    ]
+    return cell_figure(
+        results,
+        np.stack([g.velocity, g.baseline], 1),
+        None,
+        None,
+        title,
+        f"{results.key}:baseline:{gene}",
+        point_size,
+        0.7,
+        subtitle=", ".join(stats),
+        axes=plot_axes(
+            "veloVI velocity", "scVelo steady-state velocity", zeroline=True, zerolinecolor="#999"
+        ),
+    )

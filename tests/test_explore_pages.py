@@ -1,0 +1,108 @@
+"""The exploring pages' callbacks called directly (no browser): bad input gives a message, not a
+stack trace; saved selections become colourings; gene choices resolve."""
+
+from __future__ import annotations
+
+from contextvars import copy_context
+
+import numpy as np
+import pytest
+from dash._callback_context import context_value
+from dash._utils import AttributeDict
+from fake_results import write_fake_results
+
+from dashboard import selection_panel
+from dashboard.app import create_app
+from dashboard.config import AppConfig
+from dashboard.datasets import DatasetRegistry
+from dashboard.multigene import LIST, resolve_genes
+from dashboard.results import load_results
+
+
+@pytest.fixture(scope="module")
+def app_and_ds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pages")
+    path = write_fake_results(tmp / "fit.h5ad", n_cells=200, n_genes=20, planted_driver="Drv")
+    config = AppConfig(data=(path,), cache_dir=tmp / "cache", sample_path=tmp / "none.h5ad")
+    app = create_app(config)
+    return app, DatasetRegistry(config).default_id(), load_results(path)
+
+
+def _call(app, fn, *args, trigger: str = "x.n_clicks"):
+    """Run a callback body inside a request and callback context."""
+
+    def run():
+        context_value.set(AttributeDict(triggered_inputs=[{"prop_id": trigger, "value": 1}]))
+        return fn(*args)
+
+    with app.server.test_request_context():
+        return copy_context().run(run)
+
+
+def test_panel_explains_bad_selections_instead_of_failing(app_and_ds):
+    app, ds, results = app_and_ds
+    empty = {"geometry": {"kind": "box", "x": [1e6, 1e6 + 1], "y": [1e6, 1e6 + 1]}}
+    bad_shape = {"geometry": {"kind": "lasso", "x": [0, 1], "y": [0, 1]}}
+    everything = {"geometry": {"kind": "box", "x": [-1e6, 1e6], "y": [-1e6, 1e6]}}
+    for active, expected in (
+        (empty, "No cells in the selection"),
+        (bad_shape, "at least three points"),
+        (everything, "no rest to compare with"),
+        ({"id": "../secret"}, "not a selection id"),
+        ({"id": "0123456789"}, "No saved selection"),
+        ({"geometry": "junk"}, "unknown selection shape"),
+    ):
+        body, message = _call(app, selection_panel.selection_view, results, ds, active, "score")
+        assert expected in str(message), (active, message)
+    whole = {"geometry": {"kind": "box", "x": [-1e6, 1e6], "y": [-1e6, 0]}}
+    body, message = _call(app, selection_panel.selection_view, results, ds, whole, "velocity")
+    assert message is None and "cells selected" in str(body)
+
+
+def test_saved_selection_is_a_colouring_and_a_shareable_id(app_and_ds):
+    from dashboard.pages import stream
+
+    app, ds, results = app_and_ds
+    mask = np.zeros(results.n_cells, bool)
+    mask[:30] = True
+    saved = _call(app, lambda: selection_panel.store().save(ds, "first 30", mask, results.cell_ids))
+    color = f"sel:{saved.id}"
+    assert stream.split_color(results, color) == (color, None)
+    values = _call(app, stream.selection_colors, results, ds, color)
+    assert values.categories == ["other cells", "first 30"]
+    np.testing.assert_array_equal(values.values == 1, mask)
+    options = _call(app, stream.color_options, results, ds)
+    assert {"label": "selection: first 30 (30 cells)", "value": color} in options
+    figure, message = _call(app, stream._resolve_color, results, ds, "sel:ffffffffff")
+    assert figure is None and "No saved selection" in str(message)
+
+
+def test_gene_choices_resolve_with_messages(app_and_ds):
+    _, _, results = app_and_ds
+    genes, message, query = resolve_genes(results, "likelihood", 3, None, 16, (4, 48))
+    assert len(genes) == 4 and message is None and query == {"rank": "likelihood", "n": "4"}
+    genes, message, query = resolve_genes(results, LIST, 3, "drv, nope", 16, (4, 48))
+    assert genes == ["Drv"] and "nope" in message and query == {"genes": "Drv"}
+    genes, message, _ = resolve_genes(results, LIST, 3, "", 16, (4, 48))
+    assert genes == [] and "Type or paste" in message
+    genes, message, _ = resolve_genes(results, "magic", 3, None, 16, (4, 48))
+    assert genes == [] and "unknown ranking" in message
+
+
+def test_clicks_on_the_grid_and_heatmap_open_the_gene(app_and_ds):
+    from dash.exceptions import PreventUpdate
+
+    from dashboard.pages import heatmap, portraits
+
+    app, ds, results = app_and_ds
+    gene = results.gene_names[5]
+    click = {"points": [{"customdata": [12.0, 5.0]}]}
+    assert _call(app, portraits.open_gene, click, ds) == f"/genes?ds={ds}&gene={gene}"
+    assert _call(app, heatmap.open_gene, {"points": [{"y": gene}]}, ds).endswith(gene)
+    for bad_call in (
+        lambda: portraits.open_gene({"points": [{"customdata": None}]}, ds),
+        lambda: heatmap.open_gene({"points": [{"y": "cell type"}]}, ds),
+        lambda: heatmap.open_gene(None, ds),
+    ):
+        with pytest.raises(PreventUpdate):
+            _call(app, bad_call)
