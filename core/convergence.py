@@ -35,7 +35,7 @@ class ConvergenceRule:
 
     check_steps: int = 50
     window: int = 2
-    tolerance: float = 5e-3
+    tolerance: float = 1e-3
     calm_checks: int = 2
     plateau_tolerance: float = 0.02
     improvement: float = 0.9

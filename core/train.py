@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from core.convergence import ConvergenceMonitor, ConvergenceRule
 from core.model import VeloVAE
@@ -130,6 +130,22 @@ def _validation_elbo(module: VeloVAE, s: torch.Tensor, u: torch.Tensor, pi_estim
     return float(total) / s.shape[0]
 
 
+def _warm_ema(decay: float) -> Callable:
+    """``multi_avg_fn`` of an exponential moving average whose decay warms up as
+    min(decay, (1 + n)/(10 + n)) after n updates: a fixed 0.99 would leave a short fit
+    (a few dozen steps) mostly at its first weights."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+        if not averaged[0].is_floating_point():  # integer buffers (BatchNorm's batch count)
+            torch._foreach_copy_(averaged, current)
+            return
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return update
+
+
 def train(
     module: VeloVAE,
     spliced: np.ndarray | torch.Tensor,
@@ -186,7 +202,7 @@ def train(
     averaged = None
     if config.weight_average is not None:
         averaged = AveragedModel(
-            module, multi_avg_fn=get_ema_multi_avg_fn(config.weight_average), use_buffers=True
+            module, multi_avg_fn=_warm_ema(config.weight_average), use_buffers=True
         )
     monitor = None
     if config.convergence is not None:

@@ -49,8 +49,9 @@ def test_rule_settles_or_plateaus_on_given_drift_sequences():
         return stops.index(True) + 1 if True in stops else None
 
     falling = [0.3, 0.1, 0.03, 0.012, 0.006, 0.004, 0.003, 0.002]
-    assert first_stop(falling) == 7  # below 5e-3 at checks 6 and 7
-    assert first_stop(falling, calm_checks=3) == 8
+    assert first_stop(falling, tolerance=5e-3) == 7  # below 5e-3 at checks 6 and 7
+    assert first_stop(falling, tolerance=5e-3, calm_checks=3) == 8
+    assert first_stop(falling) is None  # the default 1e-3 is stricter; still a new low each time
     # stuck between the tolerances: stops once no new 10 % low came for `patience` checks
     jitter = [0.2, 0.05, 0.012, 0.011, 0.013, 0.0115, 0.012, 0.0125]
     assert first_stop(jitter, patience=4) == 7
