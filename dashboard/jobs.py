@@ -73,7 +73,8 @@ class ProgressRelay:
         event = event if isinstance(event, Mapping) else dataclasses.asdict(event)
         new_stage = event["stage"] != self.state["stage"]
         self.state.update(stage=event["stage"], fraction=round(float(event["fraction"]), 4))
-        self.state["message"] = event["message"]
+        # Everyone watching sees the message: the last one names the server-side file.
+        self.state["message"] = "results ready" if event["stage"] == "done" else event["message"]
         if event.get("epoch") is not None:
             self.state.update(epoch=event["epoch"], max_epochs=event["max_epochs"])
             self.state["elbo_train"].append(event["elbo_train"])

@@ -140,8 +140,14 @@ def execute(store: JobStore, job: Job, shutdown: threading.Event | None = None) 
             store.transition(job.id, ("running",), "queued", progress=requeued)
             return "interrupted"
         return "cancelled"
-    _record(store, job.id, "failed", finished=now, error=result["message"])
+    _record(store, job.id, "failed", finished=now, error=_without_paths(result["message"], job))
     return "failed"
+
+
+def _without_paths(message: str, job: Job) -> str:
+    """`message` with the job's server-side paths replaced (every signed-in user may read it)."""
+    results_dir = str(Path(job.output_path).parent)
+    return message.replace(job.input_path, job.label).replace(results_dir + os.sep, "")
 
 
 class LocalWorker:

@@ -210,13 +210,16 @@ def test_progress_relay_accumulates_history_and_throttles():
     for epoch in range(1, 6):
         relay(ProgressEvent("train", 0.1 + epoch / 10, f"epoch {epoch}/5", epoch, 5, -epoch, -2.0))
     relay(ProgressEvent("posterior", 0.8, "posterior"))
+    relay(ProgressEvent("done", 1.0, "results written to /srv/cache/results/key.h5ad"))
     # Sent: the first event of each stage and the last epoch; the epochs in between are merged.
     assert [(s["stage"], s["epoch"]) for s in sent] == [
         ("preprocess", None),
         ("train", 1),
         ("train", 5),
         ("posterior", 5),
+        ("done", 5),
     ]
+    assert sent[-1]["message"] == "results ready"  # no server path reaches the watchers
     assert sent[2]["elbo_train"] == [-1, -2, -3, -4, -5]
     assert sent[2]["elbo_validation"] == [-2.0] * 5
     assert sent[0]["elbo_train"] == []  # each report is a snapshot, not a shared list

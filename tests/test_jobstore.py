@@ -189,3 +189,11 @@ def test_execute_records_bad_input_as_failed_with_the_reason(tmp_path):
     failed = store.get(job.id)
     assert failed.state == "failed" and "spliced" in failed.error
     assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_error_messages_lose_server_paths():
+    from dashboard.worker import _without_paths
+
+    job = _job("p", input_path="/srv/data/raw.h5ad", output_path="/var/cache/results/k.h5ad")
+    message = "cannot read /srv/data/raw.h5ad; wrote /var/cache/results/.k.h5ad.1.tmp"
+    assert _without_paths(message, job) == "cannot read Data; wrote .k.h5ad.1.tmp"

@@ -298,6 +298,7 @@ def live_curve(state: dict | None, ds: str | None, drawn: int | None):
 
 @callback(
     Output("home-summary", "children", allow_duplicate=True),
+    Output("dataset-list", "children", allow_duplicate=True),
     Output("home-pending", "data"),
     Input(ui.JOB_STATE, "data"),
     State("home-ds", "data"),
@@ -305,11 +306,12 @@ def live_curve(state: dict | None, ds: str | None, drawn: int | None):
     prevent_initial_call=True,
 )
 def summary_follows_job(state: dict | None, ds: str | None, shown: str | None):
-    """Once a fit of this dataset is queued or running (by anyone), the summary says so."""
+    """Once a fit of this dataset is queued or running (by anyone), the summary and the
+    dataset's badge say so."""
     job = (state or {}).get("job")
     if not job or job["dataset"] != ds or job["id"] == shown:
         raise PreventUpdate
-    return jobview.pending_notice(ds, job), job["id"]
+    return jobview.pending_notice(ds, job), dataset_list(ds), job["id"]
 
 
 @callback(
