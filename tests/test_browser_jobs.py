@@ -73,27 +73,12 @@ def test_first_launch_fits_the_sample_and_every_page_follows_it(
     dash_duo, tmp_path, tiny_counts, local_app
 ):
     # No DATA: the (tiny) sample is queued at start-up and fitted with no browser involved.
-    fit = {**QUICK_FIT, "max_epochs": 80, "early_stopping": False}  # long enough to watch
+    fit = {**QUICK_FIT, "max_epochs": 300, "early_stopping": False}  # long enough to watch
     config = _config(tmp_path, sample_path=tiny_counts, fit_overrides=fit)
     dash_duo.start_server(local_app(config))
     driver = dash_duo.driver
     home = driver.current_window_handle
-    # Generous: on a fresh virtualenv the fit's interpreter also compiles numba on first use.
-    until(lambda: "epoch" in _text(dash_duo, "#job-message"), timeout=420, poll=0.2)
-    # A second visitor opening another page of the sample sees the same live job instead of
-    # "not fitted yet"; no process is started for them.
-    processes = len(_job_processes())
-    driver.switch_to.new_window("tab")
-    driver.get(f"{dash_duo.server_url}/stream?ds=sample")
-    dash_duo.wait_for_contains_text(".job-pending", "Fitting", timeout=20)
-    first = _text(dash_duo, ".job-pending")
-    until(lambda: _text(dash_duo, ".job-pending") not in ("", first), timeout=30)  # it is live
-    assert "has not been fitted" not in driver.find_element("css selector", "main").text
-    assert len(_job_processes()) == processes
-    stream = driver.current_window_handle
-
-    driver.switch_to.window(home)
-    seen, widths, shown = set(), [], []
+    seen, widths, shown = [], [], []
     snapshot = (  # one consistent reading of the bar
         "const bar = document.getElementById('job-bar');"
         "return [getComputedStyle(bar).display, document.getElementById('job-message').innerText,"
@@ -101,18 +86,39 @@ def test_first_launch_fits_the_sample_and_every_page_follows_it(
         " document.getElementById('job-alert').innerText];"
     )
 
-    def finished() -> bool:
+    def sample() -> str:
+        """Record the bar as the home page shows it; returns the alert text."""
         display, message, width, alert = driver.execute_script(snapshot)
-        seen.add(message)
+        seen.append(message)
         shown.append(display)
         if display == "flex" and width.endswith("%"):
             widths.append(float(width[:-1]))
-        return "Fit finished" in alert
+        return alert
 
-    until(finished, timeout=420, poll=0.2)
+    # Generous: on a fresh virtualenv the fit's interpreter also compiles numba on first use.
+    until(lambda: sample() is not None and "epoch" in seen[-1], timeout=420, poll=0.2)
+    # A second visitor opening another page of the sample sees the same live job instead of
+    # "not fitted yet"; no process is started for them.
+    processes = len(_job_processes())
+    driver.switch_to.new_window("tab")
+    driver.get(f"{dash_duo.server_url}/stream?ds=sample")
+    dash_duo.wait_for_contains_text(".job-pending", "Fitting", timeout=20)
+    first = _text(dash_duo, ".job-pending")
+    assert "has not been fitted" not in driver.find_element("css selector", "main").text
+    assert len(_job_processes()) == processes
+
+    def live_or_opened() -> bool:
+        text = _text(dash_duo, ".job-pending")
+        return bool(text and text != first) or _figure_points(dash_duo, "stream-graph") > 0
+
+    until(live_or_opened, timeout=60)  # the notice follows the fit (or the fit is done)
+    stream = driver.current_window_handle
+
+    driver.switch_to.window(home)
+    until(lambda: "Fit finished" in sample(), timeout=420, poll=0.2)
     assert any("epoch" in text and "validation ELBO" in text for text in seen), seen
     # The bar only moves forward and never blinks out while the fit runs.
-    assert widths == sorted(widths) and len(set(widths)) >= 4, widths
+    assert widths == sorted(widths) and len(set(widths)) >= 3, widths
     first_flex, last_flex = shown.index("flex"), len(shown) - shown[::-1].index("flex")
     assert "none" not in shown[first_flex:last_flex], shown
     dash_duo.wait_for_contains_text("#summary-stats", "200", timeout=20)

@@ -513,7 +513,7 @@ def test_html_in_labels_is_data_not_markup(stack):
 # -- faults ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_worker_killed_mid_fit_fails_within_30s_and_a_retry_succeeds(stack):
-    params = {**QUICK, "max_epochs": 20, "early_stopping": False, "seed": 3}
+    params = {**QUICK, "max_epochs": 200, "early_stopping": False, "seed": 3}
     with stack.client("eddie") as eddie:
         job = _submit(eddie, stack.raw_id, params).json()
         _wait_epoch(eddie, job["id"])
