@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test lint bench clean
+.PHONY: install browser redis run test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,17 @@ browser:
 	  else echo "chromium/chromedriver missing: browser tests will be skipped"; fi; \
 	fi
 
-test: $(STAMP) browser
+# Debian redis-server for the hosted-mode tests (Celery broker and job store; installed when
+# missing and apt is usable; the tests start their own server on a free loopback port).
+redis:
+	@if ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server missing: hosted-mode tests will be skipped"; fi; \
+	fi
+
+test: $(STAMP) browser redis
 	DASH_TEST_CHROMEPATH=/usr/bin/chromium $(BIN)/python -m pytest --headless
 
 lint: $(STAMP)

@@ -1,8 +1,10 @@
-"""The `velodash` command: `fit` a dataset, `simulate` sample data, `run` the dashboard."""
+"""The `velodash` command: `fit` a dataset, `simulate` sample data, `run` the dashboard; for a
+hosted instance `serve` it, run fit `worker`s and manage `users`."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 import time
 from pathlib import Path
@@ -119,6 +121,59 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
 
 
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the dashboard to a lab: sign-in, roles, gunicorn (see docs/hosting.md)",
+        description="Serve velodash with gunicorn from a TOML config file (every key can also "
+        "be set as VELODASH_<KEY>). Fits run on `velodash worker` processes.",
+    )
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8050)")
+    p.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
+    p.add_argument("--threads", type=int, help="threads per worker process (default 4)")
+    p.add_argument("--check", action="store_true", help="validate, print what would be served")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _worker_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run fits from the shared job queue (Celery over Redis, or the local queue)",
+        description="Execute queued fits: a Celery worker when the config sets redis_url "
+        "(run one per GPU), else the local queue of this machine.",
+    )
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument(
+        "--concurrency", type=int, help="fits at once (default: job_concurrency, else 1)"
+    )
+    p.set_defaults(func=_cmd_worker)
+
+
+def _users_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "users",
+        help="add, remove or list the users of a hosted instance",
+        description="Manage the users file: passwords are stored as salted scrypt hashes.",
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    add = actions.add_parser(
+        "add", help="add a user or change their role/password (password from stdin or a prompt)"
+    )
+    add.add_argument("name")
+    add.add_argument("--role", choices=["viewer", "editor", "admin"], default="viewer")
+    add.add_argument(
+        "--no-password", action="store_true", help="role only, for OpenID Connect sign-in"
+    )
+    remove = actions.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    listing = actions.add_parser("list", help="list users and roles")
+    for action in (add, remove, listing):
+        action.add_argument("--users-file", type=Path, required=True)
+    p.set_defaults(func=_cmd_users)
+
+
 class _FitReporter:
     """Progress bar over epochs plus one line per pipeline stage."""
 
@@ -219,8 +274,60 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from dashboard.hosting_config import describe, load_config
+
+    hosted = load_config(
+        args.config, host=args.host, port=args.port, workers=args.workers, threads=args.threads
+    )
+    if args.check:
+        print(describe(hosted))
+        return 0
+    from dashboard.hosting import serve
+
+    serve(hosted)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from dashboard.hosting import run_worker
+    from dashboard.hosting_config import load_config
+
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ValueError("--concurrency must be at least 1")
+    run_worker(load_config(args.config), args.concurrency)
+    return 0
+
+
+def _read_password() -> str:
+    """The new password: the first line of stdin when piped, else typed twice at a prompt."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != password:
+        raise ValueError("the two passwords differ")
+    return password
+
+
+def _cmd_users(args: argparse.Namespace) -> int:
+    from dashboard.users import add_user, read_users, remove_user
+
+    if args.action == "add":
+        password = None if args.no_password else _read_password()
+        new = add_user(args.users_file, args.name, args.role, password)
+        print(f"velodash: {'added' if new else 'updated'} user {args.name} ({args.role})")
+    elif args.action == "remove":
+        remove_user(args.users_file, args.name)
+        print(f"velodash: removed user {args.name}")
+    else:
+        for name, entry in sorted(read_users(args.users_file).items()):
+            sign_in = "password" if entry.get("password") else "no password (OIDC only)"
+            print(f"{name}\t{entry['role']}\t{sign_in}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The `velodash` argument parser with its `fit`, `simulate` and `run` subcommands."""
+    """The `velodash` argument parser: `fit`, `simulate`, `run`, `serve`, `worker`, `users`."""
     parser = argparse.ArgumentParser(
         prog="velodash", description="RNA-velocity dashboard on a fast PyTorch veloVI."
     )
@@ -231,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_parser(sub)
     _simulate_parser(sub)
     _run_parser(sub)
+    _serve_parser(sub)
+    _worker_parser(sub)
+    _users_parser(sub)
     return parser
 
 

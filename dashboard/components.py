@@ -1,8 +1,9 @@
 """Small shared layout pieces and per-request helpers for the page modules.
 
 Ids of components that live in the app shell (stores, job bar) are constants here, so the
-pages and the shell agree on them. Page modules get the active configuration from the Flask
-app (`current_registry`), never from module globals, so one process can host several apps.
+pages and the shell agree on them. Page modules get the active configuration and job queue
+from the Flask app (`current_registry`, `current_queue`), never from module globals, so one
+process can host several apps.
 """
 
 from __future__ import annotations
@@ -14,22 +15,28 @@ from urllib.parse import urlencode
 import flask
 from dash import dcc, html
 
+from dashboard import jobview
 from dashboard.datasets import Dataset, DatasetRegistry, UnknownDataset
+from dashboard.jobqueue import JobQueue
+from dashboard.jobstore import QueueUnavailable
 from dashboard.results import Results, ResultsError, load_results
+from dashboard.users import User
 
 CONFIG_KEY = "VELODASH_CONFIG"
+QUEUE_KEY = "velodash_queue"
 
 # Shell-level ids (present on every page).
 URL = "url"
-FIT_REQUEST = "fit-request"
-FIT_PROGRESS = "fit-progress"
-FIT_RUNNING = "fit-running"
-FIT_RESULT = "fit-result"
+JOB_POLL = "job-poll"
+JOB_STATE = "job-state"
+JOB_SEEN = "job-seen"
+JOB_FINISHED = "job-finished"
 CANCEL_FIT = "cancel-fit"
 JOB_BAR = "job-bar"
 JOB_ALERT = "job-alert"
 URL_STATE = "url-state"
 URL_SYNCED = "url-synced"
+COPY_LINK = "copy-link"
 
 PAGES = (
     ("/", "Home"),
@@ -48,6 +55,11 @@ EXPORT_SCALE = 3
 def current_registry() -> DatasetRegistry:
     """The dataset registry of the app serving the current request."""
     return DatasetRegistry(flask.current_app.config[CONFIG_KEY])
+
+
+def current_queue() -> JobQueue:
+    """The shared fit queue of the app serving the current request."""
+    return flask.current_app.extensions[QUEUE_KEY]
 
 
 def page_href(path: str, ds: str | None, **query: str | None) -> str:
@@ -87,6 +99,13 @@ def resolve(ds: str | None) -> tuple[Dataset | None, Results | None, html.Div | 
         )
     path = registry.results_for(dataset)
     if path is None:
+        try:
+            fitting = current_queue().active_for(dataset.id)
+        except QueueUnavailable:
+            fitting = []
+        if fitting:
+            job = current_queue().public(fitting[0])
+            return dataset, None, jobview.pending_notice(dataset.id, job)
         return (
             dataset,
             None,
@@ -105,8 +124,9 @@ def resolve(ds: str | None) -> tuple[Dataset | None, Results | None, html.Div | 
         return dataset, None, alert(str(err), "danger")
 
 
-def navbar() -> html.Nav:
-    """The top bar: brand and one link per page (hrefs keep the current dataset)."""
+def navbar(user: User | None = None) -> html.Nav:
+    """The top bar: brand, one link per page (hrefs keep the current dataset), the dataset,
+    the jobs panel, "Copy link" for the current view and, when signed in, the user."""
     return html.Nav(
         [
             dcc.Link("velodash", href="/", className="brand", id="nav-brand"),
@@ -118,6 +138,20 @@ def navbar() -> html.Nav:
                 className="nav-links",
             ),
             html.Span(id="nav-dataset", className="nav-dataset"),
+            dcc.Link("Jobs", href="/jobs", id="nav-jobs", className="nav-link"),
+            html.Button(
+                "Copy link",
+                id=COPY_LINK,
+                className="btn btn-nav",
+                title="Copy a link to this view",
+                n_clicks=0,
+            ),
+            html.Span(
+                id="copy-link-status", className="visually-hidden", **{"aria-live": "polite"}
+            ),
+            html.Span(f"{user.name} · {user.role}", className="nav-user", id="nav-user")
+            if user is not None
+            else None,
         ],
         className="navbar",
     )
@@ -131,7 +165,13 @@ def job_bar() -> html.Div:
             html.Div(
                 html.Div(id="job-progress-fill", className="progress-fill"), className="progress"
             ),
-            html.Button("Cancel fit", id=CANCEL_FIT, className="btn btn-outline", n_clicks=0),
+            html.Button(
+                "Cancel fit",
+                id=CANCEL_FIT,
+                className="btn btn-outline",
+                n_clicks=0,
+                style={"display": "none"},
+            ),
         ],
         id=JOB_BAR,
         className="job-bar",

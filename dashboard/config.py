@@ -1,4 +1,8 @@
-"""Dashboard configuration: one frozen dataclass built from CLI arguments and environment."""
+"""Dashboard configuration: one frozen dataclass built from CLI arguments and environment.
+
+`velodash run` builds it from arguments and `VELODASH_*` variables (`AppConfig.from_env`);
+`velodash serve` / `worker` build it from a TOML file (`dashboard.hosting_config.load_config`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PATH = REPO_ROOT / "sample_data" / "velodash_sample.h5ad"
@@ -18,6 +22,27 @@ ENV_SECRET_KEY = "VELODASH_SECRET_KEY"
 ENV_REDIS_URL = "VELODASH_REDIS_URL"
 ENV_MAX_UPLOAD_MB = "VELODASH_MAX_UPLOAD_MB"
 ENV_NO_UPLOAD = "VELODASH_NO_UPLOAD"
+#: A TOML config file; when set, `dashboard.app:server` and `dashboard.tasks:celery_app` use it.
+ENV_CONFIG = "VELODASH_CONFIG"
+
+Role = Literal["viewer", "editor", "admin"]
+#: Roles in increasing order of rights: each role can do everything the previous ones can.
+ROLES: tuple[Role, ...] = ("viewer", "editor", "admin")
+
+
+@dataclass(frozen=True)
+class OIDCSettings:
+    """One OpenID Connect identity provider (dash-auth `OIDCAuth`).
+
+    `default_role` is given to signed-in users the users file does not list; None refuses them.
+    """
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    server_metadata_url: str
+    name: str = "idp"
+    scope: str = "openid email profile"
+    default_role: Role | None = "viewer"
 
 
 @dataclass(frozen=True)
@@ -25,20 +50,28 @@ class AppConfig:
     """Everything the web app needs; immutable so every worker process agrees.
 
     `fit_overrides` are merged into every fit's parameters (e.g. `{"max_epochs": 10}` for tests);
-    `redis_url` switches background jobs from the local DiskcacheManager to Celery + Redis.
+    `redis_url` sends fits to Celery workers through Redis instead of the local queue.
+    `auth` is "none" for the one-user local mode (everyone is admin), else "basic" (users file)
+    or "oidc"; `https` marks session cookies Secure; `job_concurrency` is how many fits run at
+    once on the local queue (and the default of `velodash worker --concurrency`).
     """
 
     data: tuple[Path, ...] = ()
     data_dir: Path | None = None
     cache_dir: Path = DEFAULT_CACHE_DIR
-    sample_path: Path = SAMPLE_PATH
+    sample_path: Path | None = SAMPLE_PATH
     allow_upload: bool = True
     max_upload_mb: float = 500.0
     auto_fit_sample: bool = True
     redis_url: str | None = None
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     fit_overrides: Mapping[str, Any] = field(default_factory=dict)
     debug: bool = False
+    auth: Literal["none", "basic", "oidc"] = "none"
+    users_file: Path | None = None
+    oidc: OIDCSettings | None = None
+    https: bool = False
+    job_concurrency: int = 1
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AppConfig:

@@ -99,7 +99,7 @@ class DatasetRegistry:
 
     def _candidates(self) -> list[tuple[Path, Source]]:
         found: list[tuple[Path, Source]] = []
-        if self.config.sample_path.is_file():
+        if self.config.sample_path is not None and self.config.sample_path.is_file():
             found.append((self.config.sample_path, "sample"))
         found += [(Path(p), "cli") for p in self.config.data if Path(p).is_file()]
         for folder, source in ((self.config.data_dir, "data_dir"), (self.uploads_dir, "upload")):
@@ -201,7 +201,7 @@ class DatasetRegistry:
         os.replace(tmp, target)
         return Dataset(
             digest[:ID_LENGTH],
-            filename,
+            Path(filename).name,
             target.resolve(),
             "results" if is_results and suffix == ".h5ad" else "raw",
             "upload",

@@ -21,7 +21,7 @@ from fake_results import write_fake_results
 from core.pipeline import FitParams, ProgressEvent, results_key
 from dashboard import app as app_module
 from dashboard import components as ui
-from dashboard import jobs
+from dashboard import jobs, jobview, shell
 from dashboard.config import ENV_REDIS_URL, ENV_SECRET_KEY, AppConfig, resolve_secret_key
 from dashboard.datasets import (
     SAMPLE_ID,
@@ -30,6 +30,7 @@ from dashboard.datasets import (
     UploadError,
     decode_upload,
 )
+from dashboard.jobstore import RedisJobStore, SqliteJobStore
 
 
 def _raw_counts(path: Path, n_cells: int = 40, n_genes: int = 12, seed: int = 0) -> Path:
@@ -88,29 +89,22 @@ def test_secret_key_from_env_else_generated_once_per_cache_dir(monkeypatch, tmp_
     assert stat.S_IMODE((tmp_path / "a" / "secret_key").stat().st_mode) == 0o600
 
 
-def test_diskcache_manager_by_default(tmp_path):
-    manager, celery_app = app_module.make_background_manager(AppConfig(cache_dir=tmp_path))
-    assert isinstance(manager, dash.DiskcacheManager)
-    assert celery_app is None
-    assert Path(manager.handle.directory) == tmp_path / "jobs"
-
-
-def test_celery_manager_with_redis_url_does_not_connect(tmp_path):
-    pytest.importorskip("celery")
+def test_local_queue_by_default_redis_when_configured(tmp_path):
+    app = app_module.create_app(AppConfig(cache_dir=tmp_path))
+    store = app.server.extensions[ui.QUEUE_KEY].store
+    assert isinstance(store, SqliteJobStore)
+    assert store.path == tmp_path / "jobs.sqlite"
     # Port 1 has no Redis: building the app must not try to reach it.
     url = "redis://127.0.0.1:1/0"
-    app = app_module.create_app(AppConfig(cache_dir=tmp_path, redis_url=url))
-    assert isinstance(app._background_manager, dash.CeleryManager)
-    celery_app = app.server.extensions["velodash_celery"]
-    assert celery_app.conf.broker_url == url
-    assert celery_app.conf.result_backend == url
-    # The fit job is registered as a Celery task: what a worker importing the app runs.
-    assert any(name.startswith("background_callback_") for name in celery_app.tasks)
+    hosted = app_module.create_app(AppConfig(cache_dir=tmp_path, redis_url=url))
+    queue = hosted.server.extensions[ui.QUEUE_KEY]
+    assert isinstance(queue.store, RedisJobStore)
+    assert queue._celery.conf.broker_url == url
+    # No background callback is left: fits are queue jobs, never per-visitor processes.
+    assert hosted._background_manager is None
+    assert not any(cb.get("background") for cb in hosted.callback_map.values())
 
 
-# Several apps in one test process re-register the same Celery task name (one app per process
-# in real use).
-@pytest.mark.filterwarnings("ignore:Task name .* is already registered")
 def test_module_level_server_for_gunicorn(monkeypatch, tmp_path):
     monkeypatch.setenv("VELODASH_CACHE_DIR", str(tmp_path))
     app_module._default_app.cache_clear()
@@ -119,7 +113,6 @@ def test_module_level_server_for_gunicorn(monkeypatch, tmp_path):
         assert server is app_module.app.server
         assert server.config[ui.CONFIG_KEY].cache_dir == tmp_path
         assert server.secret_key == (tmp_path / "secret_key").read_text()
-        assert app_module.celery_app is None
     finally:
         app_module._default_app.cache_clear()
 
@@ -217,27 +210,19 @@ def test_progress_relay_accumulates_history_and_throttles():
     for epoch in range(1, 6):
         relay(ProgressEvent("train", 0.1 + epoch / 10, f"epoch {epoch}/5", epoch, 5, -epoch, -2.0))
     relay(ProgressEvent("posterior", 0.8, "posterior"))
+    relay(ProgressEvent("done", 1.0, "results written to /srv/cache/results/key.h5ad"))
     # Sent: the first event of each stage and the last epoch; the epochs in between are merged.
     assert [(s["stage"], s["epoch"]) for s in sent] == [
         ("preprocess", None),
         ("train", 1),
         ("train", 5),
         ("posterior", 5),
+        ("done", 5),
     ]
+    assert sent[-1]["message"] == "results ready"  # no server path reaches the watchers
     assert sent[2]["elbo_train"] == [-1, -2, -3, -4, -5]
     assert sent[2]["elbo_validation"] == [-2.0] * 5
     assert sent[0]["elbo_train"] == []  # each report is a snapshot, not a shared list
-
-
-def test_run_fit_reports_bad_input_as_a_message(tmp_path):
-    bad = tmp_path / "counts.h5ad"
-    ad.AnnData(np.ones((5, 3), dtype=np.float32)).write_h5ad(bad)
-    result = jobs.run_fit(str(bad), str(tmp_path / "out.h5ad"), {"max_epochs": 2})
-    assert result["status"] == "error"
-    assert "spliced" in result["message"]
-    assert not (tmp_path / "out.h5ad").exists()
-    invalid = jobs.run_fit(str(bad), str(tmp_path / "out.h5ad"), {"skip": ["nonsense"]})
-    assert "unknown analysis" in invalid["message"]
 
 
 def test_run_fit_reuses_existing_results_without_fitting(tmp_path):
@@ -258,14 +243,22 @@ def test_page_href_keeps_dataset_and_drops_empty_values():
     assert ui.gene_link("A&B", "x").href == "/genes?ds=x&gene=A%26B"
 
 
-def test_job_bar_shows_epoch_elbo_and_fill():
-    hidden, _, _ = app_module.job_bar_state({"fraction": 0.5, "message": "m"}, False)
-    assert hidden == {"display": "none"}
-    progress = {"fraction": 0.42, "message": "epoch 3/10", "elbo_validation": [-5.0, -7.25]}
-    style, message, fill = app_module.job_bar_state(progress, True)
-    assert style["display"] == "flex"
-    assert message == "Fitting: epoch 3/10 · validation ELBO -7.25"
-    assert fill == {"width": "42%"}
+def test_job_sentence_and_percent_for_every_state():
+    job = {"dataset": "sample", "label": "S", "owner": "ann", "state": "queued"}
+    assert jobview.describe({**job, "queue_position": 2}) == (
+        "S is waiting for a worker, position 2 in the queue (started by ann)."
+    )
+    progress = {"stage": "train", "fraction": 0.42, "epoch": 3, "max_epochs": 10}
+    running = {**job, "state": "running", "progress": {**progress, "elbo_validation": [-5, -7.25]}}
+    assert jobview.describe(running) == (
+        "Fitting S: epoch 3 / 10 · validation ELBO -7.25 (started by ann)."
+    )
+    assert jobview.percent(running) == 42.0
+    preprocess = {"stage": "preprocess", "fraction": 0.0, "message": "preprocessing"}
+    assert jobview.describe({**running, "progress": preprocess}).startswith("Fitting S: preproc")
+    assert jobview.percent({**job, "state": "done"}) == 100.0
+    failed = {**job, "state": "failed", "error": "Dataset lacks layer 'spliced'"}
+    assert jobview.describe(failed) == "The fit of S failed: Dataset lacks layer 'spliced'"
 
 
 def _triggered(prop_id: str, func, *args):
@@ -276,17 +269,19 @@ def _triggered(prop_id: str, func, *args):
     return copy_context().run(run)
 
 
-def test_job_alert_for_done_error_and_cancel():
-    done = {"status": "done", "ds": "sample", "device": "cuda:0", "seconds": 12.0, "label": "S"}
-    alert = _triggered(f"{ui.FIT_RESULT}.data", app_module.job_alert, done, 0)
+def test_finished_alert_for_done_error_and_cancel():
+    base = {"dataset": "sample", "label": "S", "started": 100.0, "finished": 112.0}
+    alert = shell.finished_alert({**base, "state": "done", "device": "cuda:0"})
     assert "alert-success" in alert.className
-    assert "on cuda:0" in alert.children[0]
-    error = {"status": "error", "message": "Dataset lacks layer 'spliced'", "ds": "sample"}
-    alert = _triggered(f"{ui.FIT_RESULT}.data", app_module.job_alert, error, 0)
-    assert alert.children == "Dataset lacks layer 'spliced'"
+    assert alert.children[0] == "Fit finished for S on cuda:0 (12 s). Open the "
+    error = {**base, "state": "failed", "error": "Dataset lacks layer 'spliced'"}
+    alert = shell.finished_alert(error)
+    assert alert.children == "The fit of S failed: Dataset lacks layer 'spliced'"
     assert "alert-danger" in alert.className
-    alert = _triggered(f"{ui.CANCEL_FIT}.n_clicks", app_module.job_alert, None, 1)
-    assert alert.children == "Fit cancelled."
+    alert = shell.finished_alert({**base, "state": "cancelled", "error": "cancelled by ann"})
+    assert alert.children == "Fit of S cancelled by ann."
+    with pytest.raises(dash.exceptions.PreventUpdate):
+        shell.finished_alert(None)
 
 
 # -- pages: layouts from query kwargs and callbacks called directly --------------------------------
@@ -369,16 +364,20 @@ def test_stream_recolour_sends_typed_patch_and_url(page_app):
     assert url == f"?ds={page_app}&color=clusters&sel=0123456789&mode=arrows"
 
 
-def test_home_fit_request_and_upload_error(page_app):
+def test_home_fit_queues_one_job_and_upload_error(page_app):
     from dashboard.pages import home
 
-    request = _triggered("fit-btn.n_clicks", home.request_fit, 1, False, "sample", "cpu", 12, False)
-    assert request["ds"] == "sample"
-    assert request["params"] == {"device": "cpu", "max_epochs": 12}
-    with pytest.raises(dash.exceptions.PreventUpdate):  # one fit at a time
-        _triggered("fit-btn.n_clicks", home.request_fit, 2, False, "sample", "cpu", 12, True)
-    auto = _triggered(".", home.request_fit, 0, True, "sample", "auto", 500, False)
-    assert auto["params"]["device"] == "auto"
+    message, polls = home.submit_fit(1, "sample", "cpu", 12, 4)
+    assert (message, polls) == ("Fit queued.", 5)
+    queue = ui.current_queue()
+    (job,) = queue.active_for("sample")
+    assert (job.params["device"], job.params["max_epochs"], job.owner) == ("cpu", 12, "local")
+    # Asking again (another tab, another visitor) joins the same job.
+    message, _ = home.submit_fit(2, "sample", "cpu", 12, 5)
+    assert message.startswith("Already being fitted (started by local)")
+    assert [j.id for j in queue.active_for("sample")] == [job.id]
+    refused, polls = home.submit_fit(3, "sample", "cpu", -4, 6)
+    assert "max_epochs" in refused.children and polls is dash.no_update
     message, href = home.receive_upload(_data_url(b"garbage"), "x.h5ad")
     assert "not an HDF5 file" in message.children
     assert href is dash.no_update

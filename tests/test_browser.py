@@ -3,8 +3,8 @@
 Run: ``pytest -m browser tests/test_browser.py`` (Debian packages `chromium` and
 `chromium-driver`; another Chrome via ``DASH_TEST_CHROMEPATH``). The `dash_duo` fixture here
 replaces the plugin's so the browser is always headless, with or without ``--headless``.
-Pages are checked on a fake results file; the fit tests run the real pipeline on a tiny
-simulated dataset through the DiskcacheManager.
+Pages are checked on a fake results file; the fit tests (through the job queue) are in
+test_browser_jobs.py and use the fixtures and helpers defined here.
 """
 
 from __future__ import annotations
@@ -177,44 +177,3 @@ def test_bad_upload_shows_error_and_app_keeps_working(dash_duo, tmp_path, fake_r
     dash_duo.wait_for_contains_text("#upload-error", "not an HDF5 file", timeout=20)
     dash_duo.find_element("#nav-genes").click()
     until(lambda: _figure_points(dash_duo, "phase-portrait") > 0, timeout=30)
-
-
-def test_cancel_stops_a_running_fit(dash_duo, tmp_path, tiny_counts):
-    config = _config(tmp_path, data=(tiny_counts,), fit_overrides={**QUICK_FIT, "max_epochs": 5000})
-    dash_duo.start_server(create_app(config))
-    dash_duo.wait_for_contains_text("#home-summary", "has not been fitted", timeout=20)
-    dash_duo.find_element("#fit-btn").click()
-    dash_duo.wait_for_style_to_equal("#job-bar", "display", "flex", timeout=20)
-    assert dash_duo.find_element("#fit-btn").get_attribute("disabled")
-    dash_duo.find_element("#cancel-fit").click()
-    dash_duo.wait_for_text_to_equal("#job-cancelled", "Fit cancelled.", timeout=20)
-    dash_duo.wait_for_style_to_equal("#job-bar", "display", "none", timeout=20)
-    until(lambda: not dash_duo.find_element("#fit-btn").get_attribute("disabled"), timeout=10)
-    until(lambda: not _job_processes(), timeout=10)  # the job process was killed
-    assert not list((config.cache_dir / "results").glob("*.h5ad"))
-
-
-@pytest.mark.slow
-def test_first_launch_fits_the_sample_in_the_background(dash_duo, tmp_path, tiny_counts):
-    # No DATA: the (tiny) sample is fitted automatically, with live progress, then shown.
-    fit = {**QUICK_FIT, "max_epochs": 150, "early_stopping": False}  # long enough to watch
-    config = _config(tmp_path, sample_path=tiny_counts, fit_overrides=fit)
-    dash_duo.start_server(create_app(config))
-    seen: set[str] = set()
-
-    def finished() -> bool:
-        seen.add(dash_duo.find_element("#job-bar").text)
-        seen.add(dash_duo.find_element("#fit-status").text)
-        return "Fit finished" in dash_duo.find_element("#job-alert").text
-
-    # Generous: on a fresh virtualenv the job process also compiles numba (UMAP) on first use.
-    until(finished, timeout=420, poll=0.2)
-    assert any("epoch" in text and "validation ELBO" in text for text in seen), seen
-    dash_duo.wait_for_contains_text("#summary-stats", "200", timeout=20)
-    until(lambda: _figure_points(dash_duo, "training-curve") > 0, timeout=10)
-    results = list((config.cache_dir / "results").glob("*.h5ad"))
-    assert len(results) == 1
-    # A later launch on the same cache finds the results by content hash: no fit.
-    dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds=sample")
-    until(lambda: _figure_points(dash_duo, "stream-graph") > 0, timeout=30)
-    assert dash_duo.get_logs() == []

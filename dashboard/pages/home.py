@@ -1,18 +1,32 @@
-"""Home page: dataset picker and upload, results summary, fit with live progress and curve."""
+"""Home page: dataset picker and upload, results summary, fit with live progress and curve.
+
+Fitting queues a job on the shared queue (editors); the shell polls it, and this page draws
+its live training curve and refreshes the summary when it is done.
+"""
 
 from __future__ import annotations
 
-import time
-
 import dash
 import flask
-from dash import Input, Output, State, callback, ctx, dcc, html, no_update
+from dash import (
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    dcc,
+    html,
+    no_update,
+)
 from dash.exceptions import PreventUpdate
 
+from dashboard import auth, figures, jobview, run_report
 from dashboard import components as ui
-from dashboard import figures, run_report
 from dashboard.app import fit_params
-from dashboard.datasets import Dataset, UploadError
+from dashboard.datasets import Dataset, UnknownDataset, UploadError
+from dashboard.jobqueue import InvalidFitOptions, parse_fit_params
+from dashboard.jobstore import QueueUnavailable
 
 dash.register_page(__name__, path="/", name="Home", title="velodash", order=0)
 
@@ -23,8 +37,7 @@ DEVICES = [
 ]
 
 
-def _dataset_item(dataset: Dataset, fitted: bool, active: bool) -> html.Li:
-    status = "results" if dataset.kind == "results" else ("fitted" if fitted else "needs fit")
+def _dataset_item(dataset: Dataset, status: str, active: bool) -> html.Li:
     return html.Li(
         [
             dcc.Link(
@@ -39,26 +52,32 @@ def _dataset_item(dataset: Dataset, fitted: bool, active: bool) -> html.Li:
 
 
 def dataset_list(active: str | None) -> list[html.Li]:
-    """One line per openable dataset: link, fit status and where it comes from."""
+    """One line per openable dataset: link, fit status (results, fitted, fitting, queued, needs
+    fit) and where it comes from."""
     registry = ui.current_registry()
-    return [
-        _dataset_item(d, registry.results_for(d) is not None, d.id == active)
-        for d in registry.datasets()
-    ]
+    try:
+        jobs = {job.dataset: job.state for job in ui.current_queue().store.active()}
+    except QueueUnavailable:
+        jobs = {}
+    items = []
+    for d in registry.datasets():
+        if d.kind == "results":
+            status = "results"
+        elif registry.results_for(d) is not None:
+            status = "fitted"
+        else:
+            status = {"running": "fitting", "queued": "queued"}.get(jobs.get(d.id), "needs fit")
+        items.append(_dataset_item(d, status, d.id == active))
+    return items
 
 
 def layout(ds: str | None = None, **_query) -> html.Div:
     """The home page for dataset `ds` (default dataset when absent)."""
     config = flask.current_app.config[ui.CONFIG_KEY]
-    dataset, results, _ = ui.resolve(ds)
+    user = auth.current_user()
+    dataset, _, _ = ui.resolve(ds)
     active = dataset.id if dataset else None
-    autofit = bool(
-        config.auto_fit_sample
-        and not config.data
-        and dataset is not None
-        and dataset.source == "sample"
-        and results is None
-    )
+    can_fit = user.can("editor") and dataset is not None and dataset.kind == "raw"
     defaults = fit_params(config)
     upload = (
         dcc.Upload(
@@ -73,13 +92,20 @@ def layout(ds: str | None = None, **_query) -> html.Div:
             className="upload",
             max_size=config.max_upload_bytes,
         )
-        if config.allow_upload
-        else html.P("Uploads are disabled on this server.", className="caveat")
+        if config.allow_upload and user.can("editor")
+        else html.P(
+            "Uploads are disabled on this server."
+            if not config.allow_upload
+            else "Uploading needs the editor role.",
+            className="caveat",
+        )
     )
     return html.Div(
         [
             dcc.Store(id="home-ds", data=active),
-            dcc.Store(id="home-autofit", data=autofit),
+            dcc.Store(id="home-can-fit", data=can_fit),
+            dcc.Store(id="home-curve-epochs"),
+            dcc.Store(id="home-pending"),
             html.Div(
                 [
                     html.Div(
@@ -114,11 +140,19 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                 html.Div(
                                     [
                                         html.Button(
-                                            "Fit", id="fit-btn", className="btn", n_clicks=0
+                                            "Fit",
+                                            id="fit-btn",
+                                            className="btn",
+                                            n_clicks=0,
+                                            disabled=not can_fit,
+                                            title=""
+                                            if can_fit
+                                            else "Fitting needs the editor role and a raw dataset",
                                         ),
                                         html.Span(
                                             " results are cached by content: the same data "
-                                            "and options reopen instantly",
+                                            "and options reopen instantly; one fit per data "
+                                            "and options runs however many ask for it",
                                             className="caveat",
                                         ),
                                     ],
@@ -196,66 +230,104 @@ def summary_view(ds: str | None) -> html.Div:
 
 
 @callback(
-    Output(ui.FIT_REQUEST, "data"),
+    Output("fit-status", "children"),
+    Output(ui.JOB_POLL, "n_intervals", allow_duplicate=True),
     Input("fit-btn", "n_clicks"),
-    Input("home-autofit", "data"),
     State("home-ds", "data"),
     State("fit-device", "value"),
     State("fit-epochs", "value"),
-    State(ui.FIT_RUNNING, "data"),
+    State(ui.JOB_POLL, "n_intervals"),
+    prevent_initial_call=True,
 )
-def request_fit(clicks, autofit, ds, device, epochs, running) -> dict:
-    """A fit request for the shell's background job: on click, or on a first-launch sample."""
-    if running or ds is None:
+def submit_fit(clicks, ds, device, epochs, polls):
+    """Queue a fit of the shown dataset (editors), or join the one already queued or running."""
+    if not clicks:
         raise PreventUpdate
-    if ctx.triggered_id != "fit-btn" and not autofit:
-        raise PreventUpdate
-    if ctx.triggered_id == "fit-btn" and not clicks:
-        raise PreventUpdate
-    params = {"device": device or "auto"}
-    if epochs:
-        params["max_epochs"] = int(epochs)
-    return {"ds": ds, "params": params, "nonce": time.time()}
+    try:
+        user = auth.require("editor", "Fitting")
+        dataset = ui.current_registry().get(ds)
+        requested = {"device": device or "auto"}
+        if epochs is not None:
+            requested["max_epochs"] = epochs
+        params = parse_fit_params(ui.current_registry().config, requested)
+        job, created = ui.current_queue().submit(dataset, params, user.name)
+    except auth.Forbidden as err:
+        return ui.alert(str(err), "danger", id="fit-refused"), no_update
+    except UnknownDataset:
+        return ui.alert("This dataset is no longer available.", "danger"), no_update
+    except InvalidFitOptions as err:
+        return ui.alert(f"Cannot fit: {err}.", "danger"), no_update
+    except QueueUnavailable:
+        return ui.alert("The job queue is unreachable; try again.", "danger"), no_update
+    if job.state == "done":
+        message = "These results already exist."
+    elif created:
+        message = "Fit queued."
+    else:
+        message = f"Already being fitted (started by {job.owner}); showing its progress."
+    return message, (polls or 0) + 1
 
 
-@callback(Output("fit-btn", "disabled"), Input(ui.FIT_RUNNING, "data"))
-def disable_fit_while_running(running: bool) -> bool:
-    """One fit at a time per browser tab."""
-    return bool(running)
+clientside_callback(
+    ClientsideFunction("velodash", "fitButtonDisabled"),
+    Output("fit-btn", "disabled"),
+    Input(ui.JOB_STATE, "data"),
+    State("home-can-fit", "data"),
+)
+
+
+@callback(
+    Output("training-curve", "figure", allow_duplicate=True),
+    Output("home-curve-epochs", "data"),
+    Input(ui.JOB_STATE, "data"),
+    State("home-ds", "data"),
+    State("home-curve-epochs", "data"),
+    prevent_initial_call=True,
+)
+def live_curve(state: dict | None, ds: str | None, drawn: int | None):
+    """The training curve of the running fit of this dataset, redrawn when epochs were added."""
+    job = (state or {}).get("job")
+    if not job or job["dataset"] != ds:
+        raise PreventUpdate
+    progress = job.get("progress") or {}
+    epochs = len(progress.get("elbo_train") or [])
+    if not epochs or epochs == drawn:
+        raise PreventUpdate
+    return figures.training_curve_figure(progress), epochs
+
+
+@callback(
+    Output("home-summary", "children", allow_duplicate=True),
+    Output("dataset-list", "children", allow_duplicate=True),
+    Output("home-pending", "data"),
+    Input(ui.JOB_STATE, "data"),
+    State("home-ds", "data"),
+    State("home-pending", "data"),
+    prevent_initial_call=True,
+)
+def summary_follows_job(state: dict | None, ds: str | None, shown: str | None):
+    """Once a fit of this dataset is queued or running (by anyone), the summary and the
+    dataset's badge say so."""
+    job = (state or {}).get("job")
+    if not job or job["dataset"] != ds or job["id"] == shown:
+        raise PreventUpdate
+    return jobview.pending_notice(ds, job), dataset_list(ds), job["id"]
 
 
 @callback(
     Output("home-summary", "children"),
     Output("training-curve", "figure"),
-    Output("fit-status", "children"),
-    Input(ui.FIT_RESULT, "data"),
+    Output("dataset-list", "children"),
+    Output("home-pending", "data", allow_duplicate=True),
+    Input(ui.JOB_FINISHED, "data"),
     State("home-ds", "data"),
     prevent_initial_call=True,
 )
-def refresh_after_fit(result: dict | None, ds: str | None):
-    """Show the new results once a fit of the displayed dataset has finished."""
-    if not result or result.get("ds") != ds:
+def refresh_after_fit(finished: dict | None, ds: str | None):
+    """Show the new results once the fit of the displayed dataset has ended."""
+    if not finished or finished.get("dataset") != ds:
         raise PreventUpdate
-    return summary_view(ds), training_curve(ds), ""
-
-
-@callback(
-    Output("fit-status", "children", allow_duplicate=True),
-    Output("training-curve", "figure", allow_duplicate=True),
-    Input(ui.FIT_PROGRESS, "data"),
-    State(ui.FIT_RUNNING, "data"),
-    prevent_initial_call=True,
-)
-def show_progress(progress: dict | None, running: bool):
-    """Live fit progress: epoch / max, validation ELBO and the training curve so far."""
-    if not progress or not running:
-        raise PreventUpdate
-    status = progress["message"]
-    if progress.get("epoch"):
-        status = f"epoch {progress['epoch']} / {progress['max_epochs']}"
-        if progress["elbo_validation"]:
-            status += f" · validation ELBO {progress['elbo_validation'][-1]:.2f}"
-    return status, figures.training_curve_figure(progress)
+    return summary_view(ds), training_curve(ds), dataset_list(ds), None
 
 
 def training_curve(ds: str | None):
@@ -276,7 +348,8 @@ def receive_upload(contents: str | None, filename: str | None):
     if not contents:
         raise PreventUpdate
     try:
+        auth.require("editor", "Uploading")
         dataset = ui.current_registry().save_upload(filename or "", contents)
-    except UploadError as err:
+    except (auth.Forbidden, UploadError) as err:
         return ui.alert(str(err), "danger", id="upload-error"), no_update
     return ui.alert(f"Uploaded {dataset.label}.", "success"), ui.page_href("/", dataset.id)

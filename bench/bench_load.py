@@ -1,0 +1,416 @@
+"""Load test of a hosted velodash: N signed-in users replaying the requests a browser sends.
+
+1. **Capture.** Headless Chromium (its performance log) drives the real app through each
+   interaction once and records what the browser sends: the page, ``/_dash-layout``,
+   ``/_dash-dependencies`` and every ``/_dash-update-component`` body, in order.
+2. **Replay.** N users (asyncio + httpx, HTTP Basic sign-in, keep-alive) loop for the duration:
+   think 0.5–2 s, pick an interaction, send its requests one after the other (the gene clicked
+   and the colouring chosen vary), and time the whole interaction. Each user also polls the
+   job state every 4 s, as an open page does.
+3. **Report.** Per interaction: count, errors, p50/p95/p99 (ms); server RSS and PSS (summed
+   over gunicorn's master and workers) before and after; the 1-minute load average.
+
+Self-hosted (default): starts redis-server and ``velodash serve --workers 2`` on a fake
+results file (5,000 cells × 300 genes, tests/fake_results.py) in a temp folder::
+
+    .venv/bin/python bench/bench_load.py --users 50 --duration 60
+
+Against a running server: ``--url URL --user U --password P --dataset ID [--server-pid PID]``.
+Raw numbers go to ``bench/out/load.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+OUT_DIR = REPO_ROOT / "bench" / "out"
+CHROMIUM = os.environ.get("DASH_TEST_CHROMEPATH", "/usr/bin/chromium")
+SKIPPED_PATHS = ("/assets/", "/_dash-component-suites/", "/_favicon.ico")
+POLL_OUTPUT = "job-state.data"
+POLL_INTERVAL_S = 4.0
+COLOUR_VALUES = ("cell_type", "latent_time", "state")
+
+
+@dataclass
+class Request:
+    """One recorded request: method, path (with query) and JSON body (callbacks)."""
+
+    method: str
+    path: str
+    body: str | None = None
+
+
+@dataclass
+class Flow:
+    """One user interaction as the browser performed it."""
+
+    name: str
+    requests: list[Request]
+    vary: str | None = None  # a string in the bodies to replace per replay (gene, colouring)
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class Stats:
+    """Latencies (s) and errors of one interaction."""
+
+    seconds: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+# -- capture ---------------------------------------------------------------------------------------
+def _browser(auth_header: str):
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000"):  # fmt: skip
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=options)
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": auth_header}}
+    )
+    return driver
+
+
+def _recorded(driver, origin: str) -> list[Request]:
+    """The requests to `origin` in the performance log since the last call."""
+    found = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] != "Network.requestWillBeSent":
+            continue
+        request = message["params"]["request"]
+        parts = urlsplit(request["url"])
+        if f"{parts.scheme}://{parts.netloc}" != origin or parts.path.startswith(SKIPPED_PATHS):
+            continue
+        body = request.get("postData")
+        if request.get("hasPostData") and body is None:
+            body = driver.execute_cdp_cmd(
+                "Network.getRequestPostData", {"requestId": message["params"]["requestId"]}
+            )["postData"]
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        found.append(Request(request["method"], path, body))
+    return found
+
+
+def _points(driver, graph: str) -> int:
+    return driver.execute_script(
+        "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+        "return g && g._fullData ? g._fullData.reduce((n, t) => n + ((t.x && t.x.length)"
+        " || 0), 0) : 0;",
+        f"#{graph}",
+    )
+
+
+def _wait(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the page did not finish loading")
+        time.sleep(0.2)
+    time.sleep(1.5)  # let follow-up callbacks settle
+
+
+def capture(url: str, auth_header: str, dataset: str, genes: list[str]) -> list[Flow]:
+    """Record the requests of each interaction with the real app in headless Chromium.
+
+    The job-state polls a page makes on its own timer are kept apart (the first one as the
+    "job poll" flow): replay sends them on their own schedule, not as part of a click.
+    """
+    driver = _browser(auth_header)
+    origin = url.rstrip("/")
+    flows = []
+    try:
+        driver.get(f"{origin}/stream?ds={dataset}")
+        _wait(lambda: _points(driver, "stream-graph") > 0)
+        flows.append(Flow("open /stream", _recorded(driver, origin)))
+
+        driver.get(f"{origin}/genes?ds={dataset}")
+        _wait(lambda: _points(driver, "phase-portrait") > 0)
+        flows.append(Flow("open /genes", _recorded(driver, origin)))
+
+        title = driver.find_element("css selector", "#gene-title").text
+        cells = driver.find_elements("css selector", '#gene-table td[data-dash-column="gene"]')
+        target = next(c for c in cells if c.text != title)
+        clicked = target.text
+        target.click()
+        _wait(lambda: driver.find_element("css selector", "#gene-title").text == clicked)
+        flows.append(Flow("click a gene", _recorded(driver, origin), clicked, tuple(genes)))
+
+        driver.find_element("css selector", "#gene-color-by input[value=latent_time]").click()
+        _wait(lambda: "color_by=latent_time" in driver.current_url)
+        flows.append(
+            Flow("colour by (genes)", _recorded(driver, origin), "latent_time", COLOUR_VALUES)
+        )
+
+        driver.get(f"{origin}/stream?ds={dataset}")
+        _wait(lambda: _points(driver, "stream-graph") > 0)
+        _recorded(driver, origin)
+        dropdown = driver.find_element("css selector", "#stream-gene")  # Dash 4: a popover
+        dropdown.click()
+        _wait(lambda: dropdown.get_attribute("aria-controls"), timeout=10)
+        popup = driver.find_element("id", dropdown.get_attribute("aria-controls"))
+        popup.find_element("css selector", "input").send_keys(genes[1])
+        option = f"//*[@role='option' and normalize-space()='{genes[1]}']"
+        _wait(lambda: driver.find_elements("xpath", option), timeout=20)
+        driver.find_element("xpath", option).click()
+        _wait(lambda: genes[1] in driver.current_url, timeout=20)
+        recorded = [r for r in _recorded(driver, origin) if "stream-gene.search_value" not in (
+            r.body or "")]  # fmt: skip
+        flows.append(Flow("colour by gene (stream)", recorded, genes[1], tuple(genes)))
+    finally:
+        driver.quit()
+    poll = _poll_request(flows)
+    for flow in flows:
+        flow.requests = [r for r in flow.requests if not (r.body and POLL_OUTPUT in r.body)]
+    return [*flows, Flow("job poll", [poll])] if poll else flows
+
+
+# -- replay ----------------------------------------------------------------------------------------
+def _poll_request(flows: list[Flow]) -> Request | None:
+    for flow in flows:
+        for request in flow.requests:
+            if request.body and POLL_OUTPUT in request.body:
+                return request
+    return None
+
+
+async def _send(client: httpx.AsyncClient, request: Request, value: tuple[str, str] | None):
+    body = request.body
+    if body is not None and value is not None:
+        body = body.replace(json.dumps(value[0]), json.dumps(value[1]))
+    headers = {"Content-Type": "application/json"} if body is not None else None
+    response = await client.request(request.method, request.path, content=body, headers=headers)
+    if response.status_code >= 400:
+        raise RuntimeError(f"{response.status_code} {request.path}: {response.text[:120]}")
+
+
+async def _timed(client, requests, value, stats: Stats) -> None:
+    start = time.perf_counter()
+    try:
+        for request in requests:
+            await _send(client, request, value)
+    except Exception as err:  # every failure counts as an error of this interaction
+        stats.errors.append(f"{type(err).__name__}: {err}"[:200])
+    else:
+        stats.seconds.append(time.perf_counter() - start)
+
+
+async def _user(url, auth, flows, poll, results, stop_at, seed) -> None:
+    rng = random.Random(seed)
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+    async with httpx.AsyncClient(base_url=url, auth=auth, timeout=120, limits=limits) as client:
+
+        async def polling():
+            while time.monotonic() < stop_at:
+                await asyncio.sleep(POLL_INTERVAL_S * rng.uniform(0.9, 1.1))
+                await _timed(client, [poll], None, results["job poll"])
+
+        poller = asyncio.create_task(polling()) if poll is not None else None
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            flow = rng.choice(flows)
+            value = (flow.vary, rng.choice(flow.choices)) if flow.vary else None
+            await _timed(client, flow.requests, value, results[flow.name])
+        if poller is not None:
+            await poller
+
+
+def replay(url: str, auth: tuple[str, str], flows: list[Flow], users: int, duration: float):
+    """Run `users` concurrent users for `duration` seconds; {interaction: Stats}."""
+    results = {flow.name: Stats() for flow in flows}
+    poll = next((f.requests[0] for f in flows if f.name == "job poll"), None)
+    clicks = [f for f in flows if f.name != "job poll"]
+    stop_at = time.monotonic() + duration
+
+    async def main():
+        await asyncio.gather(
+            *(_user(url, auth, clicks, poll, results, stop_at, seed) for seed in range(users))
+        )
+
+    asyncio.run(main())
+    return results
+
+
+def _describe(request: Request) -> str:
+    """ "METHOD path" and, for a callback, the outputs it updates."""
+    text = f"{request.method} {request.path.split('?')[0]}"
+    if request.body:
+        text += " → " + json.loads(request.body).get("output", "")
+    return text
+
+
+# -- server measurements and report ----------------------------------------------------------------
+def server_memory(pid: int) -> dict[str, float]:
+    """RSS and PSS (MB) summed over process `pid` and its descendants, and their count."""
+    root = psutil.Process(pid)
+    processes = [root, *root.children(recursive=True)]
+    rss = pss = 0.0
+    for proc in processes:
+        info = proc.memory_full_info()
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return {"rss_mb": rss / 2**20, "pss_mb": pss / 2**20, "processes": len(processes)}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (
+        values[0] if values else float("nan"))  # fmt: skip
+
+
+def report(results: dict[str, Stats], flows: list[Flow]) -> str:
+    """A Markdown table: interaction, requests, count, errors, p50/p95/p99 (ms)."""
+    sizes = {flow.name: len(flow.requests) for flow in flows}
+    lines = [
+        "| interaction | requests | done | errors | p50 (ms) | p95 (ms) | p99 (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, stats in results.items():
+        ms = [1000 * s for s in stats.seconds]
+        cells = [f"{_percentile(ms, q):.0f}" for q in (50, 95, 99)]
+        lines.append(
+            f"| {name} | {sizes[name]} | {len(ms)} | {len(stats.errors)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+# -- self-hosting ----------------------------------------------------------------------------------
+def self_host(folder: Path, workers: int, n_cells: int, n_genes: int):
+    """Start redis-server (when installed) and `velodash serve` on fake results; returns
+    (web server, redis or None, dataset id, genes, credentials)."""
+    from fake_results import write_fake_results
+    from servers import REDIS_SERVER, RedisServer, WebServer
+
+    from dashboard.datasets import fingerprint
+    from dashboard.users import add_user
+
+    data = folder / "datasets"
+    data.mkdir()
+    results = write_fake_results(data / "bench.h5ad", n_cells=n_cells, n_genes=n_genes)
+    credentials = ("bench", "bench-password")
+    add_user(folder / "users.json", credentials[0], "editor", credentials[1])
+    redis = RedisServer(folder / "redis").start() if REDIS_SERVER else None
+    lines = [
+        f'datasets_dir = "{data}"',
+        f'cache_dir = "{folder / "cache"}"',
+        f'users_file = "{folder / "users.json"}"',
+        *([f'redis_url = "{redis.url}"'] if redis else []),
+    ]
+    config = folder / "velodash.toml"
+    config.write_text("\n".join(lines) + "\n")
+    web = WebServer(config, folder / "serve.log", workers=workers).start()
+    import anndata
+
+    genes = list(anndata.read_h5ad(results, backed="r").var_names)
+    return web, redis, fingerprint(results)[:12], genes, credentials
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, (self-host,) capture, replay, report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (self-host)")
+    parser.add_argument("--cells", type=int, default=5000, help="fake results size (self-host)")
+    parser.add_argument("--genes", type=int, default=300)
+    parser.add_argument("--url", help="a running server instead of self-hosting")
+    parser.add_argument("--user")
+    parser.add_argument("--password")
+    parser.add_argument("--dataset", help="dataset id to browse (with --url)")
+    parser.add_argument("--server-pid", type=int, help="gunicorn master pid (with --url)")
+    parser.add_argument("--out", type=Path, default=OUT_DIR / "load.json")
+    args = parser.parse_args(argv)
+
+    cleanup = []
+    with tempfile.TemporaryDirectory(prefix="velodash-load-") as tmp:
+        if args.url:
+            url, auth, dataset, pid = args.url, (args.user, args.password), args.dataset, None
+            pid, genes = args.server_pid, []
+        else:
+            web, redis, dataset, genes, auth = self_host(
+                Path(tmp), args.workers, args.cells, args.genes
+            )
+            url, pid = web.url, web.proc.pid
+            cleanup = [p for p in (web, redis) if p is not None]
+        try:
+            header = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            print(f"capturing the browser's requests from {url} ...", flush=True)
+            flows = capture(url, header, dataset, genes or ["?", "?"])
+            for flow in flows:
+                print(f"  {flow.name}: {len(flow.requests)} requests", flush=True)
+            before = server_memory(pid) if pid else None
+            load_before = os.getloadavg()[0]
+            print(f"{args.users} users for {args.duration:.0f} s ...", flush=True)
+            start, client_cpu = time.perf_counter(), time.process_time()
+            results = replay(url, auth, flows, args.users, args.duration)
+            elapsed = time.perf_counter() - start
+            client_cpu = time.process_time() - client_cpu
+            after = server_memory(pid) if pid else None
+            load_after = os.getloadavg()[0]
+        finally:
+            for process in cleanup:
+                process.kill()
+    table = report(results, flows)
+    total = sum(len(s.seconds) + len(s.errors) for s in results.values())
+    requests = sum(len(f.requests) * len(results[f.name].seconds) for f in flows)
+    errors = [e for s in results.values() for e in s.errors]
+    print(table)
+    print(f"\n{total} interactions ({requests} requests) in {elapsed:.0f} s, {len(errors)} "
+          f"errors; load average {load_before:.1f} → {load_after:.1f}; the load client used "
+          f"{client_cpu:.0f} s of CPU")  # fmt: skip
+    if before:
+        print(
+            f"server ({before['processes']} processes): RSS {before['rss_mb']:.0f} → "
+            f"{after['rss_mb']:.0f} MB, PSS {before['pss_mb']:.0f} → {after['pss_mb']:.0f} MB"
+        )
+    for error in sorted(set(errors))[:10]:
+        print("  error:", error)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "users": args.users,
+                "duration_s": args.duration,
+                "workers": args.workers,
+                "cells": args.cells,
+                "flows": {f.name: [_describe(r) for r in f.requests] for f in flows},
+                "latency_s": {k: v.seconds for k, v in results.items()},
+                "errors": {k: v.errors for k, v in results.items()},
+                "memory_before": before,
+                "memory_after": after,
+                "load_average": [load_before, load_after],
+                "client_cpu_s": client_cpu,
+                "requests": requests,
+                "cpus": os.cpu_count(),
+            },
+            indent=1,
+        )
+    )
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
