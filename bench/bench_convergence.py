@@ -23,8 +23,10 @@ Run:  .venv-bench/bin/python bench/bench_convergence.py --size 3000x500 --plot d
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -180,11 +182,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both")
     parser.add_argument("--plot", help="write the PNG here")
     parser.add_argument("--out", default="convergence")
+    parser.add_argument(
+        "--reuse",
+        help="an earlier JSON of the same size and seed: its runs not named in --runs are kept "
+        "(e.g. the 15-minute reference curve) and marked with where they came from",
+    )
     args = parser.parse_args()
     set_threads(args.threads)
     ((n_cells, n_genes),) = parse_sizes(args.size)
     adata = simulated_dataset(n_cells, n_genes, args.seed)
     payload: dict[str, Any] = {"args": vars(args), "environment": environment(), "runs": {}}
+    if args.reuse:
+        earlier = json.loads(Path(args.reuse).read_text())
+        if (earlier["args"]["size"], earlier["args"]["seed"]) != (args.size, args.seed):
+            raise SystemExit(f"{args.reuse} is for another size or seed; rerun every model.")
+        for name, run in earlier["runs"].items():
+            if name not in args.runs.split(","):
+                payload["runs"][name] = {**run, "reused_from": earlier["environment"]}
     for name in args.runs.split(","):
         print(f"== {name} ({adata.n_obs} cells × {adata.n_vars} genes, load {load():.2f})")
         run = run_reference(adata, args) if name == "reference" else run_velodash(adata, args, name)
