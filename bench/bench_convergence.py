@@ -184,9 +184,10 @@ def main() -> None:
     parser.add_argument("--out", default="convergence")
     parser.add_argument(
         "--reuse",
-        help="an earlier JSON of the same size and seed: its runs not named in --runs are kept "
-        "(e.g. the 15-minute reference curve) and marked with where they came from",
+        help="an earlier JSON of the same size and seed to take --reuse-runs from (e.g. the "
+        "15-minute reference curve); they are marked with where they came from",
     )
+    parser.add_argument("--reuse-runs", default="reference", help="comma-separated")
     args = parser.parse_args()
     set_threads(args.threads)
     ((n_cells, n_genes),) = parse_sizes(args.size)
@@ -197,7 +198,7 @@ def main() -> None:
         if (earlier["args"]["size"], earlier["args"]["seed"]) != (args.size, args.seed):
             raise SystemExit(f"{args.reuse} is for another size or seed; rerun every model.")
         for name, run in earlier["runs"].items():
-            if name not in args.runs.split(","):
+            if name in args.reuse_runs.split(",") and name not in args.runs.split(","):
                 payload["runs"][name] = {**run, "reused_from": earlier["environment"]}
     for name in args.runs.split(","):
         print(f"== {name} ({adata.n_obs} cells × {adata.n_vars} genes, load {load():.2f})")

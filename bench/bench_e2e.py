@@ -134,7 +134,10 @@ def main() -> None:
             entry: dict[str, Any] = {}
             if "velodash" in args.runs:
                 entry["velodash"] = run_velodash(
-                    raw_path, folder / f"fit_{key.replace('/', '_')}.h5ad", args.threads
+                    raw_path,
+                    folder / f"fit_{key.replace('/', '_')}.h5ad",
+                    args.threads,
+                    args.device,
                 )
                 print(f"  velodash: {entry['velodash']}", flush=True)
             if "reference" in args.runs:

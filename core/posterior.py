@@ -27,9 +27,11 @@ Gamma(c_ind,steady + c_rep,steady) that fix (π_ind, π_rep) are drawn).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +40,8 @@ from core import gamma
 from core.dirichlet import STATE_AXIS
 from core.model import STATE_NAMES, Components, Rates, VeloVAE
 from core.options import POSTERIOR_MODES as MODES
+
+T = TypeVar("T")
 
 #: Elements (draws × cells × states × genes) of the largest per-batch tensor.
 _ELEMENT_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 26}
@@ -278,6 +282,31 @@ def _induction_repression_weights(
     return (logs[..., :2, :] - torch.logsumexp(logs, dim=STATE_AXIS, keepdim=True)).exp_()
 
 
+def _chunk_generator(generator: torch.Generator | None, index: int) -> torch.Generator | None:
+    """The generator of cell chunk ``index``: seeded from ``generator``'s seed and the index, so
+    a chunk's draws do not depend on which thread draws it or in what order."""
+    if generator is None:
+        return None
+    seed = (generator.initial_seed() * 1_000_003 + index) % 2**63
+    return torch.Generator(device=generator.device).manual_seed(seed)
+
+
+def _in_order(work: Callable[[int], T], n_items: int, workers: int) -> Iterator[T]:
+    """``work(0)``, ``work(1)``, … in order, with up to ``workers`` computed at once in threads
+    (torch releases the GIL in its kernels; the serial RNG and small ops then overlap)."""
+    if workers <= 1:
+        yield from (work(i) for i in range(n_items))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[T]] = deque()
+        for i in range(n_items):
+            pending.append(pool.submit(work, i))
+            if len(pending) == workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 @torch.no_grad()
 def velocity_sample_chunks(
     module: VeloVAE,
@@ -287,22 +316,33 @@ def velocity_sample_chunks(
     scaling: torch.Tensor,
     cells_per_chunk: int | None = None,
     generator: torch.Generator | None = None,
+    workers: int | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (cells, samples (S, n, G)) chunk by chunk: joint (z, π) velocity draws on the
     device, clipped like the reference (s + v ≥ 0) and ÷ ``scaling`` (G,).
 
-    Only one chunk's S × n × G draws exist at a time; ``cells_per_chunk`` defaults to the
-    device's element budget.
+    Each chunk draws from its own generator derived from ``generator`` (same seed → same
+    samples, whatever ``workers``). On the CPU ``workers`` chunks (default: torch's thread
+    count) are drawn at once in threads, so memory holds at most that many chunks of S × n × G
+    draws; ``cells_per_chunk`` defaults to the device's element budget.
     """
     module.eval()
     n_cells, n_genes = spliced.shape
     size = cells_per_chunk or batch_size_for(n_samples, n_genes, spliced.device)
-    for sl in _batches(n_cells, size):
-        d = draw(module, spliced[sl], unspliced[sl], n_samples, "sample", generator)
-        pi = _induction_repression_weights(d.concentration, generator)
-        v_ind, v_rep = state_velocities(d)
-        v = pi[..., 0, :] * v_ind + pi[..., 1, :] * v_rep
-        yield sl, torch.maximum(v, -spliced[sl]).div_(scaling)
+    if workers is None:
+        workers = torch.get_num_threads() if spliced.device.type == "cpu" else 1
+    batches = _batches(n_cells, size)
+
+    def chunk(index: int) -> tuple[slice, torch.Tensor]:
+        sl, rng = batches[index], _chunk_generator(generator, index)
+        with torch.no_grad():
+            d = draw(module, spliced[sl], unspliced[sl], n_samples, "sample", rng)
+            pi = _induction_repression_weights(d.concentration, rng)
+            v_ind, v_rep = state_velocities(d)
+            v = pi[..., 0, :] * v_ind + pi[..., 1, :] * v_rep
+            return sl, torch.maximum(v, -spliced[sl]).div_(scaling)
+
+    yield from _in_order(chunk, len(batches), workers if generator is not None else 1)
 
 
 def velocity_samples(
