@@ -13,6 +13,7 @@ import scanpy as sc
 import scvelo as scv
 import torch
 
+from core import posterior
 from core.kinetics import trajectory
 from core.posterior import add_posterior_to_adata
 from core.train import TrainConfig
@@ -124,6 +125,29 @@ def test_add_posterior_rejects_mismatched_adata(fitted):
 def test_velocity_samples_reproducible(fitted):
     _, model, _ = fitted
     torch.testing.assert_close(model.velocity_samples(3), model.velocity_samples(3))
+
+
+def test_chunk_parallel_draws_equal_serial_draws_and_differ_between_chunks(fitted):
+    _, model, _ = fitted
+    args = (model.module, *model._tensors(None, None), 4, model._scaling)
+
+    def samples(workers: int) -> tuple[list[slice], torch.Tensor]:
+        chunks = list(
+            posterior.velocity_sample_chunks(
+                *args, cells_per_chunk=30, generator=model._generator(3), workers=workers
+            )
+        )
+        return [c for c, _ in chunks], torch.cat([x for _, x in chunks], dim=1)
+
+    cells, serial = samples(1)
+    parallel_cells, parallel = samples(3)
+    assert cells == parallel_cells == [slice(i, min(i + 30, 240)) for i in range(0, 240, 30)]
+    assert torch.equal(serial, parallel)  # same seed, same draws, whatever the thread count
+    # every chunk has its own random stream, fixed by the query's seed and the chunk's index
+    streams = [posterior._chunk_generator(model._generator(3), i) for i in (0, 1, 0)]
+    first = [torch.rand(5, generator=g) for g in streams]
+    assert not torch.equal(first[0], first[1]) and torch.equal(first[0], first[2])
+    assert serial.std(0).mean() > 0  # and the S draws of a cell scatter
 
 
 def test_rao_blackwell_moments_equal_monte_carlo_over_the_state_weights(fitted):
