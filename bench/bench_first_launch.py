@@ -107,6 +107,7 @@ def main() -> None:
         timings = {k: float(v) for k, v in info["timings"].items()}
     payload = {
         "seconds_to_stream": drawn_at,
+        "results_files": [p.name for p in (cache / "results").iterdir()],
         "fit_stages_s": timings,
         "load_at_end": os.getloadavg()[0],
         "cpu_count": os.cpu_count(),

@@ -191,40 +191,52 @@ def posterior_pass(
     mode: str = "rao-blackwell",
     generator: torch.Generator | None = None,
 ) -> Posterior:
-    """Every posterior summary from one batched pass over (N, G) device tensors Ms, Mu."""
+    """Every posterior summary from one batched pass over (N, G) device tensors Ms, Mu.
+
+    Batches draw from their own generators derived from ``generator`` and, on the CPU, run
+    in threads as in :func:`velocity_sample_chunks` (same seed → same summaries)."""
     check_mode(mode)
     if n_samples < 1:
         raise ValueError(f"n_samples must be ≥ 1, got {n_samples}.")
     n_draws = 1 if mode == "mean" else n_samples
     module.eval()
     n_cells, n_genes = spliced.shape
+    batches = _batches(n_cells, batch_size_for(n_draws, n_genes, spliced.device))
+
+    def summarise(index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        sl, rng = batches[index], _chunk_generator(generator, index)
+        with torch.no_grad():
+            s, u = spliced[sl], unspliced[sl]
+            d = draw(module, s, u, n_draws, mode, rng)
+            pi = state_weights(d, mode, rng)
+            v_ind, v_rep = state_velocities(d)
+            pi_ind, pi_rep = pi[..., 0, :], pi[..., 2, :]
+            v = pi_ind * v_ind + pi_rep * v_rep  # E[v | z] (S, B, G)
+            conditional_var = 0.0
+            if mode == "rao-blackwell":
+                second = pi_ind * v_ind.square() + pi_rep * v_rep.square()
+                total = d.concentration.sum(STATE_AXIS)
+                conditional_var = ((second - v.square()) / (total + 1.0)).mean(0)
+            fit_s, fit_u = d.comp.mixture_mean(pi)
+            summary = dict(
+                v_mean=v.mean(0),
+                v_var=conditional_var + v.var(0, correction=1 if n_draws > 1 else 0),
+                t=latent_time_raw(d, pi).mean(0),
+                fit_s=fit_s.mean(0),
+                fit_u=fit_u.mean(0),
+                states=pi.mean(0).transpose(0, 1),  # (4, B, G): each state's plane contiguous
+                z=d.z_mean,
+            )
+            # per-gene fit quality from the first draw, as the reference's get_gene_likelihood
+            first = Components._make(x[0] if x.dim() == 3 else x for x in d.comp)
+            log_pi = pi[0].clamp_min(torch.finfo(pi.dtype).tiny).log()
+            return summary, module.log_likelihood(s, u, first, log_pi).sum(0)
+
     acc = _Moments()
-    for sl in _batches(n_cells, batch_size_for(n_draws, n_genes, spliced.device)):
-        s, u = spliced[sl], unspliced[sl]
-        d = draw(module, s, u, n_draws, mode, generator)
-        pi = state_weights(d, mode, generator)
-        v_ind, v_rep = state_velocities(d)
-        pi_ind, pi_rep = pi[..., 0, :], pi[..., 2, :]
-        v = pi_ind * v_ind + pi_rep * v_rep  # E[v | z] (S, B, G)
-        conditional_var = 0.0
-        if mode == "rao-blackwell":
-            second = pi_ind * v_ind.square() + pi_rep * v_rep.square()
-            total = d.concentration.sum(STATE_AXIS)
-            conditional_var = ((second - v.square()) / (total + 1.0)).mean(0)
-        fit_s, fit_u = d.comp.mixture_mean(pi)
-        acc.add(
-            v_mean=v.mean(0),
-            v_var=conditional_var + v.var(0, correction=1 if n_draws > 1 else 0),
-            t=latent_time_raw(d, pi).mean(0),
-            fit_s=fit_s.mean(0),
-            fit_u=fit_u.mean(0),
-            states=pi.mean(0).transpose(0, 1),  # (4, B, G): each state's plane contiguous
-            z=d.z_mean,
-        )
-        # per-gene fit quality from the first draw, as the reference's get_gene_likelihood
-        first = Components._make(x[0] if x.dim() == 3 else x for x in d.comp)
-        log_pi = pi[0].clamp_min(torch.finfo(pi.dtype).tiny).log()
-        acc.loglik = acc.loglik + module.log_likelihood(s, u, first, log_pi).sum(0)
+    workers = _workers(spliced.device, None) if generator is not None else 1
+    for summary, loglik in _in_order(summarise, len(batches), workers):
+        acc.add(**summary)
+        acc.loglik = acc.loglik + loglik
     rates = module.rates()
     t_raw = acc.cat("t")
     scaling = module.config.t_max / t_raw.amax(0).clamp_min(torch.finfo(torch.float32).tiny)
@@ -292,19 +304,35 @@ def _chunk_generator(generator: torch.Generator | None, index: int) -> torch.Gen
 
 
 def _in_order(work: Callable[[int], T], n_items: int, workers: int) -> Iterator[T]:
-    """``work(0)``, ``work(1)``, … in order, with up to ``workers`` computed at once in threads
-    (torch releases the GIL in its kernels; the serial RNG and small ops then overlap)."""
+    """``work(0)``, ``work(1)``, … in order, with up to ``workers`` computed at once in threads.
+
+    torch releases the GIL in its kernels, so the chunks' serial CPU RNG and many small kernels
+    overlap; meanwhile each kernel runs on one thread (``workers`` × 1 threads beat ``workers``
+    × ``workers`` on a loaded machine). torch's thread count is restored when the iteration ends.
+    """
     if workers <= 1:
         yield from (work(i) for i in range(n_items))
         return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Future[T]] = deque()
-        for i in range(n_items):
-            pending.append(pool.submit(work, i))
-            if len(pending) == workers:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            pending: deque[Future[T]] = deque()
+            for i in range(n_items):
+                pending.append(pool.submit(work, i))
+                if len(pending) == workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _workers(device: torch.device, workers: int | None) -> int:
+    """Chunks drawn at once: ``workers``, else torch's thread count on the CPU and 1 on a GPU."""
+    if workers is not None:
+        return workers
+    return torch.get_num_threads() if device.type == "cpu" else 1
 
 
 @torch.no_grad()
@@ -329,8 +357,7 @@ def velocity_sample_chunks(
     module.eval()
     n_cells, n_genes = spliced.shape
     size = cells_per_chunk or batch_size_for(n_samples, n_genes, spliced.device)
-    if workers is None:
-        workers = torch.get_num_threads() if spliced.device.type == "cpu" else 1
+    workers = _workers(spliced.device, workers) if generator is not None else 1
     batches = _batches(n_cells, size)
 
     def chunk(index: int) -> tuple[slice, torch.Tensor]:
@@ -342,7 +369,7 @@ def velocity_sample_chunks(
             v = pi[..., 0, :] * v_ind + pi[..., 1, :] * v_rep
             return sl, torch.maximum(v, -spliced[sl]).div_(scaling)
 
-    yield from _in_order(chunk, len(batches), workers if generator is not None else 1)
+    yield from _in_order(chunk, len(batches), workers)
 
 
 def velocity_samples(
