@@ -156,10 +156,15 @@ def candidate_cosines(
     V_unit = _unit_rows(_centre(_signed_sqrt(V) if sqrt_transform else V))
     V_unit = V_unit.permute(1, 2, 0).contiguous()  # (n, G, S)
     counts = np.diff(candidates.indptr)[rows]
-    order = np.argsort(counts, kind="stable")  # rows with similar counts share a block
+    # rows with similar counts share a block; widest first, so that later (smaller) blocks reuse
+    # the memory of earlier ones instead of fragmenting the heap
+    order = np.argsort(-counts, kind="stable")
     budget = MAX_CHUNK_BYTES if dev.type == "cuda" else CPU_CHUNK_BYTES
     per_block = max(1, budget // (4 * n_genes * max(1, int(counts.max(initial=0)))))
-    all_positions, all_values = [], []
+    # outputs written in place: no list of per-block pieces living between the blocks' buffers
+    all_positions = torch.empty(int(counts.sum()), dtype=torch.long, device=dev)
+    all_values = V.new_zeros((V.shape[0], int(counts.sum())))
+    filled = 0
     for start in range(0, len(rows), per_block):
         local = order[start : start + per_block]
         block_rows = rows[local]
@@ -171,12 +176,12 @@ def candidate_cosines(
         dX -= dX.mean(dim=-1, keepdim=True)
         norm = torch.linalg.vector_norm(dX, dim=-1, keepdim=True)
         block = torch.bmm(dX, V_unit[torch.as_tensor(local, device=dev)]) / norm  # (n, w, S)
-        valid_t = torch.as_tensor(valid, device=dev)
-        all_positions.append(torch.as_tensor(positions[valid], device=dev))
-        all_values.append(torch.nan_to_num(block[valid_t].T, nan=0.0))
-    if not all_positions:
-        return torch.empty(0, dtype=torch.long, device=dev), V.new_empty((V.shape[0], 0))
-    return torch.cat(all_positions), torch.cat(all_values, dim=1)
+        n_valid = int(valid.sum())
+        all_positions[filled : filled + n_valid] = torch.as_tensor(positions[valid], device=dev)
+        all_values[:, filled : filled + n_valid] = block[torch.as_tensor(valid, device=dev)].T
+        filled += n_valid
+        del dX, norm, block
+    return all_positions, torch.nan_to_num_(all_values, nan=0.0)
 
 
 def transition_matrix(
