@@ -233,7 +233,7 @@ def posterior_pass(
             return summary, module.log_likelihood(s, u, first, log_pi).sum(0)
 
     acc = _Moments()
-    workers = _workers(spliced.device, None) if generator is not None else 1
+    workers = _workers(spliced.device, None, generator)
     for summary, loglik in _in_order(summarise, len(batches), workers):
         acc.add(**summary)
         acc.loglik = acc.loglik + loglik
@@ -328,8 +328,11 @@ def _in_order(work: Callable[[int], T], n_items: int, workers: int) -> Iterator[
         torch.set_num_threads(threads)
 
 
-def _workers(device: torch.device, workers: int | None) -> int:
-    """Chunks drawn at once: ``workers``, else torch's thread count on the CPU and 1 on a GPU."""
+def _workers(device: torch.device, workers: int | None, generator: torch.Generator | None) -> int:
+    """Chunks drawn at once: 1 without a generator (the global RNG would make the draws depend
+    on thread timing), else ``workers``, else torch's thread count on the CPU and 1 on a GPU."""
+    if generator is None:
+        return 1
     if workers is not None:
         return workers
     return torch.get_num_threads() if device.type == "cpu" else 1
@@ -357,7 +360,7 @@ def velocity_sample_chunks(
     module.eval()
     n_cells, n_genes = spliced.shape
     size = cells_per_chunk or batch_size_for(n_samples, n_genes, spliced.device)
-    workers = _workers(spliced.device, workers) if generator is not None else 1
+    workers = _workers(spliced.device, workers, generator)
     batches = _batches(n_cells, size)
 
     def chunk(index: int) -> tuple[slice, torch.Tensor]:
