@@ -13,40 +13,18 @@ libgomp reads its environment once, when it is loaded (on ``import torch``), so
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 
 #: Environment defaults applied before any thread pool exists (user settings take precedence).
 PROCESS_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 #: Environment variable that overrides the number of torch threads of a fit.
 THREADS_ENV = "VELODASH_THREADS"
-#: glibc ``mallopt`` parameter and the fixed size from which buffers are mmapped (bytes).
-_M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 1 << 20
 
 
 def set_process_defaults() -> None:
     """Export :data:`PROCESS_DEFAULTS` for keys the environment does not set yet."""
     for key, value in PROCESS_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    _mmap_large_buffers()
-
-
-def _mmap_large_buffers() -> None:
-    """Have glibc mmap every buffer ≥ 1 MiB (and unmap it when freed).
-
-    glibc otherwise raises its mmap threshold after the first large free and serves later large
-    tensors from the heap, where the many small, long-lived per-chunk results of the posterior
-    and the velocity graph pin the freed holes: at 10,000 cells × 1,900 genes the posterior
-    grew the fit's RSS by 4 GB. A fixed threshold keeps chunked stages bounded. No-op off glibc.
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "mallopt"):
-            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except OSError:
-        pass
 
 
 def available_cores() -> int:
