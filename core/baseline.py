@@ -14,6 +14,9 @@ import scvelo as scv
 from anndata import AnnData
 
 BaselineMode = Literal["steady_state", "dynamical"]
+#: Cells × genes of one block of genes: scVelo's and the agreement's float64 temporaries stay
+#: at a few multiples of 64 MiB whatever the dataset's size.
+_BLOCK_ELEMENTS = 2**23
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class BaselineResult:
 def scvelo_velocity(
     adata: AnnData, mode: BaselineMode = "steady_state", n_jobs: int = 1
 ) -> np.ndarray:
-    """scVelo velocity (N, G) from ``adata.layers['Ms']``/``['Mu']``, without touching ``adata``.
+    """scVelo velocity (N, G), float32, from ``adata.layers['Ms']``/``['Mu']``, leaving
+    ``adata`` untouched.
 
     ``mode="steady_state"``: ``scv.tl.velocity(mode='deterministic')`` (extreme-quantile
     steady-state ratio, no offset). ``mode="dynamical"``: ``scv.tl.recover_dynamics`` on all
@@ -45,25 +49,38 @@ def scvelo_velocity(
         )
     if mode not in ("steady_state", "dynamical"):
         raise ValueError(f"mode must be 'steady_state' or 'dynamical', got {mode!r}.")
+    if mode == "dynamical" and "connectivities" not in adata.obsp:
+        raise ValueError(
+            "the dynamical baseline needs obsp['connectivities']; compute neighbours "
+            "(scanpy.pp.neighbors) before calling it."
+        )
+    velocity = np.empty(adata.shape, dtype=np.float32)
+    # scVelo fits each gene on its own, so blocks of genes give the same velocities while its
+    # dense float64 temporaries stay bounded
+    step = max(1, _BLOCK_ELEMENTS // max(1, adata.n_obs))
+    for start in range(0, adata.n_vars, step):
+        genes = slice(start, start + step)
+        velocity[:, genes] = _scvelo_block(adata, genes, mode, n_jobs)
+    return velocity
+
+
+def _scvelo_block(adata: AnnData, genes: slice, mode: BaselineMode, n_jobs: int) -> np.ndarray:
+    """:func:`scvelo_velocity` of one block of genes (N, g), on a minimal AnnData."""
+    Ms, Mu = (np.asarray(adata.layers[key])[:, genes] for key in ("Ms", "Mu"))
     work = AnnData(
-        X=np.asarray(adata.layers["Ms"]),
+        X=Ms,
         obs=adata.obs[[]].copy(),
-        var=adata.var[[]].copy(),
-        layers={key: np.asarray(adata.layers[key]) for key in ("Ms", "Mu")},
+        var=adata.var[[]].iloc[genes].copy(),
+        layers={"Ms": Ms, "Mu": Mu},
     )
     if mode == "steady_state":
         scv.tl.velocity(work, mode="deterministic", use_highly_variable=False)
     else:
-        if "connectivities" not in adata.obsp:
-            raise ValueError(
-                "the dynamical baseline needs obsp['connectivities']; compute neighbours "
-                "(scanpy.pp.neighbors) before calling it."
-            )
         work.obsp["connectivities"] = adata.obsp["connectivities"]
         work.uns["neighbors"] = {"connectivities_key": "connectivities"}
         scv.tl.recover_dynamics(work, var_names="all", n_jobs=n_jobs, show_progress_bar=False)
         scv.tl.velocity(work, mode="dynamical", use_highly_variable=False)
-    return np.asarray(work.layers["velocity"], dtype=np.float64)
+    return np.asarray(work.layers["velocity"], dtype=np.float32)
 
 
 def velocity_agreement(
@@ -74,21 +91,35 @@ def velocity_agreement(
     Returns ``sign_agreement`` (G,): fraction of cells where sign(a) = sign(b), ignoring cells
     where both |a| and |b| are at most ``zero_tol``; and ``pearson`` (G,): Pearson correlation
     over cells. Cell-gene entries where either value is NaN are ignored; a gene with no usable
-    cells (sign) or a constant column or fewer than 2 cells (Pearson) gets NaN.
+    cells (sign) or a constant column or fewer than 2 cells (Pearson) gets NaN. Computed in
+    float64 over blocks of genes, so the temporaries stay bounded whatever N.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(
             f"velocities must be (cells, genes) arrays of equal shape, got {a.shape} and {b.shape}."
         )
+    n_cells, n_genes = a.shape
+    step = max(1, _BLOCK_ELEMENTS // max(1, n_cells))
+    sign_agreement, pearson = np.empty(n_genes), np.empty(n_genes)
+    for start in range(0, n_genes, step):
+        genes = slice(start, start + step)
+        sign_agreement[genes], pearson[genes] = _block_agreement(a[:, genes], b[:, genes], zero_tol)
+    return sign_agreement, pearson
+
+
+def _block_agreement(
+    a: np.ndarray, b: np.ndarray, zero_tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`velocity_agreement` of one block of genes (N, g), in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
     valid = ~(np.isnan(a) | np.isnan(b))
     a0, b0 = np.where(valid, a, 0.0), np.where(valid, b, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         counted = valid & ((np.abs(a0) > zero_tol) | (np.abs(b0) > zero_tol))
         same_sign = counted & (np.sign(a0) == np.sign(b0))
         sign_agreement = same_sign.sum(axis=0) / counted.sum(axis=0)
-
         n = valid.sum(axis=0)
         a_c = np.where(valid, a0 - a0.sum(axis=0) / n, 0.0)
         b_c = np.where(valid, b0 - b0.sum(axis=0) / n, 0.0)
@@ -127,7 +158,7 @@ def add_baseline_to_adata(
     ``uns['velodash']`` content is kept). Returns the result.
     """
     result = scvelo_baseline(adata, mode=mode, velocity_key=velocity_key, n_jobs=n_jobs)
-    adata.layers["velocity_baseline"] = result.velocity.astype(np.float32)
+    adata.layers["velocity_baseline"] = result.velocity
     adata.var["baseline_sign_agreement"] = result.sign_agreement
     adata.var["baseline_pearson"] = result.pearson
     adata.uns.setdefault("velodash", {})["baseline"] = {"mode": result.mode}

@@ -311,14 +311,15 @@ def add_velocity_graph(
     genes = np.ones(adata.n_vars, dtype=bool)
     if f"{vkey}_genes" in adata.var:
         genes &= adata.var[f"{vkey}_genes"].to_numpy(dtype=bool)
-    V = _dense(adata.layers[vkey])[:, genes]
-    X = _dense(adata.layers[xkey])[:, genes]
-    finite = ~np.isnan(V.sum(axis=0))
+    V, X = _dense(adata.layers[vkey]), _dense(adata.layers[xkey])
+    genes &= ~np.isnan(V.sum(axis=0))
+    if not genes.all():  # else the layers themselves: no (N, G) copies
+        V, X = V[:, genes], X[:, genes]
     params = dict(adata.uns.get(f"{vkey}_params", {}))
     if sqrt_transform is None:
         sqrt_transform = params.get("mode") == "stochastic"
     candidates = candidate_neighbors(adata)
-    vgraph = velocity_graph(V[:, finite], X[:, finite], candidates, sqrt_transform, device)
+    vgraph = velocity_graph(V, X, candidates, sqrt_transform, device)
     adata.uns[f"{vkey}_graph"] = vgraph.graph
     adata.uns[f"{vkey}_graph_neg"] = vgraph.graph_neg
     adata.obs[f"{vkey}_self_transition"] = vgraph.self_transition
@@ -568,9 +569,9 @@ def _centre(x: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """Scale the last axis to unit L2 norm; all-zero rows stay zero."""
+    """Scale the last axis to unit L2 norm; all-zero rows stay zero (one new tensor)."""
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    return torch.where(norm > 0, x / norm, torch.zeros_like(x))
+    return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 def _dense(layer: np.ndarray | sp.spmatrix) -> np.ndarray:

@@ -167,19 +167,17 @@ def _batches(n_cells: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n_cells)) for i in range(0, n_cells, size)]
 
 
-class _Moments:
-    """Running sums over the batches of one posterior pass (cells × genes summaries)."""
+def _cell_outputs(
+    n_cells: int, n_genes: int, n_latent: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Preallocated per-cell summaries of a posterior pass, each batch writing its rows: (N, G)
+    ``v_mean``, ``v_var``, ``t``, ``fit_s``, ``fit_u``; ``states`` (4, N, G); ``z`` (N, L).
 
-    def __init__(self) -> None:
-        self.parts: dict[str, list[torch.Tensor]] = {}
-        self.loglik: torch.Tensor | float = 0.0
-
-    def add(self, **values: torch.Tensor) -> None:
-        for key, value in values.items():
-            self.parts.setdefault(key, []).append(value)
-
-    def cat(self, key: str) -> torch.Tensor:
-        return torch.cat(self.parts[key])
+    Writing in place (rather than keeping every batch's result and concatenating) keeps the
+    pass's memory at one copy of the outputs plus the batches in flight."""
+    shapes = {key: (n_cells, n_genes) for key in ("v_mean", "v_var", "t", "fit_s", "fit_u")}
+    shapes.update(states=(len(STATE_NAMES), n_cells, n_genes), z=(n_cells, n_latent))
+    return {key: torch.empty(shape, device=device) for key, shape in shapes.items()}
 
 
 @torch.no_grad()
@@ -203,7 +201,11 @@ def posterior_pass(
     n_cells, n_genes = spliced.shape
     batches = _batches(n_cells, batch_size_for(n_draws, n_genes, spliced.device))
 
-    def summarise(index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    out = _cell_outputs(n_cells, n_genes, module.config.n_latent, spliced.device)
+
+    def summarise(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write batch ``index``'s rows of ``out``; return its per-gene sums (G,) of the
+        log-likelihood and of the squared error (ŝ − s)² + (û − u)²."""
         sl, rng = batches[index], _chunk_generator(generator, index)
         with torch.no_grad():
             s, u = spliced[sl], unspliced[sl]
@@ -212,40 +214,38 @@ def posterior_pass(
             v_ind, v_rep = state_velocities(d)
             pi_ind, pi_rep = pi[..., 0, :], pi[..., 2, :]
             v = pi_ind * v_ind + pi_rep * v_rep  # E[v | z] (S, B, G)
-            conditional_var = 0.0
+            v_var = v.var(0, correction=1 if n_draws > 1 else 0)
             if mode == "rao-blackwell":
                 second = pi_ind * v_ind.square() + pi_rep * v_rep.square()
                 total = d.concentration.sum(STATE_AXIS)
-                conditional_var = ((second - v.square()) / (total + 1.0)).mean(0)
-            fit_s, fit_u = d.comp.mixture_mean(pi)
-            summary = dict(
-                v_mean=v.mean(0),
-                v_var=conditional_var + v.var(0, correction=1 if n_draws > 1 else 0),
-                t=latent_time_raw(d, pi).mean(0),
-                fit_s=fit_s.mean(0),
-                fit_u=fit_u.mean(0),
-                states=pi.mean(0).transpose(0, 1),  # (4, B, G): each state's plane contiguous
-                z=d.z_mean,
-            )
+                v_var += ((second - v.square()) / (total + 1.0)).mean(0)
+            fit_s, fit_u = (x.mean(0) for x in d.comp.mixture_mean(pi))
+            out["v_mean"][sl] = v.mean(0)
+            out["v_var"][sl] = v_var
+            out["t"][sl] = latent_time_raw(d, pi).mean(0)
+            out["fit_s"][sl], out["fit_u"][sl] = fit_s, fit_u
+            out["states"][:, sl] = pi.mean(0).transpose(0, 1)
+            out["z"][sl] = d.z_mean
             # per-gene fit quality from the first draw, as the reference's get_gene_likelihood
             first = Components._make(x[0] if x.dim() == 3 else x for x in d.comp)
             log_pi = pi[0].clamp_min(torch.finfo(pi.dtype).tiny).log()
-            return summary, module.log_likelihood(s, u, first, log_pi).sum(0)
+            loglik = module.log_likelihood(s, u, first, log_pi).sum(0)
+            return loglik, ((fit_s - s).square() + (fit_u - u).square()).sum(0)
 
-    acc = _Moments()
     workers = _workers(spliced.device, None, generator)
-    for summary, loglik in _in_order(summarise, len(batches), workers):
-        acc.add(**summary)
-        acc.loglik = acc.loglik + loglik
+    loglik = squared_error = torch.zeros(n_genes, device=spliced.device)
+    for batch_loglik, batch_squared_error in _in_order(summarise, len(batches), workers):
+        loglik = loglik + batch_loglik
+        squared_error = squared_error + batch_squared_error
     rates = module.rates()
-    t_raw = acc.cat("t")
-    scaling = module.config.t_max / t_raw.amax(0).clamp_min(torch.finfo(torch.float32).tiny)
-    velocity = torch.maximum(acc.cat("v_mean"), -spliced) / scaling
-    fit_t = t_raw * scaling
+    tiny = torch.finfo(torch.float32).tiny
+    scaling = module.config.t_max / out["t"].amax(0).clamp_min(tiny)
+    # in place from here on: no second (N, G) copy of any summary
+    velocity = torch.maximum(out["v_mean"], -spliced, out=out["v_mean"]).div_(scaling)
+    velocity_var = out["v_var"].div_(scaling.square())
+    fit_t = out["t"].mul_(scaling)
     cell_time = fit_t.mean(1)
-    span = (cell_time.max() - cell_time.min()).clamp_min(torch.finfo(torch.float32).tiny)
-    fit_s, fit_u = acc.cat("fit_s"), acc.cat("fit_u")
-    mse = ((fit_s - spliced).square() + (fit_u - unspliced).square()).mean(0)
+    span = (cell_time.max() - cell_time.min()).clamp_min(tiny)
 
     def cells(x: torch.Tensor) -> np.ndarray:
         return x.float().cpu().numpy()
@@ -255,12 +255,12 @@ def posterior_pass(
 
     return Posterior(
         velocity=cells(velocity),
-        velocity_var=cells(acc.cat("v_var") / scaling.square()),
+        velocity_var=cells(velocity_var),
         fit_t=cells(fit_t),
-        fit_s=cells(fit_s),
-        fit_u=cells(fit_u),
-        states=cells(torch.cat(acc.parts["states"], dim=1)),
-        latent_z=cells(acc.cat("z")),
+        fit_s=cells(out["fit_s"]),
+        fit_u=cells(out["fit_u"]),
+        states=cells(out["states"]),
+        latent_z=cells(out["z"]),
         alpha=genes(rates.alpha / scaling),
         beta=genes(rates.beta / scaling),
         gamma=genes(rates.gamma / scaling),
@@ -268,8 +268,8 @@ def posterior_pass(
         scaling=genes(scaling),
         alpha_1=genes(rates.alpha_1 / scaling),
         lambda_alpha=genes(rates.lambda_alpha / scaling),
-        fit_mse=genes(mse),
-        likelihood=genes(acc.loglik / n_cells),
+        fit_mse=genes(squared_error / n_cells),
+        likelihood=genes(loglik / n_cells),
         latent_time=cells((cell_time - cell_time.min()) / span),
         n_samples=n_draws,
         mode=mode,

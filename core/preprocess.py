@@ -116,6 +116,24 @@ def _filter_normalize_hvg(adata: ad.AnnData, config: PreprocessConfig) -> dict[s
     return {"n_genes_filtered": n_filtered, "n_genes_hvg": adata.n_vars}
 
 
+#: Cells × genes of one dense block of counts while smoothing (64 MiB in float32).
+_SMOOTH_BLOCK_ELEMENTS = 2**24
+
+
+def _smooth(connectivities: sparse.spmatrix, counts) -> np.ndarray:
+    """kNN means ``connectivities @ counts`` (N, G) as dense float32, one block of genes at a
+    time: sparse × dense, so no near-dense sparse product (12–16 bytes per entry) is formed."""
+    n_cells, n_genes = counts.shape
+    out = np.empty((n_cells, n_genes), dtype=np.float32)
+    step = max(1, _SMOOTH_BLOCK_ELEMENTS // max(1, n_cells))
+    for start in range(0, n_genes, step):
+        block = counts[:, start : start + step]
+        out[:, start : start + step] = connectivities @ (
+            block.toarray() if sparse.issparse(block) else block
+        )
+    return out
+
+
 def _embed_and_smooth(adata: ad.AnnData, config: PreprocessConfig) -> None:
     """PCA, kNN graph, first-order moments Ms/Mu (kNN means) and UMAP, seeded (in place)."""
     n_pcs = max(1, min(config.n_pcs, adata.n_obs - 1, adata.n_vars - 1))
@@ -132,10 +150,22 @@ def _embed_and_smooth(adata: ad.AnnData, config: PreprocessConfig) -> None:
     # scv.pp.moments silently re-normalises integer-looking layers, which normalize=False forbids.
     connectivities = get_connectivities(adata)
     for layer, moment in (("spliced", "Ms"), ("unspliced", "Mu")):
-        smoothed = connectivities @ sparse.csr_matrix(adata.layers[layer])
-        adata.layers[moment] = smoothed.astype(np.float32).toarray()
+        adata.layers[moment] = _smooth(connectivities, adata.layers[layer])
     if config.compute_umap and "X_umap" not in adata.obsm:
         sc.tl.umap(adata, random_state=config.seed)
+
+
+def _min_max_scaled(moments: np.ndarray) -> np.ndarray:
+    """Each gene of ``moments`` (N, G) min-max scaled to [0, 1] (scikit-learn's MinMaxScaler,
+    per gene, so blocks of genes give the same numbers): float64 + clip so the float32 result
+    lies exactly in [0, 1]; the float64 copy is made one block of genes at a time."""
+    n_cells, n_genes = moments.shape
+    out = np.empty((n_cells, n_genes), dtype=np.float32)
+    step = max(1, _SMOOTH_BLOCK_ELEMENTS // 2 // max(1, n_cells))
+    for start in range(0, n_genes, step):
+        block = moments[:, start : start + step].astype(np.float64)
+        out[:, start : start + step] = MinMaxScaler(clip=True).fit_transform(block)
+    return out
 
 
 def _scale_and_select(adata: ad.AnnData, config: PreprocessConfig) -> ad.AnnData:
@@ -144,9 +174,7 @@ def _scale_and_select(adata: ad.AnnData, config: PreprocessConfig) -> ad.AnnData
     adata.layers["Mu_raw"] = adata.layers["Mu"].copy()
     if config.min_max_scale:
         for moment in ("Ms", "Mu"):
-            # float64 + clip so the float32 result lies exactly in [0, 1]
-            scaled = MinMaxScaler(clip=True).fit_transform(adata.layers[moment].astype(np.float64))
-            adata.layers[moment] = _as_float32(scaled)
+            adata.layers[moment] = _min_max_scaled(adata.layers[moment])
     scv.tl.velocity(adata, mode="deterministic")
     if config.filter_on_r2:
         keep = (adata.var["velocity_r2"] > 0) & (adata.var["velocity_gamma"] > 0)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scvelo as scv
 
+from core import baseline
 from core.baseline import add_baseline_to_adata, scvelo_velocity, velocity_agreement
 
 
@@ -19,7 +20,10 @@ def simulated() -> ad.AnnData:
     return adata
 
 
-def test_steady_state_reproduces_scvelo_velocity(simulated):
+@pytest.mark.parametrize("genes_per_block", [None, 5])
+def test_steady_state_reproduces_scvelo_velocity(simulated, genes_per_block, monkeypatch):
+    if genes_per_block:  # scVelo run a block of genes at a time (bounded memory): same numbers
+        monkeypatch.setattr(baseline, "_BLOCK_ELEMENTS", genes_per_block * simulated.n_obs)
     ours = scvelo_velocity(simulated, mode="steady_state")
     direct = simulated.copy()
     scv.tl.velocity(direct, mode="deterministic")
@@ -43,7 +47,10 @@ def test_agreement_of_velocity_with_itself_and_its_negation():
     np.testing.assert_allclose(pearson, -1.0)
 
 
-def test_agreement_matches_numpy_oracles_and_handles_constant_and_nan():
+@pytest.mark.parametrize("genes_per_block", [None, 2])
+def test_agreement_matches_numpy_oracles_and_handles_constant_and_nan(genes_per_block, monkeypatch):
+    if genes_per_block:
+        monkeypatch.setattr(baseline, "_BLOCK_ELEMENTS", genes_per_block * 60)
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(60, 5)), rng.normal(size=(60, 5)) + 0.5 * rng.normal(size=(60, 5))
     b[:, 1] = 3.0  # constant column: correlation undefined

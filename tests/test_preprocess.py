@@ -106,6 +106,21 @@ def test_unnormalised_path_uses_layers_as_given(simulation):
     assert set(simulation.layers) == set(before.layers)
 
 
+def test_gene_blocks_change_no_moment_or_scaling(simulation, monkeypatch):
+    """Moments and min-max scaling are formed a block of genes at a time (bounded memory at
+    50,000 cells); blocks of 3 genes (7 blocks, the last partial) give the same layers."""
+    import core.preprocess as module
+
+    config = PreprocessConfig(normalize=False, compute_umap=False)
+    whole = preprocess(simulation, config)
+    monkeypatch.setattr(module, "_SMOOTH_BLOCK_ELEMENTS", 3 * simulation.n_obs)
+    blocks = preprocess(simulation, config)
+    assert blocks.n_vars == whole.n_vars
+    for key in ("Ms", "Mu", "Ms_raw", "Mu_raw"):
+        np.testing.assert_array_equal(blocks.layers[key], whole.layers[key])
+    assert blocks.layers["Ms"].min() == 0.0 and blocks.layers["Ms"].max() == 1.0
+
+
 def test_seeded_umap_and_existing_umap_kept(simulation):
     config = PreprocessConfig(normalize=False, compute_umap=True, filter_on_r2=False)
     first, second = preprocess(simulation, config), preprocess(simulation, config)
