@@ -55,6 +55,11 @@ def test_summaries_are_consistent(fitted):
     assert np.all(adata.layers["Ms"] + post.velocity * post.scaling >= -1e-6)
     assert post.latent_time.min() == 0.0 and post.latent_time.max() == pytest.approx(1.0)
     assert np.all(post.velocity_var >= 0) and np.isfinite(post.likelihood).all()
+    # fit_mse is summed batch by batch: it must equal the error of the pass's own fit_s/fit_u
+    Ms, Mu = adata.layers["Ms"].astype(np.float64), adata.layers["Mu"].astype(np.float64)
+    np.testing.assert_allclose(
+        post.fit_mse, ((post.fit_s - Ms) ** 2 + (post.fit_u - Mu) ** 2).mean(0), rtol=1e-4
+    )
     fit_s, fit_u = model.expression_fit(adata.layers["Ms"], adata.layers["Mu"], n_samples=8)
     np.testing.assert_allclose(
         post.fit_mse,
@@ -125,6 +130,21 @@ def test_add_posterior_rejects_mismatched_adata(fitted):
 def test_velocity_samples_reproducible(fitted):
     _, model, _ = fitted
     torch.testing.assert_close(model.velocity_samples(3), model.velocity_samples(3))
+
+
+def test_posterior_batches_write_their_own_rows(fitted, monkeypatch):
+    """Batches write into preallocated outputs and sum per-gene errors batch by batch: with
+    z = E[z] (no draws) many small batches, drawn in parallel threads, give the one-batch pass."""
+    _, model, _ = fitted
+    whole = model.posterior(mode="mean")
+    monkeypatch.setitem(posterior._ELEMENT_BUDGET, "cpu", 37 * 4 * model.module.n_genes)
+    batched = model.posterior(mode="mean")  # 37 cells per batch: 7 batches, the last partial
+    for key in ("velocity", "fit_t", "fit_s", "fit_u", "states", "latent_z", "latent_time"):
+        np.testing.assert_allclose(getattr(batched, key), getattr(whole, key), rtol=1e-5, atol=1e-6)
+    for key in ("fit_mse", "likelihood", "scaling"):
+        np.testing.assert_allclose(getattr(batched, key), getattr(whole, key), rtol=1e-5)
+    monkeypatch.undo()
+    model.posterior(n_samples=8)  # restore the sample-mode scaling the other tests use
 
 
 def test_chunk_parallel_draws_equal_serial_draws_and_differ_between_chunks(fitted):
