@@ -47,6 +47,16 @@ def test_deterministic_per_seed(sim, tmp_path):
     assert (other.layers["spliced"] != sim.layers["spliced"]).nnz > 0
 
 
+def test_cell_blocks_draw_the_same_data(sim, monkeypatch):
+    """Large simulations are built a block of cells at a time (bounded memory); the blocks
+    draw the same random stream in the same order, so the data are identical."""
+    import core.simulate as module
+
+    monkeypatch.setattr(module, "_BLOCK_ELEMENTS", 70 * 120)  # 70 cells: 9 blocks, last partial
+    assert len(module._cell_blocks(600, 120)) == 9
+    _assert_same(sim, simulate_branching(n_cells=600, n_genes=120, seed=3))
+
+
 def test_shapes_types_and_counts(sim):
     assert sim.shape == (600, 120)
     for key in ("spliced", "unspliced"):
