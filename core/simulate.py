@@ -188,7 +188,7 @@ def simulate_branching(n_cells: int = 2400, n_genes: int = 400, seed: int = 0) -
     (switch-on/off times of the gene's own lineage, or lineage A for shared genes),
     ``var['true_programme'|'true_gene_lineage']``, ``varm['true_t_on'|'true_t_off']`` (G, 2) per
     lineage, and ``uns['simulation']`` (parameters and seed). No embedding is included. Built a
-    block of cells at a time: memory is about the output's (100,000 × 2,000 in ~4 GB).
+    block of cells at a time: memory is about the output's (100,000 × 2,000: 4.6 GB peak).
     """
     if n_cells < 6 or n_genes < 5:
         raise ValueError(f"need at least 6 cells and 5 genes, got {n_cells} × {n_genes}")
