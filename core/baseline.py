@@ -13,6 +13,8 @@ import numpy as np
 import scvelo as scv
 from anndata import AnnData
 
+from core.blocks import blocks_within
+
 BaselineMode = Literal["steady_state", "dynamical"]
 #: Cells × genes of one block of genes: scVelo's and the agreement's float64 temporaries stay
 #: at a few multiples of 64 MiB whatever the dataset's size.
@@ -57,9 +59,7 @@ def scvelo_velocity(
     velocity = np.empty(adata.shape, dtype=np.float32)
     # scVelo fits each gene on its own, so blocks of genes give the same velocities while its
     # dense float64 temporaries stay bounded
-    step = max(1, _BLOCK_ELEMENTS // max(1, adata.n_obs))
-    for start in range(0, adata.n_vars, step):
-        genes = slice(start, start + step)
+    for genes in blocks_within(adata.n_vars, adata.n_obs, _BLOCK_ELEMENTS):
         velocity[:, genes] = _scvelo_block(adata, genes, mode, n_jobs)
     return velocity
 
@@ -100,10 +100,8 @@ def velocity_agreement(
             f"velocities must be (cells, genes) arrays of equal shape, got {a.shape} and {b.shape}."
         )
     n_cells, n_genes = a.shape
-    step = max(1, _BLOCK_ELEMENTS // max(1, n_cells))
     sign_agreement, pearson = np.empty(n_genes), np.empty(n_genes)
-    for start in range(0, n_genes, step):
-        genes = slice(start, start + step)
+    for genes in blocks_within(n_genes, n_cells, _BLOCK_ELEMENTS):
         sign_agreement[genes], pearson[genes] = _block_agreement(a[:, genes], b[:, genes], zero_tol)
     return sign_agreement, pearson
 

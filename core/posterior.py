@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from core import gamma
+from core.blocks import blocks
 from core.dirichlet import STATE_AXIS
 from core.model import STATE_NAMES, Components, Rates, VeloVAE
 from core.options import POSTERIOR_MODES as MODES
@@ -163,10 +164,6 @@ def latent_time_raw(d: Draws, pi: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _batches(n_cells: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n_cells)) for i in range(0, n_cells, size)]
-
-
 def _cell_outputs(
     n_cells: int, n_genes: int, n_latent: int, device: torch.device
 ) -> dict[str, torch.Tensor]:
@@ -199,7 +196,7 @@ def posterior_pass(
     n_draws = 1 if mode == "mean" else n_samples
     module.eval()
     n_cells, n_genes = spliced.shape
-    batches = _batches(n_cells, batch_size_for(n_draws, n_genes, spliced.device))
+    batches = blocks(n_cells, batch_size_for(n_draws, n_genes, spliced.device))
 
     out = _cell_outputs(n_cells, n_genes, module.config.n_latent, spliced.device)
 
@@ -361,7 +358,7 @@ def velocity_sample_chunks(
     n_cells, n_genes = spliced.shape
     size = cells_per_chunk or batch_size_for(n_samples, n_genes, spliced.device)
     workers = _workers(spliced.device, workers, generator)
-    batches = _batches(n_cells, size)
+    batches = blocks(n_cells, size)
 
     def chunk(index: int) -> tuple[slice, torch.Tensor]:
         sl, rng = batches[index], _chunk_generator(generator, index)
@@ -408,7 +405,7 @@ def expression_fit(
     n_cells, n_genes = spliced.shape
     n_draws = 1 if mode == "mean" else n_samples
     fits_s, fits_u = [], []
-    for sl in _batches(n_cells, batch_size_for(n_draws, n_genes, spliced.device)):
+    for sl in blocks(n_cells, batch_size_for(n_draws, n_genes, spliced.device)):
         d = draw(module, spliced[sl], unspliced[sl], n_draws, mode, generator)
         fit_s, fit_u = d.comp.mixture_mean(state_weights(d, mode, generator))
         fits_s.append(fit_s.mean(0))

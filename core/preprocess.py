@@ -19,6 +19,7 @@ from scipy import sparse
 from scvelo.preprocessing.neighbors import get_connectivities
 from sklearn.preprocessing import MinMaxScaler
 
+from core.blocks import blocks_within
 from core.io import DatasetError, validate_counts
 
 PREPROCESS_UNS_KEY = "velodash_preprocess"
@@ -125,12 +126,9 @@ def _smooth(connectivities: sparse.spmatrix, counts) -> np.ndarray:
     time: sparse × dense, so no near-dense sparse product (12–16 bytes per entry) is formed."""
     n_cells, n_genes = counts.shape
     out = np.empty((n_cells, n_genes), dtype=np.float32)
-    step = max(1, _SMOOTH_BLOCK_ELEMENTS // max(1, n_cells))
-    for start in range(0, n_genes, step):
-        block = counts[:, start : start + step]
-        out[:, start : start + step] = connectivities @ (
-            block.toarray() if sparse.issparse(block) else block
-        )
+    for genes in blocks_within(n_genes, n_cells, _SMOOTH_BLOCK_ELEMENTS):
+        block = counts[:, genes]
+        out[:, genes] = connectivities @ (block.toarray() if sparse.issparse(block) else block)
     return out
 
 
@@ -161,10 +159,8 @@ def _min_max_scaled(moments: np.ndarray) -> np.ndarray:
     lies exactly in [0, 1]; the float64 copy is made one block of genes at a time."""
     n_cells, n_genes = moments.shape
     out = np.empty((n_cells, n_genes), dtype=np.float32)
-    step = max(1, _SMOOTH_BLOCK_ELEMENTS // 2 // max(1, n_cells))
-    for start in range(0, n_genes, step):
-        block = moments[:, start : start + step].astype(np.float64)
-        out[:, start : start + step] = MinMaxScaler(clip=True).fit_transform(block)
+    for genes in blocks_within(n_genes, n_cells, _SMOOTH_BLOCK_ELEMENTS // 2):
+        out[:, genes] = MinMaxScaler(clip=True).fit_transform(moments[:, genes].astype(np.float64))
     return out
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from scipy import sparse
 
+from core.blocks import blocks_within
 from core.io import write_h5ad_atomic
 from core.kinetics import induction, repression
 
@@ -159,12 +160,6 @@ def _cell_layout(rng: np.random.Generator, n_cells: int) -> pd.DataFrame:
 _BLOCK_ELEMENTS = 2**23
 
 
-def _cell_blocks(n_cells: int, n_genes: int) -> list[slice]:
-    """Consecutive blocks of cells covering 0..n_cells within :data:`_BLOCK_ELEMENTS`."""
-    step = max(1, _BLOCK_ELEMENTS // max(1, n_genes))
-    return [slice(i, min(i + step, n_cells)) for i in range(0, n_cells, step)]
-
-
 def _sample_counts(rng: np.random.Generator, mean: np.ndarray) -> sparse.csr_matrix:
     """Negative-binomial counts (dispersion NB_DISPERSION) around ``mean`` as float32 CSR.
 
@@ -200,7 +195,7 @@ def simulate_branching(n_cells: int = 2400, n_genes: int = 400, seed: int = 0) -
     library = np.exp(rng.normal(0.0, LIBRARY_LOG_SD, n_cells))
     # a block of cells at a time; all unspliced counts are drawn before the spliced ones (the
     # random stream's order), so the spliced means wait, rounded to float32 as they are drawn
-    blocks = _cell_blocks(n_cells, n_genes)
+    blocks = blocks_within(n_cells, n_genes, _BLOCK_ELEMENTS)
     spliced_mean = np.empty((n_cells, n_genes), dtype=np.float32)
     velocity = np.empty((n_cells, n_genes), dtype=np.float32)
     unspliced_parts = []

@@ -53,7 +53,7 @@ def test_cell_blocks_draw_the_same_data(sim, monkeypatch):
     import core.simulate as module
 
     monkeypatch.setattr(module, "_BLOCK_ELEMENTS", 70 * 120)  # 70 cells: 9 blocks, last partial
-    assert len(module._cell_blocks(600, 120)) == 9
+    assert len(module.blocks_within(600, 120, module._BLOCK_ELEMENTS)) == 9
     _assert_same(sim, simulate_branching(n_cells=600, n_genes=120, seed=3))
 
 
