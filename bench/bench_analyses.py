@@ -149,7 +149,6 @@ def main() -> None:
     fixed = TrainConfig(args.train_epochs, early_stopping=False, convergence=None)
     _, timing = timed(lambda: ours.train(fixed))
     report(f"velodash train ({args.train_epochs} epochs)", timing)
-    ours.posterior()  # fixes the per-gene scaling velocity_samples uses, as the pipeline does
 
     analyses = {
         "intrinsic": (

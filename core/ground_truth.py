@@ -45,3 +45,56 @@ def recovery(
     if true_velocity is not None:
         out["pearson_velocity"] = column_pearson(velocity, true_velocity)
     return out
+
+
+#: Share of cells, the slowest by true speed, whose direction error is left out: a velocity
+#: near zero has no defined direction.
+SLOWEST_LEFT_OUT = 0.25
+#: The cells an uncertainty should find: the worst tenth by direction error.
+WORST_SHARE = 0.10
+
+
+def direction_error(
+    velocity: np.ndarray, true_velocity: np.ndarray, slowest: float = SLOWEST_LEFT_OUT
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's direction error 1 − cos(v̂, v) over genes, and which cells it is defined for.
+
+    ``velocity`` and ``true_velocity`` (N, G) are in different per-gene units (min-max scaling,
+    time axis), so each gene of each is divided by its standard deviation over cells first (not
+    centred: velocity 0 means no change). Genes constant in either are left out. Returns the
+    error float64 (N,) in [0, 2] and a boolean mask (N,) that leaves out the ``slowest`` share
+    of cells by the norm of their standardised true velocity (and cells with no error).
+    """
+    v = np.asarray(velocity, dtype=np.float64)
+    t = np.asarray(true_velocity, dtype=np.float64)
+    sd_v, sd_t = v.std(axis=0), t.std(axis=0)
+    genes = (sd_v > 0) & (sd_t > 0) & np.isfinite(sd_v) & np.isfinite(sd_t)
+    v, t = v[:, genes] / sd_v[genes], t[:, genes] / sd_t[genes]
+    norm_v, norm_t = np.linalg.norm(v, axis=1), np.linalg.norm(t, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = 1.0 - np.einsum("ng,ng->n", v, t) / (norm_v * norm_t)
+    defined = np.isfinite(error) & (norm_t > np.quantile(norm_t, slowest))
+    return error, defined
+
+
+def uncertainty_calibration(
+    uncertainty: np.ndarray, error: np.ndarray, defined: np.ndarray, worst: float = WORST_SHARE
+) -> dict[str, float]:
+    """How well a per-cell uncertainty (N,) points at the cells whose velocity is wrong.
+
+    Over the ``defined`` cells of :func:`direction_error`: ``spearman``, the rank correlation
+    of uncertainty and error (1: same order, 0: unrelated, < 0: points away), and ``auroc``,
+    the area under the ROC curve of the uncertainty as a detector of the ``worst`` share of
+    cells by error (1: finds them all first, 0.5: chance). NaN uncertainties are left out.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    keep = defined & np.isfinite(uncertainty) & np.isfinite(error)
+    u, e = np.asarray(uncertainty)[keep], np.asarray(error)[keep]
+    is_worst = e >= np.quantile(e, 1.0 - worst)
+    return {
+        "spearman": float(spearmanr(u, e)[0]),
+        "auroc": float(roc_auc_score(is_worst, u)),
+        "n_cells": float(keep.sum()),
+    }

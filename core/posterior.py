@@ -341,13 +341,14 @@ def velocity_sample_chunks(
     spliced: torch.Tensor,
     unspliced: torch.Tensor,
     n_samples: int,
-    scaling: torch.Tensor,
     cells_per_chunk: int | None = None,
     generator: torch.Generator | None = None,
     workers: int | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (cells, samples (S, n, G)) chunk by chunk: joint (z, π) velocity draws on the
-    device, clipped like the reference (s + v ≥ 0) and ÷ ``scaling`` (G,).
+    device, clipped like the reference (s + v ≥ 0), in model units (not ÷ the per-gene scaling
+    of ``Posterior.velocity``), as the reference's ``get_velocity`` draws that its uncertainty
+    analyses use: the scaling weighs genes differently and so would change every cosine.
 
     Each chunk draws from its own generator derived from ``generator`` (same seed → same
     samples, whatever ``workers``). On the CPU ``workers`` chunks (default: torch's thread
@@ -367,7 +368,7 @@ def velocity_sample_chunks(
             pi = _induction_repression_weights(d.concentration, rng)
             v_ind, v_rep = state_velocities(d)
             v = pi[..., 0, :] * v_ind + pi[..., 1, :] * v_rep
-            return sl, torch.maximum(v, -spliced[sl]).div_(scaling)
+            return sl, torch.maximum(v, -spliced[sl])
 
     yield from _in_order(chunk, len(batches), workers)
 
@@ -377,15 +378,12 @@ def velocity_samples(
     spliced: torch.Tensor,
     unspliced: torch.Tensor,
     n_samples: int,
-    scaling: torch.Tensor,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """All (S, N, G) velocity draws of :func:`velocity_sample_chunks` in one tensor."""
     n_cells, n_genes = spliced.shape
     out = torch.empty((n_samples, n_cells, n_genes), device=spliced.device)
-    chunks = velocity_sample_chunks(
-        module, spliced, unspliced, n_samples, scaling, generator=generator
-    )
+    chunks = velocity_sample_chunks(module, spliced, unspliced, n_samples, generator=generator)
     for sl, chunk in chunks:
         out[:, sl] = chunk
     return out

@@ -134,17 +134,19 @@ def extrinsic_uncertainty(
     Ms: np.ndarray,
     candidates: sp.csr_matrix,
     scale: float = 10.0,
+    approx: bool = True,
 ) -> pd.DataFrame:
     """Extrinsic uncertainty: :func:`directional_statistics` of S predicted future states.
 
-    For each velocity sample v_s (S, N, G) a velocity graph is built on the fixed candidate
-    pattern ``candidates`` (N×N, from ``graph.candidate_neighbors``, computed once), turned into
-    a transition matrix T_s (``scale``, self-transitions and negative cosines, as the
-    reference's ``get_transition_matrix(..., self_transitions=True, use_negative_cosines=True)``)
-    and the future state T_s·Ms (N, G) is formed. As in the reference this uses T_s·Ms itself,
-    not the displacement T_s·Ms - Ms. ``Ms`` (N, G) is the (min-max scaled) spliced moments the
-    model was fitted on. The paper uses S = 25. Returns the same columns as
-    :func:`directional_statistics`.
+    The reference tutorial's procedure: for each velocity sample v_s (S, N, G) the velocity
+    graph (``scv.tl.velocity_graph(sqrt_transform=False, approx=True)``) on the fixed candidate
+    pattern ``candidates`` (N×N, from ``graph.candidate_neighbors``, computed once), its
+    transition matrix T_s (``get_transition_matrix(scale, self_transitions=True,
+    use_negative_cosines=True)``) and the future state T_s·Ms (N, G); T_s·Ms itself, not the
+    displacement T_s·Ms − Ms. ``approx``: cosines in scVelo's 30-component PCA of Ms
+    (:func:`core.graph.pca_space`), as the tutorial; False computes them over genes. ``Ms``
+    (N, G) is the (min-max scaled) spliced moments the model was fitted on. The paper uses
+    S = 25. Returns the same columns as :func:`directional_statistics`.
     """
     tensor = _as_samples(velocity_samples, "velocity_samples")
     n_samples, n_cells, n_genes = tensor.shape
@@ -153,7 +155,7 @@ def extrinsic_uncertainty(
         (slice(i, min(i + step, n_cells)), tensor[:, i : i + step]) for i in range(0, n_cells, step)
     )
     _, extrinsic = uncertainty_from_sample_chunks(
-        chunks, Ms, candidates, n_extrinsic=n_samples, intrinsic=False, scale=scale
+        chunks, Ms, candidates, n_extrinsic=n_samples, intrinsic=False, scale=scale, approx=approx
     )
     return extrinsic
 
@@ -165,23 +167,26 @@ def uncertainty_from_sample_chunks(
     n_extrinsic: int = 25,
     intrinsic: bool = True,
     scale: float = 10.0,
+    approx: bool = True,
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Intrinsic and extrinsic uncertainty from one stream of velocity samples.
 
     ``chunks`` yields (cells, samples (S, n, G)) for consecutive cell slices covering every
     cell in order (e.g. ``core.posterior.velocity_sample_chunks``), so no more than one chunk
     of samples exists at a time. Intrinsic statistics use all S samples of a chunk; the
-    extrinsic analysis uses the first ``n_extrinsic`` of them (0 or ``candidates=None``: skip):
-    their cosines with the candidate displacements are kept (n_extrinsic × nnz(candidates)),
-    and once every cell is seen the future states T_s·Ms are formed block by block and
-    summarised. Returns (intrinsic, extrinsic) frames as :func:`directional_statistics`, None
-    for a skipped analysis. Equal to :func:`intrinsic_uncertainty` and
-    :func:`extrinsic_uncertainty` of the concatenated samples.
+    extrinsic analysis (:func:`extrinsic_uncertainty`) uses the first ``n_extrinsic`` of them
+    (0 or ``candidates=None``: skip), keeping per sample only their cosines with the candidate
+    displacements (gene space) or their projection (``approx``: N × 30); once every cell is
+    seen the future states T_s·Ms are formed block by block and summarised. Returns
+    (intrinsic, extrinsic) frames as :func:`directional_statistics`, None for a skipped
+    analysis. Equal to :func:`intrinsic_uncertainty` and :func:`extrinsic_uncertainty` of the
+    concatenated samples.
     """
     Ms_t = torch.as_tensor(np.asarray(Ms) if not isinstance(Ms, torch.Tensor) else Ms)
     n_cells, n_genes = Ms_t.shape
-    extrinsic = candidates is not None and n_extrinsic > 0
-    frames, cosines, seen = [], None, 0
+    wanted = candidates is not None and n_extrinsic > 0
+    futures = _FutureStates(Ms_t, candidates, approx) if wanted else None
+    frames, seen = [], 0
     for cells, samples in chunks:
         samples = _as_samples(samples, "samples")
         if cells.start != seen or samples.shape[1:] != (cells.stop - cells.start, n_genes):
@@ -195,24 +200,66 @@ def uncertainty_from_sample_chunks(
             frames.append(
                 _statistics_by_chunk(samples.shape[1], step, lambda c, x=samples: x[:, c])
             )
-        if extrinsic:
-            if cosines is None:
-                X = Ms_t.to(device=samples.device, dtype=torch.float32)
-                candidates = _with_diagonal(graph.sorted_candidates(candidates, n_cells))
-                cosines = torch.zeros(
-                    (min(n_extrinsic, samples.shape[0]), candidates.nnz), device=samples.device
-                )
-            rows = np.arange(cells.start, cells.stop)
-            head = samples[: len(cosines)].to(torch.float32)
-            positions, values = graph.candidate_cosines(head, X, candidates, rows)
-            cosines[:, positions] = values
+        if futures is not None:
+            futures.add(cells, samples[:n_extrinsic].to(torch.float32))
     if seen != n_cells:
         raise ValueError(f"sample chunks covered {seen} of {n_cells} cells.")
     intrinsic_frame = pd.concat(frames, ignore_index=True) if intrinsic else None
-    extrinsic_frame = (
-        _extrinsic_statistics(cosines, candidates, X, scale) if cosines is not None else None
-    )
+    extrinsic_frame = futures.statistics(scale) if futures is not None else None
     return intrinsic_frame, extrinsic_frame
+
+
+class _FutureStates:
+    """The extrinsic analysis fed a chunk of cells' velocity samples at a time.
+
+    Over genes, each chunk's cosines with its candidate displacements are kept (S × nnz); in
+    scVelo's PCA space (``approx``, more than 100 genes) the chunk's projections, its sums over
+    cells and its zero rows are, since the projection subtracts each sample's mean over *all*
+    cells (S × N × 30). :meth:`statistics` then forms the future states and summarises them.
+    """
+
+    def __init__(self, Ms: torch.Tensor, candidates: sp.csr_matrix, approx: bool) -> None:
+        self.Ms = Ms
+        self.candidates = _with_diagonal(graph.sorted_candidates(candidates, Ms.shape[0]))
+        self.approx = approx
+        self.cosines: torch.Tensor | None = None
+
+    def _allocate(self, samples: torch.Tensor) -> None:
+        """Buffers on the samples' device, sized by the first chunk's sample count."""
+        dev, n_samples = samples.device, samples.shape[0]
+        n_cells, n_genes = self.Ms.shape
+        self.X = self.Ms.to(device=dev, dtype=torch.float32)
+        self.space = graph.pca_space(self.Ms, dev) if self.approx else None
+        self.cosines = torch.zeros((n_samples, self.candidates.nnz), device=dev)
+        if self.space is not None:
+            n_comps = self.space.components.shape[0]
+            self.projected = torch.empty((n_samples, n_cells, n_comps), device=dev)
+            self.sums = torch.zeros((n_samples, n_genes), device=dev)
+            self.zero = torch.empty((n_samples, n_cells), dtype=torch.bool, device=dev)
+
+    def add(self, cells: slice, samples: torch.Tensor) -> None:
+        """Take the samples (S, n, G) of the cells ``cells``."""
+        if self.cosines is None:
+            self._allocate(samples)
+        if self.space is None:
+            rows = np.arange(cells.start, cells.stop)
+            positions, values = graph.candidate_cosines(samples, self.X, self.candidates, rows)
+            self.cosines[:, positions] = values
+            return
+        self.projected[:, cells] = samples @ self.space.components.T
+        self.sums += samples.sum(dim=1)
+        self.zero[:, cells] = samples.sum(dim=-1) == 0
+
+    def statistics(self, scale: float) -> pd.DataFrame:
+        """Directional statistics of the S future states T_s·Ms, one row per cell."""
+        if self.space is not None:
+            n_cells = self.Ms.shape[0]
+            V = self.space.finish(self.projected, self.sums / n_cells, self.zero)
+            rows = np.arange(n_cells)
+            positions, values = graph.candidate_cosines(V, self.space.states, self.candidates, rows)
+            self.cosines[:, positions] = values
+            del self.projected
+        return _extrinsic_statistics(self.cosines, self.candidates, self.X, scale)
 
 
 def _with_diagonal(candidates: sp.csr_matrix) -> sp.csr_matrix:

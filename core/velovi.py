@@ -75,7 +75,6 @@ class VeloVI:
         self.config = model_config or ModelConfig()
         self.seed = seed
         self.history: History | None = None
-        self._scaling: torch.Tensor | None = None
         with self._seeded(0):
             self.module = VeloVAE(
                 *switch_targets(self.spliced, self.unspliced), self.config, seed=seed
@@ -111,7 +110,6 @@ class VeloVI:
                 progress,
                 should_stop,
             )
-        self._scaling = None
         return self.history
 
     def _tensors(
@@ -132,11 +130,9 @@ class VeloVI:
 
     def posterior(self, n_samples: int = 25, mode: str = "rao-blackwell") -> Posterior:
         """All posterior summaries in one batched pass (see :mod:`core.posterior`)."""
-        result = posterior_pass(
+        return posterior_pass(
             self.module, *self._tensors(None, None), n_samples, mode, self._generator(2)
         )
-        self._scaling = torch.from_numpy(result.scaling).float().to(self.device)
-        return result
 
     def velocity_samples(
         self,
@@ -144,11 +140,9 @@ class VeloVI:
         spliced: np.ndarray | None = None,
         unspliced: np.ndarray | None = None,
     ) -> torch.Tensor:
-        """(S, N, G) velocity draws on the device, clipped and rescaled like ``Posterior.velocity``.
-
-        The per-gene scaling is the one of the last :meth:`posterior` call (made with defaults
-        if there was none).
-        """
+        """(S, N, G) joint (z, π) velocity draws on the device, clipped like
+        ``Posterior.velocity`` but in model units, as the reference's ``get_velocity`` draws
+        (see :func:`core.posterior.velocity_sample_chunks`)."""
         return torch.cat(
             [chunk for _, chunk in self.velocity_sample_chunks(n_samples, spliced, unspliced)],
             dim=1,
@@ -162,14 +156,8 @@ class VeloVI:
     ) -> Iterator[tuple[slice, torch.Tensor]]:
         """:meth:`velocity_samples` one cell chunk at a time: (cells, (S, n, G)) pairs, so that
         memory holds one chunk of draws (see :func:`core.posterior.velocity_sample_chunks`)."""
-        if self._scaling is None:
-            self.posterior()
         return velocity_sample_chunks(
-            self.module,
-            *self._tensors(spliced, unspliced),
-            n_samples,
-            self._scaling,
-            generator=self._generator(3),
+            self.module, *self._tensors(spliced, unspliced), n_samples, generator=self._generator(3)
         )
 
     def expression_fit(

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 from fake_results import STATES, closed_form_induction, closed_form_repression, make_fake_results
 
-import core.graph
+import core.streams
 from core.kinetics import trajectory
 from dashboard import figures as F
 from dashboard.results import Results
@@ -29,7 +29,7 @@ def results(adata):
 
 @pytest.fixture
 def stub_field(monkeypatch):
-    """A tiny known velocity field in place of core.graph's: flow along +x, faster with y;
+    """A tiny known velocity field in place of core.streams': flow along +x, faster with y;
     three horizontal streams. Makes the drawn geometry checkable exactly."""
 
     def velocity_grid(X_emb, V_emb, density=1.0, smooth=0.5, mode="stream", **_):
@@ -53,8 +53,8 @@ def stub_field(monkeypatch):
             arrow_angle=np.array([90.0, 90.0, 90.0]),
         )
 
-    monkeypatch.setattr(core.graph, "velocity_grid", velocity_grid, raising=False)
-    monkeypatch.setattr(core.graph, "streamlines", streamlines, raising=False)
+    monkeypatch.setattr(core.streams, "velocity_grid", velocity_grid, raising=False)
+    monkeypatch.setattr(core.streams, "streamlines", streamlines, raising=False)
 
 
 def _json_traces(fig: go.Figure) -> list[dict]:

@@ -1,4 +1,4 @@
-"""core.graph streams: the grid against scVelo's compute_velocity_on_grid; streamlines on
+"""core.streams: the grid against scVelo's compute_velocity_on_grid; streamlines on
 fields whose direction and speed are known in closed form."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.graph import Grid, streamlines, velocity_grid
+from core.streams import Grid, streamlines, velocity_grid
 
 compute_velocity_on_grid = pytest.importorskip(
     "scvelo.plotting.velocity_embedding_grid"

@@ -193,7 +193,7 @@ def speed_classes(
 
 
 def _velocity_grid(results: Results, source: str, density: float, smooth: float, mode: str):
-    from core.graph import velocity_grid
+    from core.streams import velocity_grid
 
     V_emb = projected_velocity(results, source)
     return velocity_grid(results.umap, V_emb, density=density, smooth=smooth, mode=mode)
@@ -201,7 +201,7 @@ def _velocity_grid(results: Results, source: str, density: float, smooth: float,
 
 def _streams(results: Results, source: str, density: float, smooth: float) -> StreamGeometry:
     def build() -> StreamGeometry:
-        from core.graph import streamlines
+        from core.streams import streamlines
 
         grid = _velocity_grid(results, source, 1.0, smooth, "stream")
         lines = streamlines(grid, density=2.0 * density)
