@@ -1,4 +1,4 @@
-"""When has a veloVI fit converged? The drift of its velocity field between checks.
+"""When has a veloVI fit converged? The drift of what the dashboard shows, between checks.
 
 The reference stops on the validation ELBO (patience 45), which rarely fires before its
 400-epoch KL warm-up ends: the ELBO keeps improving as the likelihood variances shrink and
@@ -6,9 +6,13 @@ the KL weight grows, long after the velocities and latent times have settled (me
 bench/RESULTS.md, "Convergence"). This rule watches what the user sees instead. Every check
 (about ``check_steps`` gradient steps apart, at least one epoch) evaluates the deterministic
 posterior (z = E[z], π = E[π]) of a fixed set of monitored cells and compares it with the
-check ``window`` checks earlier. The drift is 1 − the median over genes of the Pearson
-correlation across cells, for the velocity and for the latent time. The fit has converged,
-after at least ``min_steps`` steps, when the larger of the two drifts
+check ``window`` checks earlier: the velocity, the latent time (the fit's ``time_statistic``)
+and the spread of the velocity over the state weights, log Var_π[v | z] (what the intrinsic
+and extrinsic uncertainty are made of: the Dirichlet spread that the training estimator
+shapes, bench/RESULTS.md "Uncertainty"). Each drift is 1 − the median over genes of the
+Pearson correlation across cells; the spread's counts relative to its own, looser
+``spread_tolerance`` (× tolerance / spread_tolerance). The fit has converged, after at least
+``min_steps`` steps, when the largest of the three drifts
 
 - stays below ``tolerance`` (the field moves by less than that between checks) for
   ``calm_checks`` consecutive checks, or
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core.model import VeloVAE
+from core.options import TIME_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class ConvergenceRule:
     check_steps: int = 50
     window: int = 2
     tolerance: float = 1e-3
+    #: The spread drift's own tolerance: log Var_π[v | z] jitters about 5× more than the
+    #: velocity between checks once settled (a floor of ~1e-3 on the 3,000-cell simulation).
+    spread_tolerance: float = 5e-3
     calm_checks: int = 2
     plateau_tolerance: float = 0.02
     improvement: float = 0.9
@@ -49,10 +57,14 @@ class ConvergenceRule:
                 "convergence checks need check_steps, window, calm_checks and patience ≥ 1 and "
                 f"min_steps ≥ 0; got {self}."
             )
-        if not 0 < self.tolerance <= self.plateau_tolerance < 1 or not 0 < self.improvement <= 1:
+        if (
+            not 0 < self.tolerance <= self.plateau_tolerance < 1
+            or not 0 < self.improvement <= 1
+            or self.spread_tolerance <= 0
+        ):
             raise ValueError(
-                "convergence needs 0 < tolerance ≤ plateau_tolerance < 1 and improvement in "
-                f"(0, 1]; got {self}."
+                "convergence needs 0 < tolerance ≤ plateau_tolerance < 1, spread_tolerance > 0 "
+                f"and improvement in (0, 1]; got {self}."
             )
 
     def every(self, steps_per_epoch: int) -> int:
@@ -74,9 +86,16 @@ def median_gene_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def deterministic_fit(
-    module: VeloVAE, spliced: torch.Tensor, unspliced: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Velocity and latent time (cells × genes, model units) at z = E[z], π = E[π]."""
+    module: VeloVAE,
+    spliced: torch.Tensor,
+    unspliced: torch.Tensor,
+    time_statistic: str = TIME_STATISTICS[0],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Velocity, latent time and log Var_π[v | z] (cells × genes, model units) at z = E[z].
+
+    The velocity and time use π = E[π | z]; the spread is the exact variance of
+    v = π_ind v_ind + π_rep v_rep over π ~ Dir(c(z)), (p_ind v_ind² + p_rep v_rep² − v̄²)/(Σc + 1).
+    """
     from core.posterior import draw, latent_time_raw, state_velocities, state_weights
 
     was_training = module.training
@@ -84,10 +103,14 @@ def deterministic_fit(
     d = draw(module, spliced, unspliced, 1, "mean")
     pi = state_weights(d, "mean")
     v_ind, v_rep = state_velocities(d)
-    velocity = pi[..., 0, :] * v_ind + pi[..., 2, :] * v_rep
-    time = latent_time_raw(d, pi)
+    p_ind, p_rep = pi[..., 0, :], pi[..., 2, :]
+    velocity = p_ind * v_ind + p_rep * v_rep
+    second = p_ind * v_ind.square() + p_rep * v_rep.square()
+    variance = (second - velocity.square()).clamp_min(0) / (d.concentration.sum(-2) + 1.0)
+    spread = variance.add(torch.finfo(variance.dtype).tiny).log()
+    time = latent_time_raw(d, pi, time_statistic)
     module.train(was_training)
-    return velocity[0], time[0]
+    return velocity[0], time[0], spread[0]
 
 
 @dataclass
@@ -98,8 +121,10 @@ class ConvergenceMonitor:
     spliced: torch.Tensor
     unspliced: torch.Tensor
     steps_per_epoch: int = 1
-    drift: list[tuple[int, float, float]] = field(default_factory=list)
-    _snapshots: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    time_statistic: str = TIME_STATISTICS[0]
+    #: (epoch, velocity drift, latent-time drift, spread drift) of each check
+    drift: list[tuple[int, float, float, float]] = field(default_factory=list)
+    _snapshots: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     _lowest: float = float("inf")
     _checks_since_low: int = 0
     _calm: int = 0
@@ -108,19 +133,22 @@ class ConvergenceMonitor:
         """Record the fit after ``epoch`` (1-based); True once the fit has converged."""
         if epoch % self.rule.every(self.steps_per_epoch):
             return False
-        self._snapshots.append(deterministic_fit(module, self.spliced, self.unspliced))
+        fit = deterministic_fit(module, self.spliced, self.unspliced, self.time_statistic)
+        self._snapshots.append(fit)
         if len(self._snapshots) <= self.rule.window:
             return False
         earlier, now = self._snapshots.pop(0), self._snapshots[-1]
-        velocity_drift = 1.0 - median_gene_correlation(now[0], earlier[0])
-        time_drift = 1.0 - median_gene_correlation(now[1], earlier[1])
-        return self.record(epoch, velocity_drift, time_drift)
+        drifts = [1.0 - median_gene_correlation(a, b) for a, b in zip(now, earlier, strict=True)]
+        return self.record(epoch, *drifts)
 
-    def record(self, epoch: int, velocity_drift: float, time_drift: float) -> bool:
+    def record(
+        self, epoch: int, velocity_drift: float, time_drift: float, spread_drift: float = 0.0
+    ) -> bool:
         """Apply the rule to one check's drifts (what :meth:`update` measured); True once the
-        fit has converged."""
-        self.drift.append((epoch, velocity_drift, time_drift))
-        drift = max(velocity_drift, time_drift)
+        fit has converged. The spread drift counts relative to its own tolerance."""
+        self.drift.append((epoch, velocity_drift, time_drift, spread_drift))
+        relative_spread = spread_drift * self.rule.tolerance / self.rule.spread_tolerance
+        drift = max(velocity_drift, time_drift, relative_spread)
         self._calm = self._calm + 1 if drift < self.rule.tolerance else 0
         if drift < self.rule.improvement * self._lowest:
             self._lowest, self._checks_since_low = drift, 0

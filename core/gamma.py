@@ -1,4 +1,4 @@
-"""Fast Gamma(a, 1) draws for inference (no gradient), in log space.
+"""Fast Gamma(a, 1) draws in log space, for the posterior and for training.
 
 ``torch._standard_gamma`` draws element by element with scalar code (about 100–250 ns per
 draw on a CPU core), and veloVI's posterior needs hundreds of millions of them: a Dirichlet
@@ -15,7 +15,8 @@ distribution with whole-tensor (vectorised, multi-threaded) torch ops:
 
 Dirichlet draws normalise the log-gammas with a softmax over the state axis, which stays
 exact for concentrations where the gammas themselves would underflow. Randomness comes from
-torch's generator (seed it, e.g. ``torch.manual_seed``), so draws are reproducible.
+torch's generator (seed it, e.g. ``torch.manual_seed``), so draws are reproducible. Training
+differentiates through the draws with torch's implicit gradient (:mod:`core.dirichlet`).
 """
 
 from __future__ import annotations

@@ -60,20 +60,29 @@ def direction_error(
     """Each cell's direction error 1 − cos(v̂, v) over genes, and which cells it is defined for.
 
     ``velocity`` and ``true_velocity`` (N, G) are in different per-gene units (min-max scaling,
-    time axis), so each gene of each is divided by its standard deviation over cells first (not
-    centred: velocity 0 means no change). Genes constant in either are left out. Returns the
-    error float64 (N,) in [0, 2] and a boolean mask (N,) that leaves out the ``slowest`` share
-    of cells by the norm of their standardised true velocity (and cells with no error).
+    time axis), so each gene of each is first divided by its standard deviation over cells.
+    The cosine is then the centred one that veloVI's uncertainty and scVelo's velocity graph
+    use (each cell's vector minus its mean over genes, i.e. a Pearson correlation over genes):
+    the plain cosine is dominated by the component shared by all genes (early cells induce
+    almost every gene), which any velocity gets right. Genes constant in either are left out.
+    Returns the error float64 (N,) in [0, 2] and a boolean mask (N,) that leaves out the
+    ``slowest`` share of cells by the norm of their standardised true velocity (a velocity
+    near 0 has no direction) and cells whose error is undefined.
     """
     v = np.asarray(velocity, dtype=np.float64)
     t = np.asarray(true_velocity, dtype=np.float64)
     sd_v, sd_t = v.std(axis=0), t.std(axis=0)
     genes = (sd_v > 0) & (sd_t > 0) & np.isfinite(sd_v) & np.isfinite(sd_t)
     v, t = v[:, genes] / sd_v[genes], t[:, genes] / sd_t[genes]
-    norm_v, norm_t = np.linalg.norm(v, axis=1), np.linalg.norm(t, axis=1)
+    speed = np.linalg.norm(t, axis=1)
+    v -= v.mean(axis=1, keepdims=True)
+    t -= t.mean(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        error = 1.0 - np.einsum("ng,ng->n", v, t) / (norm_v * norm_t)
-    defined = np.isfinite(error) & (norm_t > np.quantile(norm_t, slowest))
+        cosine = np.einsum("ng,ng->n", v, t) / (
+            np.linalg.norm(v, axis=1) * np.linalg.norm(t, axis=1)
+        )
+    error = 1.0 - cosine
+    defined = np.isfinite(error) & (speed > np.quantile(speed, slowest))
     return error, defined
 
 

@@ -301,7 +301,7 @@ class VeloVAE(nn.Module):
         log_pi: torch.Tensor,
     ) -> torch.Tensor:
         """log p(s) + log p(u) per cell and gene (…, G) under the mixture with log-weights
-        ``log_pi`` (…, 4, G) (:func:`core.dirichlet.log_weights` of sampled π)."""
+        ``log_pi`` (…, 4, G) (e.g. :func:`core.dirichlet.rsample_log`)."""
         std_u, std_s = self.likelihood_std()
         return mixture_log_prob(spliced, comp.mean_s, std_s, log_pi) + mixture_log_prob(
             unspliced, comp.mean_u, std_u, log_pi
@@ -312,18 +312,22 @@ class VeloVAE(nn.Module):
         spliced: torch.Tensor,
         unspliced: torch.Tensor,
         kl_weight: float | torch.Tensor = 1.0,
-        pi_estimator: str = "expected",
+        pi_estimator: str = PI_ESTIMATORS[0],
     ) -> LossTerms:
         """One stochastic pass over a batch (B, G): sample z, return the loss terms.
 
         loss = mean_B(−log p + kl_weight·KL_z + KL_π) + λ(1 − kl_weight)·end_penalty.
         ``pi_estimator`` chooses how the state weights π ~ Dir(c) enter log p:
 
-        - ``"sampled"`` (the reference): one reparameterised draw of π per cell and gene;
+        - ``"sampled"`` (the reference, the default): one reparameterised draw of π per cell
+          and gene (:func:`core.dirichlet.rsample_log`);
         - ``"expected"``: log π replaced by E_q[log π] = ψ(c) − ψ(Σc). Since logsumexp is
           convex, log Σ_k exp(E[log π_k]) p_k ≤ E[log Σ_k π_k p_k] (Jensen), so the loss is
           still an upper bound of −log p(x) (a lower bound on the ELBO), with no sampling
-          noise and no gamma draws; the digammas are the ones KL_π needs anyway.
+          noise and no gamma draws. But the Jensen gap grows with the spread of Dir(c), so this
+          loss pushes every concentration up: the posterior's state weights come out too
+          certain, and the uncertainty analyses unlike the reference's (bench/RESULTS.md,
+          "Uncertainty").
         """
         mean, var = self.encode(spliced, unspliced)
         z = mean + var.sqrt() * torch.randn_like(mean)
@@ -334,7 +338,7 @@ class VeloVAE(nn.Module):
         if pi_estimator == "expected":
             log_pi = expected_log_pi
         elif pi_estimator == "sampled":
-            log_pi = dirichlet.log_weights(dirichlet.rsample(dec.concentration))
+            log_pi = dirichlet.rsample_log(dec.concentration)
         else:
             raise ValueError(
                 f"pi_estimator must be one of {', '.join(PI_ESTIMATORS)}; got {pi_estimator!r}."

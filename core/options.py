@@ -4,8 +4,16 @@ validates fit requests with them)."""
 #: Estimators of the posterior summaries (see :mod:`core.posterior`); the first is the default.
 POSTERIOR_MODES = ("rao-blackwell", "sample", "mean")
 #: How the state weights π enter the training objective (see ``core.model.VeloVAE.forward``);
-#: the first is the default, "sampled" is the reference veloVI's.
-PI_ESTIMATORS = ("expected", "sampled")
+#: the first is the default: "sampled", the reference veloVI's (its uncertainty depends on it);
+#: "expected" trains faster but concentrates the state weights (bench/RESULTS.md, "Uncertainty").
+PI_ESTIMATORS = ("sampled", "expected")
+#: Latent time per cell and gene from the state weights (the reference's ``time_statistic``):
+#: "mean", the reference's default π-weighted mean, or "max", the time of the most probable
+#: state (the reference's other choice: with its diffuse state weights the mean blends the
+#: induction and repression times, and "max" recovers a simulation's time better,
+#: bench/RESULTS.md "Uncertainty"); the repression steady state has time 0 in both, as the
+#: reference. The per-gene scaling of the velocity (t_max / latest time) follows it.
+TIME_STATISTICS = ("mean", "max")
 #: When training stops: "velocity" (the velocity field has converged, see
 #: :mod:`core.convergence`, or the reference's ELBO patience fires) or "elbo" (the reference
 #: veloVI's rule alone); the first is the default.

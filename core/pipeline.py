@@ -29,7 +29,7 @@ from core.io import (
     write_h5ad_atomic,
 )
 from core.memory import release_free_memory
-from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES
+from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES, TIME_STATISTICS
 from core.preprocess import PreprocessConfig, preprocess
 from core.threads import fit_threads
 
@@ -71,6 +71,7 @@ class FitParams:
     # posterior and analyses
     n_samples: int = 25
     posterior_mode: str = POSTERIOR_MODES[0]
+    time_statistic: str = TIME_STATISTICS[0]
     n_samples_intrinsic: int = 100
     n_samples_extrinsic: int = 25
     permutation_cells: int = 200
@@ -87,6 +88,7 @@ class FitParams:
             ("posterior_mode", self.posterior_mode, POSTERIOR_MODES),
             ("pi_estimator", self.pi_estimator, PI_ESTIMATORS),
             ("stopping", self.stopping, STOPPING_RULES),
+            ("time_statistic", self.time_statistic, TIME_STATISTICS),
         ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -325,6 +327,7 @@ def _fit_prepared(
                 early_stopping=params.early_stopping,
                 convergence=ConvergenceRule() if params.stopping == "velocity" else None,
                 pi_estimator=params.pi_estimator,
+                time_statistic=params.time_statistic,
                 seed=params.seed,
             ),
             progress=on_epoch,
@@ -332,7 +335,11 @@ def _fit_prepared(
         )
 
     with stages.stage("posterior", f"posterior: {params.n_samples} samples"):
-        posterior = model.posterior(n_samples=params.n_samples, mode=params.posterior_mode)
+        posterior = model.posterior(
+            n_samples=params.n_samples,
+            mode=params.posterior_mode,
+            time_statistic=params.time_statistic,
+        )
         add_posterior_to_adata(result, posterior)
         del posterior  # its arrays now live in result
 
@@ -353,7 +360,7 @@ def _fit_prepared(
                 "best_epoch": history.best_epoch,
                 "stopped_epoch": history.stopped_epoch,
                 "stop_reason": history.stop_reason,
-                "drift": np.asarray(history.drift, dtype=np.float64).reshape(-1, 3),
+                "drift": np.asarray(history.drift, dtype=np.float64).reshape(-1, 4),
             },
             "fingerprint": fingerprint,
             "notes": notes,

@@ -41,6 +41,7 @@ from core.blocks import blocks
 from core.dirichlet import STATE_AXIS
 from core.model import STATE_NAMES, Components, Rates, VeloVAE
 from core.options import POSTERIOR_MODES as MODES
+from core.options import TIME_STATISTICS
 
 T = TypeVar("T")
 
@@ -53,7 +54,8 @@ class Posterior:
     """Posterior summaries; (N, G) arrays are float32, per-gene (G,) arrays are float64.
 
     ``velocity``/``velocity_var``: posterior mean (clipped so Ms + v ≥ 0, as the reference) and
-    variance, per-gene rescaled; ``fit_t``: latent time per cell and gene on the 0–t_max axis;
+    variance, per-gene rescaled; ``fit_t``: latent time per cell and gene on the 0–t_max axis
+    (``time_statistic`` of :func:`latent_time_raw`, averaged over the draws);
     ``fit_s``/``fit_u``: posterior predictive means; ``states`` (4, N, G): mean π in
     :data:`core.model.STATE_NAMES` order; ``latent_z`` (N, L): q(z) mean; rates and
     ``t_switch`` rescaled (scVelo ``fit_*``); ``scaling`` (G,): the factor applied;
@@ -82,6 +84,7 @@ class Posterior:
     latent_time: np.ndarray
     n_samples: int
     mode: str
+    time_statistic: str
 
 
 class Draws(NamedTuple):
@@ -154,14 +157,29 @@ def state_velocities(d: Draws) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def latent_time_raw(d: Draws, pi: torch.Tensor) -> torch.Tensor:
-    """The reference's mean latent time per draw (S, B, G), model time units, for weights π."""
+def latent_time_raw(
+    d: Draws, pi: torch.Tensor, statistic: str = TIME_STATISTICS[0]
+) -> torch.Tensor:
+    """The reference's latent time per draw (S, B, G), model time units, for weights π (S, B,
+    4, G): ``"max"`` the time of the state of largest weight, ``"mean"`` the π-weighted mean;
+    the state times are t_ind, t_s, t_s + t_rep and 0 (repression steady, as the reference)."""
     t_s = d.rates.t_switch
-    return (
-        pi[..., 0, :] * d.comp.t_induction
-        + pi[..., 1, :] * t_s
-        + pi[..., 2, :] * (t_s + d.comp.t_repression)
+    if statistic == "mean":
+        return (
+            pi[..., 0, :] * d.comp.t_induction
+            + pi[..., 1, :] * t_s
+            + pi[..., 2, :] * (t_s + d.comp.t_repression)
+        )
+    if statistic != "max":
+        raise ValueError(
+            f"statistic must be one of {', '.join(TIME_STATISTICS)}; got {statistic!r}."
+        )
+    t_ind = d.comp.t_induction
+    times = torch.stack(
+        (t_ind, t_s.expand_as(t_ind), t_s + d.comp.t_repression, torch.zeros_like(t_ind)),
+        dim=STATE_AXIS,
     )
+    return times.gather(STATE_AXIS, pi.argmax(STATE_AXIS, keepdim=True)).squeeze(STATE_AXIS)
 
 
 def _cell_outputs(
@@ -185,12 +203,17 @@ def posterior_pass(
     n_samples: int = 25,
     mode: str = "rao-blackwell",
     generator: torch.Generator | None = None,
+    time_statistic: str = TIME_STATISTICS[0],
 ) -> Posterior:
     """Every posterior summary from one batched pass over (N, G) device tensors Ms, Mu.
 
-    Batches draw from their own generators derived from ``generator`` and, on the CPU, run
-    in threads as in :func:`velocity_sample_chunks` (same seed → same summaries)."""
+    ``time_statistic``: the latent time of :func:`latent_time_raw`. Batches draw from their
+    own generators derived from ``generator`` and, on the CPU, run in threads as in
+    :func:`velocity_sample_chunks` (same seed → same summaries)."""
     check_mode(mode)
+    if time_statistic not in TIME_STATISTICS:
+        choices = ", ".join(TIME_STATISTICS)
+        raise ValueError(f"time_statistic must be one of {choices}; got {time_statistic!r}.")
     if n_samples < 1:
         raise ValueError(f"n_samples must be ≥ 1, got {n_samples}.")
     n_draws = 1 if mode == "mean" else n_samples
@@ -219,7 +242,7 @@ def posterior_pass(
             fit_s, fit_u = (x.mean(0) for x in d.comp.mixture_mean(pi))
             out["v_mean"][sl] = v.mean(0)
             out["v_var"][sl] = v_var
-            out["t"][sl] = latent_time_raw(d, pi).mean(0)
+            out["t"][sl] = latent_time_raw(d, pi, time_statistic).mean(0)
             out["fit_s"][sl], out["fit_u"][sl] = fit_s, fit_u
             out["states"][:, sl] = pi.mean(0).transpose(0, 1)
             out["z"][sl] = d.z_mean
@@ -270,6 +293,7 @@ def posterior_pass(
         latent_time=cells((cell_time - cell_time.min()) / span),
         n_samples=n_draws,
         mode=mode,
+        time_statistic=time_statistic,
     )
 
 
@@ -454,5 +478,6 @@ def add_posterior_to_adata(adata, posterior: Posterior) -> None:
         "mode": "velovi",
         "n_samples": posterior.n_samples,
         "posterior": posterior.mode,
+        "time_statistic": posterior.time_statistic,
         "fit_offset": False,
     }

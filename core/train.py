@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from core.convergence import ConvergenceMonitor, ConvergenceRule
 from core.model import VeloVAE
-from core.options import PI_ESTIMATORS
+from core.options import PI_ESTIMATORS, TIME_STATISTICS
 
 
 class TrainingCancelled(RuntimeError):
@@ -31,8 +31,8 @@ class TrainingCancelled(RuntimeError):
 class TrainConfig:
     """Optimiser and schedule settings.
 
-    Defaults are the reference veloVI's except four, each selectable back: ``pi_estimator``
-    ("sampled" is the reference's), ``convergence`` (None: only the reference's ELBO rule),
+    Defaults are the reference veloVI's (``pi_estimator="sampled"`` included) except three,
+    each selectable back: ``convergence`` (None: only the reference's ELBO rule),
     ``weight_average`` (None: keep the last weights) and the restored best weights of the
     ELBO rule (see :func:`train`).
     """
@@ -54,6 +54,8 @@ class TrainConfig:
     #: Per-step decay of an exponential moving average of the weights (Polyak averaging), used
     #: for the convergence checks and kept as the fitted model; None keeps the raw weights.
     weight_average: float | None = 0.99
+    #: The latent time the convergence rule watches: the one the posterior will report.
+    time_statistic: str = TIME_STATISTICS[0]
 
     def __post_init__(self) -> None:
         if self.pi_estimator not in PI_ESTIMATORS:
@@ -86,7 +88,8 @@ class History:
     """Per-epoch ELBO (mean over cells of −log p + KL_z + KL_π, no penalty), as veloVI logs it.
 
     ``stop_reason``: "converged" (velocity-drift rule), "no improvement" (ELBO patience),
-    "max epochs"; ``drift``: (epoch, velocity drift, latent-time drift) of each convergence check.
+    "max epochs"; ``drift``: (epoch, velocity drift, latent-time drift, spread drift) of each
+    convergence check (:mod:`core.convergence`).
     """
 
     elbo_train: list[float] = field(default_factory=list)
@@ -94,7 +97,7 @@ class History:
     stopped_epoch: int = 0
     best_epoch: int = 0
     stop_reason: str = "max epochs"
-    drift: list[tuple[int, float, float]] = field(default_factory=list)
+    drift: list[tuple[int, float, float, float]] = field(default_factory=list)
 
 
 def _split(n_cells: int, train_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,6 +214,7 @@ def train(
             config.convergence,
             *(x[:_MONITORED_CELLS] for x in watched),
             steps_per_epoch=math.ceil(n_train / config.batch_size),
+            time_statistic=config.time_statistic,
         )
 
     for epoch in range(config.max_epochs):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from core.model import ModelConfig, VeloVAE, switch_targets
+from core.options import TIME_STATISTICS
 from core.posterior import (
     Posterior,
     expression_fit,
@@ -128,10 +129,20 @@ class VeloVI:
             )
         return torch.from_numpy(s).to(self.device), torch.from_numpy(u).to(self.device)
 
-    def posterior(self, n_samples: int = 25, mode: str = "rao-blackwell") -> Posterior:
+    def posterior(
+        self,
+        n_samples: int = 25,
+        mode: str = "rao-blackwell",
+        time_statistic: str = TIME_STATISTICS[0],
+    ) -> Posterior:
         """All posterior summaries in one batched pass (see :mod:`core.posterior`)."""
         return posterior_pass(
-            self.module, *self._tensors(None, None), n_samples, mode, self._generator(2)
+            self.module,
+            *self._tensors(None, None),
+            n_samples,
+            mode,
+            self._generator(2),
+            time_statistic,
         )
 
     def velocity_samples(

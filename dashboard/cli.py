@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES
+from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES, TIME_STATISTICS
 from core.pipeline import ANALYSES, FitParams, ProgressEvent
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
@@ -43,8 +43,18 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
         "--pi-estimator",
         choices=PI_ESTIMATORS,
         default=d.pi_estimator,
-        help="state weights in the training loss: 'expected' (E[log π], no sampling; the "
-        "default) or 'sampled' (the reference veloVI's reparameterised Dirichlet draw)",
+        help="state weights in the training loss: 'sampled' (the reference veloVI's "
+        "reparameterised Dirichlet draw, the default) or 'expected' (E[log π], no sampling: "
+        "about 1.5x faster per epoch, but intrinsic uncertainty comes out too low and "
+        "extrinsic unlike the reference's)",
+    )
+    p.add_argument(
+        "--time-statistic",
+        choices=TIME_STATISTICS,
+        default=d.time_statistic,
+        help="latent time per cell and gene: 'mean', the reference veloVI's state-weighted mean "
+        "(the default), or 'max', the time of the most probable state (recovers simulated "
+        "time better; the velocity's per-gene scaling follows it)",
     )
     p.add_argument(
         "--stopping",
@@ -220,6 +230,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         n_samples=args.n_samples,
         posterior_mode=args.posterior_mode,
         pi_estimator=args.pi_estimator,
+        time_statistic=args.time_statistic,
         stopping=args.stopping,
         baseline=args.baseline,
         skip=tuple(args.skip),

@@ -1,6 +1,7 @@
 """The home page's report on a fit beyond its summary: how well it recovered the ground truth
-when the data carry one (the bundled simulation does), and the page's "download data" (the
-training history per epoch and, with ground truth, the per-gene recovery)."""
+when the data carry one (the bundled simulation does), how well its uncertainties find the cells
+whose velocity is wrong, and the page's "download data" (the training history per epoch and,
+with ground truth, the per-gene recovery)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ def sections(ds: str | None) -> list[html.Section]:
                 ),
             )
         )
+        calibration = figures.uncertainty_calibration_summary(results)
+        if calibration is not None:
+            out.append(_calibration_section(dataset, results, calibration))
     buttons = [ui.download_button("home-history-csv", "Training history (CSV)")]
     if summary is not None:
         buttons.append(ui.download_button("home-truth-csv", "Ground truth per gene (CSV)"))
@@ -72,6 +76,49 @@ def sections(ds: str | None) -> list[html.Section]:
         )
     )
     return out
+
+
+def _calibration_section(dataset, results, calibration: dict) -> html.Section:
+    """Does the uncertainty point at the cells whose velocity direction is wrong?"""
+    stats = [
+        (f"{kind}: {label}", value)
+        for kind, scores in calibration.items()
+        for label, value in (
+            ("ρ with direction error", scores["spearman"]),
+            ("AUROC, worst 10 % of cells", scores["auroc"]),
+        )
+    ]
+    return ui.section(
+        "Uncertainty against the truth (simulated data)",
+        html.Div(
+            [
+                html.Div(
+                    [html.Div(f"{v:.2f}", className="value"), html.Div(k, className="name")],
+                    className="stat",
+                )
+                for k, v in stats
+            ],
+            className="stats",
+            id="calibration-stats",
+        ),
+        ui.graph(
+            "calibration-figure",
+            dataset,
+            "uncertainty_calibration",
+            "300px",
+            figure=figures.calibration_figure(results),
+        ),
+        html.P(
+            "Each cell's direction error is 1 − the cosine between its fitted and its true "
+            "velocity over genes (each gene scaled to unit variance, each cell centred over "
+            "genes as the uncertainty is); the quarter of cells with the slowest true velocity, "
+            "whose direction is undefined, is left out. ρ: Spearman correlation of the "
+            "uncertainty with that error (0: unrelated). AUROC: how well the uncertainty picks "
+            "out the tenth of cells with the largest error (0.5: chance, 1: perfectly). A "
+            "rising line: the more uncertain cells are the ones whose velocity is wrong.",
+            className="caveat",
+        ),
+    )
 
 
 @dash.callback(

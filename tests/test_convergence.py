@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.convergence import ConvergenceMonitor, ConvergenceRule, median_gene_correlation
+from core.convergence import (
+    ConvergenceMonitor,
+    ConvergenceRule,
+    deterministic_fit,
+    median_gene_correlation,
+)
 from core.model import ModelConfig, VeloVAE, switch_targets
 from core.train import TrainConfig, train
 
@@ -56,6 +61,37 @@ def test_rule_settles_or_plateaus_on_given_drift_sequences():
     jitter = [0.2, 0.05, 0.012, 0.011, 0.013, 0.0115, 0.012, 0.0125]
     assert first_stop(jitter, patience=4) == 7
     assert first_stop([0.3, 0.05, 0.04, 0.045, 0.041, 0.043, 0.042], patience=2) is None
+
+
+def test_a_settled_field_waits_for_its_spread():
+    """Velocity and time settled (drift 0) but the state-weight spread still moving: the fit
+    goes on until the spread drift stays below its own tolerance (5× the field's)."""
+    rule = ConvergenceRule(min_steps=0, calm_checks=2)
+    monitor = ConvergenceMonitor(rule, None, None)
+    spreads = [0.2, 0.05, 0.02, 0.008, 0.006, 0.004, 0.003]
+    stops = [monitor.record(e, 0.0, 0.0, d) for e, d in enumerate(spreads, start=1)]
+    assert stops.index(True) + 1 == 7  # below 5e-3 at checks 6 and 7
+    assert monitor.drift[-1] == (7, 0.0, 0.0, 0.003)
+
+
+def test_spread_is_the_variance_of_the_velocity_over_the_state_weights(small_module):
+    """The third watched quantity, log Var_π[v | z] at z = E[z], equals the log variance of
+    π_ind v_ind + π_rep v_rep over Dirichlet draws of π (torch.distributions as the oracle)."""
+    from core.dirichlet import STATE_AXIS
+    from core.posterior import draw, state_velocities
+
+    module, s, u = small_module
+    velocity, _, spread = deterministic_fit(module, s, u)
+    module.eval()  # as deterministic_fit evaluates it
+    with torch.no_grad():
+        d = draw(module, s, u, 1, "mean")
+        per_state = torch.stack(state_velocities(d), dim=STATE_AXIS)[0]  # (B, 2, G)
+        conc = d.concentration[0].transpose(1, 2).double()  # (B, G, 4)
+        pi = torch.distributions.Dirichlet(conc).sample((100_000,)).transpose(-1, -2).float()
+        v = (pi[:, :, ::2] * per_state).sum(STATE_AXIS)
+    # within 6 Monte-Carlo standard errors (sd / √100,000) everywhere
+    assert ((velocity - v.mean(0)) / v.std(0)).abs().max() < 0.02
+    torch.testing.assert_close(spread, v.var(0).log(), atol=0.05, rtol=0)
 
 
 def test_a_fit_that_keeps_moving_never_converges(small_module):

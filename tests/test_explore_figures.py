@@ -289,6 +289,41 @@ def test_ground_truth_panel_data(adata):
     assert "no ground truth" in F.ground_truth_figure(Results(adata)).layout.annotations[0].text
 
 
+def test_uncertainty_calibration_panel(adata):
+    """A true velocity that differs from the fit by noise growing with the intrinsic
+    uncertainty: intrinsic finds the wrong cells (ρ and AUROC near 1, a rising line), an
+    extrinsic that is noise does not (near 0 and 0.5), and the panel matches core's numbers."""
+    from core.ground_truth import direction_error, uncertainty_calibration
+
+    truth = adata.copy()
+    rng = np.random.default_rng(2)
+    n_cells, n_genes = truth.shape
+    noise = np.linspace(0.05, 1.0, n_cells)[rng.permutation(n_cells)]
+    velocity = truth.layers["velocity"]
+    standardised = velocity / velocity.std(0)
+    size = np.linalg.norm(standardised - standardised.mean(1, keepdims=True), axis=1)
+    # noise of a given share of each cell's (standardised) velocity, in the velocity's units
+    relative = noise * size / np.sqrt(n_genes)
+    truth.layers["true_velocity"] = velocity + (
+        relative[:, None] * rng.normal(size=(n_cells, n_genes)) * velocity.std(0)
+    )
+    truth.obs["intrinsic_uncertainty"] = noise
+    truth.obs["extrinsic_uncertainty"] = rng.random(n_cells)
+    summary = F.uncertainty_calibration_summary(Results(truth))
+    assert summary["intrinsic"]["spearman"] > 0.8 and summary["intrinsic"]["auroc"] > 0.9
+    assert abs(summary["extrinsic"]["spearman"]) < 0.15
+    assert 0.35 < summary["extrinsic"]["auroc"] < 0.65
+    expected = uncertainty_calibration(
+        noise, *direction_error(velocity, truth.layers["true_velocity"])
+    )
+    assert summary["intrinsic"] == pytest.approx(expected)
+    fig = F.calibration_figure(Results(truth))
+    rising = np.asarray(fig.data[0].y)
+    assert len(rising) == 10 and np.all(np.diff(rising) > 0)
+    assert F.uncertainty_calibration_summary(Results(adata)) is None  # no true velocity
+    assert "no ground truth" in F.calibration_figure(Results(adata)).layout.annotations[0].text
+
+
 # -- exports -----------------------------------------------------------------------------------
 def test_export_names_config_and_tables(tmp_path, adata, results):
     sample = Dataset("sample", "Sample data (simulated branching)", tmp_path, "raw", "sample")

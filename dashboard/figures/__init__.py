@@ -45,9 +45,11 @@ from dashboard.figures.genes import (
     phase_portrait_figure,
 )
 from dashboard.figures.ground_truth import (
+    calibration_figure,
     ground_truth_figure,
     ground_truth_metrics,
     ground_truth_summary,
+    uncertainty_calibration_summary,
 )
 from dashboard.figures.heatmap import (
     MAX_COLUMNS,
@@ -94,6 +96,7 @@ __all__ = [
     "StreamGeometry",
     "agreement_figure",
     "baseline_agreement_figure",
+    "calibration_figure",
     "category_colors",
     "cell_layer_split",
     "cell_type_colors",
@@ -125,5 +128,6 @@ __all__ = [
     "training_curve_figure",
     "typed",
     "uncertainty_by_type_figure",
+    "uncertainty_calibration_summary",
     "uncertainty_figures",
 ]

@@ -1,5 +1,6 @@
 """Ground-truth recovery on simulated data (the bundled sample carries its truth): per-gene
-latent-time Spearman and velocity Pearson (:mod:`core.ground_truth`), summarised and drawn."""
+latent-time Spearman and velocity Pearson, and how well the uncertainties point at the cells
+whose velocity direction is wrong (:mod:`core.ground_truth`), summarised and drawn."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.stats import spearmanr
 
-from core.ground_truth import recovery
+from core.ground_truth import direction_error, recovery, uncertainty_calibration
 from dashboard.figures.common import base_layout, empty_figure
 from dashboard.results import Results
 
@@ -82,4 +83,72 @@ def ground_truth_figure(results: Results) -> go.Figure:
         fig.update_xaxes(title={"text": LABELS[key]}, range=[-1, 1.02], row=1, col=col)
         fig.update_yaxes(title={"text": "genes" if col == 1 else ""}, row=1, col=col)
     fig.update_layout(base_layout("", f"{results.key}:truth", bargap=0.05))
+    return fig
+
+
+#: Uncertainty columns whose calibration is shown, with their labels.
+UNCERTAINTIES = {"intrinsic": "intrinsic uncertainty", "extrinsic": "extrinsic uncertainty"}
+#: Bins of cells by uncertainty in the calibration figure (deciles).
+CALIBRATION_BINS = 10
+
+
+def _direction_error(results: Results) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-cell direction error and its mask (:func:`core.ground_truth.direction_error`),
+    memoised; None without ``layers['true_velocity']``."""
+    if results.layer_matrix("true_velocity") is None:
+        return None
+    return results.memo(
+        ("direction_error",),
+        lambda: direction_error(
+            results.layer_matrix("velocity"), results.layer_matrix("true_velocity")
+        ),
+    )
+
+
+def uncertainty_calibration_summary(results: Results) -> dict[str, dict[str, float]] | None:
+    """Per uncertainty the fit has: ``spearman`` with the direction error and ``auroc`` for
+    the worst 10 % of cells (:func:`core.ground_truth.uncertainty_calibration`); None
+    without a true velocity or without any uncertainty."""
+    errors = _direction_error(results)
+    if errors is None:
+        return None
+    out = {
+        kind: uncertainty_calibration(results.obs_numeric(f"{kind}_uncertainty"), *errors)
+        for kind in UNCERTAINTIES
+        if results.has(kind)
+    }
+    return out or None
+
+
+def calibration_figure(results: Results) -> go.Figure:
+    """Median direction error of the cells in each decile of each uncertainty: a line that
+    rises means the uncertainty points at the cells whose velocity is wrong."""
+    errors = _direction_error(results)
+    kinds = [k for k in UNCERTAINTIES if results.has(k)]
+    if errors is None or not kinds:
+        return empty_figure(NO_TRUTH if errors is None else "No uncertainty in this fit.")
+    error, defined = errors
+    fig = go.Figure()
+    for kind, color in zip(kinds, ("#4c78a8", "#f58518"), strict=False):
+        values = results.obs_numeric(f"{kind}_uncertainty")
+        keep = defined & np.isfinite(values)
+        ranks = np.argsort(np.argsort(values[keep])) * CALIBRATION_BINS // keep.sum()
+        medians = [float(np.median(error[keep][ranks == b])) for b in range(CALIBRATION_BINS)]
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(1, CALIBRATION_BINS + 1),
+                y=medians,
+                mode="lines+markers",
+                name=UNCERTAINTIES[kind],
+                line={"color": color},
+                hovertemplate="decile %{x}: median error %{y:.3f}<extra>%{fullData.name}</extra>",
+            )
+        )
+    fig.update_layout(
+        base_layout("", f"{results.key}:calibration"),
+        xaxis={"title": {"text": "uncertainty decile (1 = most certain tenth of cells)"},
+               "dtick": 1},
+        yaxis={"title": {"text": "median direction error, 1 − cos"}, "rangemode": "tozero"},
+        legend={"orientation": "h", "y": 1.12},
+    )  # fmt: skip
     return fig
