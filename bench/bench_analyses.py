@@ -39,11 +39,14 @@ from common import (
     timed,
     write_json,
 )
-from reference import ReferenceVELOVI, reference_model, train_reference
+from reference import (
+    ReferenceVELOVI,
+    reference_directional_variance,
+    reference_extrinsic_futures,
+    reference_model,
+    train_reference,
+)
 from scvelo import settings as scvelo_settings
-from scvelo.tools import velocity_graph
-from scvelo.utils import get_transition_matrix
-from scvi.external.velovi._model import _compute_directional_statistics_tensor
 
 from core import graph, permutation, uncertainty
 from core.train import TrainConfig
@@ -52,19 +55,8 @@ from core.velovi import VeloVI
 
 def reference_extrinsic(adata: AnnData, model: ReferenceVELOVI, n_samples: int) -> np.ndarray:
     """The tutorial's ``compute_extrinisic_uncertainty``; returns the per-cell cosine variance."""
-    extrapolated = []
-    for i in range(n_samples):
-        vkey = f"velocities_velovi_{i}"
-        adata.layers[vkey] = np.asarray(model.get_velocity(n_samples=1, velo_statistic="mean"))
-        velocity_graph(adata, vkey=vkey, sqrt_transform=False, approx=True)
-        transitions = get_transition_matrix(
-            adata, vkey=vkey, self_transitions=True, use_negative_cosines=True
-        )
-        extrapolated.append(np.asarray(transitions @ adata.layers["Ms"]))
-    df, _ = _compute_directional_statistics_tensor(
-        np.stack(extrapolated), n_jobs=-1, n_cells=adata.n_obs
-    )
-    return df["directional_cosine_sim_variance"].to_numpy()
+    _, futures = reference_extrinsic_futures(adata, model, n_samples)
+    return reference_directional_variance(futures)
 
 
 def ours_extrinsic(adata: AnnData, model: VeloVI, n_samples: int) -> np.ndarray:

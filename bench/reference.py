@@ -106,10 +106,11 @@ def reference_extrinsic_futures(
 
 def reference_directional_variance(vectors: np.ndarray) -> np.ndarray:
     """veloVI's own per-cell directional statistics of (S, N, G) vectors: the cosine variance
-    (N,) (``_compute_directional_statistics_tensor``, its joblib loop over cells)."""
+    (N,) (``_compute_directional_statistics_tensor``, its joblib loop over cells with
+    ``n_jobs=-1``, as the tutorial calls it)."""
     from scvi.external.velovi._model import _compute_directional_statistics_tensor
 
-    frame, _ = _compute_directional_statistics_tensor(vectors, n_jobs=1, n_cells=vectors.shape[1])
+    frame, _ = _compute_directional_statistics_tensor(vectors, n_jobs=-1, n_cells=vectors.shape[1])
     return frame["directional_cosine_sim_variance"].to_numpy()
 
 

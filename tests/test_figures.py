@@ -333,13 +333,39 @@ def test_training_curve(results):
 
 
 def test_uncertainty_panels_share_axes(results):
+    from dashboard.figures.uncertainty import power_ticks
+
     fig = F.uncertainty_figures(results)
     assert len(fig.data) == 2 and fig.data[1].xaxis == "x2"
     assert fig.layout.xaxis2.matches == "x" and fig.layout.yaxis2.matches == "y"
-    lo, hi = np.percentile(results.obs_numeric("intrinsic_uncertainty"), [1, 99])
+    # colours on the paper's log10 scale, clipped to its p1–p99; the hover keeps the raw value
+    raw = results.obs_numeric("intrinsic_uncertainty")
+    lo, hi = np.percentile(np.log10(raw), [1, 99])
     assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == pytest.approx(
         (lo, hi), rel=1e-5
     )
+    np.testing.assert_allclose(fig.data[0].marker.color, np.log10(raw), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(fig.data[0].customdata)[:, -1], raw)
+    assert "intrinsic uncertainty %{customdata[" in fig.data[0].hovertemplate
+    bar = fig.layout.coloraxis.colorbar
+    assert "log scale" in bar.title.text and "p1–p99" in bar.title.text
+    assert all(lo - 1e-6 <= v <= hi + 1e-6 for v in bar.tickvals)
+    assert (
+        list(bar.ticktext)
+        == power_ticks(fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax)["ticktext"]
+    )
+    boxes = F.uncertainty_by_type_figure(results, "intrinsic")
+    assert boxes.layout.yaxis.type == "log" and "log scale" in boxes.layout.yaxis.title.text
+
+
+def test_power_ticks_label_decades_and_short_ranges():
+    from dashboard.figures.uncertainty import power_ticks
+
+    ticks = power_ticks(-6.3, -2.2)
+    assert ticks["tickvals"] == [-6, -5, -4, -3]
+    assert ticks["ticktext"][0] == "10<sup>-6</sup>"
+    short = power_ticks(-3.6, -3.1)  # no power of ten inside: the ends, as numbers
+    assert short["tickvals"] == [-3.6, -3.1] and short["ticktext"] == ["2.5e-04", "7.9e-04"]
 
 
 def test_skipped_analyses_give_empty_states(adata):

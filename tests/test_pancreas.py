@@ -1,14 +1,24 @@
 """The real pancreas subset (../shared/data) fitted with the defaults reproduces the veloVI
 paper's findings: the endocrine ordering in latent time, transient cell-cycle genes leading the
-permutation scores, and the flow from Ngn3-high progenitors into the endocrine types."""
+permutation scores, the flow from Ngn3-high progenitors into the endocrine types, and the
+uncertainty picture of Fig. 4a; its uncertainty per cell type agrees with the reference veloVI's
+(values committed in tests/data, with the command that computed them)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import anndata
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from dashboard.cli import main
+
+#: The reference veloVI's per-type uncertainty on this subset, several seeds
+#: (``bench/bench_uncertainty.py --write-reference``; its "command" says how it was made).
+REFERENCE = Path(__file__).parent / "data" / "pancreas_uncertainty_reference.json"
 
 #: Cell-cycle genes with transient dynamics in cycling ductal / Ngn3-low cells (paper, Fig. 4).
 CELL_CYCLE = {
@@ -37,7 +47,10 @@ def test_pancreas_fits_end_to_end(pancreas_result):
     progenitors = {"Ductal", "Ngn3 low EP", "Ngn3 high EP", "Pre-endocrine"}
     assert set(info["cell_types"]) == progenitors | set(ENDOCRINE)
     history = info["history"]
-    assert history["stop_reason"] == "converged" and history["stopped_epoch"] < 500
+    # 739 cells are 3 steps per epoch: like the reference (500 epochs on every seed) the fit may
+    # use all 500; either way its velocity, time and spread have settled to within 1 % a check
+    assert history["stop_reason"] in ("converged", "max epochs")
+    assert max(history["drift"][-1][1:]) < 0.01
     assert min(history["elbo_validation"][-5:]) < history["elbo_validation"][0]
     for key in ("intrinsic_uncertainty", "extrinsic_uncertainty", "latent_time"):
         assert np.isfinite(result.obs[key]).all(), key
@@ -49,7 +62,9 @@ def test_latent_time_orders_the_endocrine_lineage(pancreas_result):
     median = pancreas_result.obs.groupby("clusters", observed=True)["latent_time"].median()
     assert median["Ductal"] < median["Ngn3 high EP"] < median["Pre-endocrine"]
     assert median["Ngn3 low EP"] < median["Ngn3 high EP"]
-    assert all(median["Pre-endocrine"] < median[t] for t in ENDOCRINE)
+    # Epsilon (27 cells) sits at Pre-endocrine's level in the reference veloVI too (4 seeds:
+    # 0.60–0.64 vs 0.62–0.68), so only the three large endocrine types are ordered
+    assert all(median["Pre-endocrine"] < median[t] for t in ("Alpha", "Beta", "Delta"))
 
 
 @pytest.mark.slow
@@ -73,3 +88,41 @@ def test_streams_flow_from_progenitors_into_endocrine_types(pancreas_result):
 
     assert flow("Ngn3 high EP", "Pre-endocrine") > 0.5
     assert flow("Pre-endocrine", "Beta") > 0.5
+
+
+def _type_medians(result: anndata.AnnData, kind: str, types: list[str]) -> np.ndarray:
+    """log10 of the median ``obs['<kind>_uncertainty']`` of each cell type, in ``types`` order."""
+    values = result.obs[f"{kind}_uncertainty"].to_numpy()
+    clusters = result.obs["clusters"].to_numpy()
+    return np.log10([np.median(values[clusters == t]) for t in types])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["intrinsic", "extrinsic"])
+def test_uncertainty_per_cell_type_agrees_with_the_reference(pancreas_result, kind):
+    """velodash ranks the cell types by uncertainty as the reference veloVI does (against the
+    mean of its seeds) at least as well as the reference's own seeds agree with the others,
+    and at the reference's level. The expected-π estimator (issue 13) fails both: intrinsic
+    0.2 log10 too low, extrinsic ρ below the band."""
+    reference = json.loads(REFERENCE.read_text())
+    ours = _type_medians(pancreas_result, kind, reference["types"])
+    seeds = np.asarray(reference[kind]["log10_medians"])
+    mean = seeds.mean(0)
+    assert spearmanr(ours, mean)[0] >= min(reference[kind]["band_spearman"]), ours - mean
+    offsets = [np.mean(seed - np.delete(seeds, i, 0).mean(0)) for i, seed in enumerate(seeds)]
+    assert abs(np.mean(ours - mean)) <= max(np.abs(offsets)) + 0.05, ours - mean
+
+
+@pytest.mark.slow
+def test_uncertainty_reproduces_the_paper(pancreas_result):
+    """Fig. 4a: intrinsic uncertainty is elevated in Ductal and Ngn3-low progenitors over the
+    transient Ngn3-high and Pre-endocrine cells; extrinsic is lowest in those transient types
+    and high in the terminal Alpha and Beta cells ("backflow", no successors)."""
+    types = ["Ductal", "Ngn3 low EP", "Ngn3 high EP", "Pre-endocrine", *ENDOCRINE]
+    intrinsic = dict(zip(types, _type_medians(pancreas_result, "intrinsic", types), strict=True))
+    extrinsic = dict(zip(types, _type_medians(pancreas_result, "extrinsic", types), strict=True))
+    transient = ("Ngn3 high EP", "Pre-endocrine")
+    assert min(intrinsic["Ductal"], intrinsic["Ngn3 low EP"]) > max(intrinsic[t] for t in transient)
+    assert min(extrinsic["Alpha"], extrinsic["Beta"]) > extrinsic["Ngn3 high EP"]
+    others = [t for t in types if t not in transient]
+    assert max(extrinsic[t] for t in transient) < min(extrinsic[t] for t in others)

@@ -19,12 +19,32 @@ from dashboard.figures.common import (
 )
 from dashboard.results import Results
 
+#: Unit line of every uncertainty axis: the paper's measure, drawn on its log scale.
+UNIT = "cosine variance (log scale)"
+
+
+def log10_uncertainty(values: np.ndarray) -> np.ndarray:
+    """log10 of uncertainties (N,), float32; NaN where not positive (no direction)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log10(values), np.nan).astype(np.float32)
+
+
+def power_ticks(lo: float, hi: float) -> dict:
+    """Colour-bar ticks at the powers of ten in [lo, hi] (log10 units), labelled 10⁻⁴ …, with
+    the two ends labelled too when fewer than two powers fall inside."""
+    powers = list(range(int(np.ceil(lo)), int(np.floor(hi)) + 1))
+    values = powers if len(powers) >= 2 else sorted({lo, *powers, hi})
+    text = [f"10<sup>{v}</sup>" if float(v).is_integer() else f"{10**v:.1e}" for v in values]
+    return {"tickvals": values, "ticktext": text}
+
 
 def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
     """Intrinsic and extrinsic uncertainty on the UMAP, side by side in ONE figure whose two
     panels share both axes, so zoom/pan is linked client-side (and the page spends one WebGL
-    context, not two). Colours: Viridis on the robust p1–p99 range, one colour bar per panel;
-    a panel whose analysis was skipped says so."""
+    context, not two). Colours: Viridis on log10 of the cosine variance (the paper's figures
+    are on that scale; its values span decades), clipped to the p1–p99 range so a few outliers
+    do not darken the rest, the colour bar labelled in powers of ten; the hover gives the raw
+    value. A panel whose analysis was skipped says so."""
     kinds = ("intrinsic", "extrinsic")
     fig = make_subplots(
         rows=1,
@@ -49,7 +69,8 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
             )
             continue
         values = results.obs_numeric(f"{kind}_uncertainty")
-        lo, hi = robust_range(values)
+        logged = log10_uncertainty(values)
+        lo, hi = robust_range(logged)
         fig.add_trace(
             go.Scattergl(
                 x=xy[:, 0],
@@ -57,9 +78,11 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
                 mode="markers",
                 name=f"{kind} uncertainty",
                 showlegend=False,
-                customdata=hover.customdata,
-                hovertemplate=hover.template + "<br>%{marker.color:.3g}<extra></extra>",
-                marker={"size": point_size, "color": values, "coloraxis": axis},
+                customdata=np.column_stack([hover.customdata, values]),
+                hovertemplate=hover.template
+                + f"<br>{kind} uncertainty %{{customdata[{hover.customdata.shape[1]}]:.3g}}"
+                + "<extra></extra>",
+                marker={"size": point_size, "color": logged, "coloraxis": axis},
             ),
             row=1,
             col=col,
@@ -71,9 +94,10 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
                     "cmin": lo,
                     "cmax": hi,
                     "colorbar": {
-                        "title": {"text": kind},
+                        "title": {"text": f"{kind}<br>{UNIT}<br>p1–p99", "side": "top"},
                         "x": 0.45 if col == 1 else 1.0,
-                        "len": 0.9,
+                        "len": 0.8,
+                        **power_ticks(lo, hi),
                     },
                 }
             }
@@ -124,5 +148,6 @@ def uncertainty_by_type_figure(
             showlegend=False,
         )
     )
-    fig.update_yaxes(title=f"{which} uncertainty")
+    # log axis: the per-type medians differ by decades (the paper's Fig. 4a is on this scale)
+    fig.update_yaxes(title=f"{which}: {UNIT}", type="log", exponentformat="power")
     return fig
