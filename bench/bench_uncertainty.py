@@ -16,8 +16,9 @@ Parts (``--parts``, all by default):
   in ``VARIANTS``.
 - ``velodash``: ``core.pipeline.run`` with every default on the raw subset, for each seed.
 - ``agreement`` (printed from the above): per cell type, the median of each uncertainty; per
-  run, the Spearman correlation of its 8 type medians (log10) with the mean of the reference
-  seeds' and the mean log10 difference; the band is each reference seed against the others.
+  run, against the mean of the reference seeds' (log10): the Spearman correlation of its 8
+  type medians, their mean difference (level) and mean absolute difference (per-type
+  distance); the band is each reference seed against the mean of the others.
 - ``truth``: calibration on scVelo's simulation (``--truth-size``) and on the bundled sample,
   reference and velodash defaults on the same preprocessed data: Spearman of each
   uncertainty with the direction error, and the AUROC for the worst 10 % of cells
@@ -164,6 +165,7 @@ def agreement(runs: dict[str, dict], references: list[dict], types: np.ndarray) 
             return {
                 "spearman": float(scipy.stats.spearmanr(medians, against)[0]),
                 "mean_log10_difference": float(np.mean(medians - against)),
+                "mean_abs_log10_difference": float(np.mean(np.abs(medians - against))),
             }
 
         band = [score(ref[i], np.delete(ref, i, axis=0).mean(0)) for i in range(len(ref))]
@@ -182,19 +184,23 @@ def agreement(runs: dict[str, dict], references: list[dict], types: np.ndarray) 
 
 
 def print_agreement(table: dict) -> None:
-    """The agreement as two aligned tables (log10 type medians, ρ and Δlog10)."""
+    """The agreement as two aligned tables (log10 type medians; ρ, mean Δ and mean |Δ|)."""
     for kind, part in table.items():
         print(f"\n{kind}: log10 median per type; ρ and Δ vs the mean of the reference seeds")
-        print(f"  {'':52s}" + "".join(f"{t[:7]:>8s}" for t in TYPES) + "       ρ       Δ")
+        header = "".join(f"{t[:7]:>8s}" for t in TYPES) + "       ρ       Δ     |Δ|"
+        print(f"  {'':52s}{header}")
         mean = part["reference_mean_log10"]
         print(f"  {'reference (mean of seeds)':52s}" + "".join(f"{mean[t]:8.2f}" for t in TYPES))
         for i, b in enumerate(part["band"]):
-            print(f"  {f'reference seed {i} vs the others':52s}{'':64s}{b['spearman']:8.2f}")
+            scores = f"{b['spearman']:8.2f}{'':8s}{b['mean_abs_log10_difference']:8.3f}"
+            print(f"  {f'reference seed {i} vs the others':52s}{'':64s}{scores}")
         for name, r in part["runs"].items():
             medians = "".join(f"{r['log10_medians'][t]:8.2f}" for t in TYPES)
-            print(
-                f"  {name[:52]:52s}{medians}{r['spearman']:8.2f}{r['mean_log10_difference']:8.2f}"
+            scores = (
+                f"{r['spearman']:8.2f}{r['mean_log10_difference']:8.2f}"
+                f"{r['mean_abs_log10_difference']:8.3f}"
             )
+            print(f"  {name[:52]:52s}{medians}{scores}")
 
 
 def calibration(adata: ad.AnnData, velocity: np.ndarray, values: dict) -> dict:
@@ -317,6 +323,9 @@ def main() -> None:
                 "seeds": seeds,
                 "log10_medians": [type_medians(r[kind], types).tolist() for r in references],
                 "band_spearman": [b["spearman"] for b in table[kind]["band"]],
+                "band_mean_abs_log10_difference": [
+                    b["mean_abs_log10_difference"] for b in table[kind]["band"]
+                ],
             }
             for kind in ("intrinsic", "extrinsic")
         }

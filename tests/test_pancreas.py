@@ -100,17 +100,22 @@ def _type_medians(result: anndata.AnnData, kind: str, types: list[str]) -> np.nd
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["intrinsic", "extrinsic"])
 def test_uncertainty_per_cell_type_agrees_with_the_reference(pancreas_result, kind):
-    """velodash ranks the cell types by uncertainty as the reference veloVI does (against the
-    mean of its seeds) at least as well as the reference's own seeds agree with the others,
-    and at the reference's level. The expected-π estimator (issue 13) fails both: intrinsic
-    0.2 log10 too low, extrinsic ρ below the band."""
+    """Per cell type, velodash's median uncertainty lies as close to the reference veloVI's
+    (the mean of its seeds, log10) as each reference seed lies to the others', at the same
+    level; for extrinsic, whose types span two decades, it also ranks them at least as
+    faithfully. (Intrinsic type medians span 0.12 log10, so their rank order is seed noise:
+    ρ 0.67–0.86 among the reference's own seeds.) The expected-π estimator (issue 13) is
+    0.24 / 0.42 log10 away per type, the gene-space extrinsic 1.04."""
     reference = json.loads(REFERENCE.read_text())
     ours = _type_medians(pancreas_result, kind, reference["types"])
     seeds = np.asarray(reference[kind]["log10_medians"])
     mean = seeds.mean(0)
-    assert spearmanr(ours, mean)[0] >= min(reference[kind]["band_spearman"]), ours - mean
+    distance = np.mean(np.abs(ours - mean))
+    assert distance <= 1.5 * max(reference[kind]["band_mean_abs_log10_difference"]), ours - mean
     offsets = [np.mean(seed - np.delete(seeds, i, 0).mean(0)) for i, seed in enumerate(seeds)]
     assert abs(np.mean(ours - mean)) <= max(np.abs(offsets)) + 0.05, ours - mean
+    if kind == "extrinsic":
+        assert spearmanr(ours, mean)[0] >= min(reference[kind]["band_spearman"]), ours - mean
 
 
 @pytest.mark.slow
