@@ -41,8 +41,12 @@ redis:
 	  else echo "redis-server missing: hosted-mode tests will be skipped"; fi; \
 	fi
 
+# Two pytest workers, one test file each at a time (module fixtures stay in one process): the
+# long real-data fits overlap with the browser and hosted tests, which mostly wait.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser redis
-	DASH_TEST_CHROMEPATH=/usr/bin/chromium $(BIN)/python -m pytest --headless
+	DASH_TEST_CHROMEPATH=/usr/bin/chromium $(BIN)/python -m pytest --headless -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .
