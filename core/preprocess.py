@@ -36,7 +36,11 @@ class CsrNNDescentTransformer(PyNNDescentTransformer):
     """
 
     def fit_transform(self, X, y=None, **fit_params) -> sparse.csr_matrix:
-        return sparse.csr_matrix(super().fit_transform(X, y, **fit_params))
+        """The kNN graph of X itself. pynndescent's own fit_transform then compresses the
+        index for later queries, which scanpy never makes: that step alone compiles ~60 s of
+        numba code in every fresh fit process, so it is skipped."""
+        self.fit(X, compress_index=False)
+        return sparse.csr_matrix(self.transform(X=None))
 
     def transform(self, X) -> sparse.csr_matrix:
         return sparse.csr_matrix(super().transform(X))

@@ -364,8 +364,19 @@ def test_power_ticks_label_decades_and_short_ranges():
     ticks = power_ticks(-6.3, -2.2)
     assert ticks["tickvals"] == [-6, -5, -4, -3]
     assert ticks["ticktext"][0] == "10<sup>-6</sup>"
-    short = power_ticks(-3.6, -3.1)  # no power of ten inside: the ends, as numbers
-    assert short["tickvals"] == [-3.6, -3.1] and short["ticktext"] == ["2.5e-04", "7.9e-04"]
+    # one power of ten inside (the sample's intrinsic, 3.5e-4 to 6.1e-3): 1-2-5 steps
+    medium = power_ticks(np.log10(3.5e-4), np.log10(6.1e-3))
+    np.testing.assert_allclose(10 ** np.array(medium["tickvals"]), [5e-4, 1e-3, 2e-3, 5e-3])
+    assert medium["ticktext"] == [
+        "5×10<sup>-4</sup>", "10<sup>-3</sup>", "2×10<sup>-3</sup>", "5×10<sup>-3</sup>"
+    ]  # fmt: skip
+    # under ×2.5 (the pancreas intrinsic, 2.9e-4 to 7.5e-4): every mantissa
+    short = power_ticks(np.log10(2.9e-4), np.log10(7.5e-4))
+    assert short["ticktext"] == [f"{m}×10<sup>-4</sup>" for m in (3, 4, 5, 6, 7)]
+    tiny = power_ticks(-3.52, -3.50)  # no round value inside: the ends, two digits
+    assert tiny["tickvals"] == [-3.52, -3.50] and tiny["ticktext"] == [
+        "3×10<sup>-4</sup>", "3.2×10<sup>-4</sup>"
+    ]  # fmt: skip
 
 
 def test_skipped_analyses_give_empty_states(adata):

@@ -50,7 +50,7 @@ def test_intrinsic_uncertainty_finds_the_cells_whose_velocity_is_wrong(sample_re
     """As the home page reports it: the worst 10 % of cells by direction error are found at
     least as well as by the reference (measured 0.98 vs 0.946), and the uncertainty rises with
     the error (ρ 0.23; the reference's 0.80 ranks the bulk of cells better, its velocity being
-    twice as wrong). The expected-π model of issue 7 scored ρ < 0 here."""
+    twice as wrong)."""
     summary = F.uncertainty_calibration_summary(Results(sample_result))
     intrinsic = summary["intrinsic"]
     assert intrinsic["n_cells"] == pytest.approx(0.75 * sample_result.n_obs, abs=1)

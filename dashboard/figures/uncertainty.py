@@ -29,13 +29,33 @@ def log10_uncertainty(values: np.ndarray) -> np.ndarray:
         return np.where(values > 0, np.log10(values), np.nan).astype(np.float32)
 
 
+#: Tick mantissas tried in turn until at least two ticks fall inside the colour range.
+TICK_MANTISSAS = ((1,), (1, 2, 5), tuple(range(1, 10)))
+
+
 def power_ticks(lo: float, hi: float) -> dict:
-    """Colour-bar ticks at the powers of ten in [lo, hi] (log10 units), labelled 10⁻⁴ …, with
-    the two ends labelled too when fewer than two powers fall inside."""
-    powers = list(range(int(np.ceil(lo)), int(np.floor(hi)) + 1))
-    values = powers if len(powers) >= 2 else sorted({lo, *powers, hi})
-    text = [f"10<sup>{v}</sup>" if float(v).is_integer() else f"{10**v:.1e}" for v in values]
-    return {"tickvals": values, "ticktext": text}
+    """Colour-bar ticks in [lo, hi] (log10 units), written m×10ᵏ: the powers of ten when at
+    least two fall inside, else the 1-2-5 steps, else every mantissa 1–9 (a range narrower
+    than ×2.5); the two ends (two significant digits) if even those do not give two."""
+    decades = range(int(np.floor(lo)), int(np.ceil(hi)) + 1)
+    for mantissas in TICK_MANTISSAS:
+        values = [k + np.log10(m) for k in decades for m in mantissas]
+        values = [v for v in values if lo - 1e-9 <= v <= hi + 1e-9]
+        if len(values) >= 2:
+            break
+    else:
+        values = [lo, hi]
+    return {"tickvals": values, "ticktext": [_power_label(v) for v in values]}
+
+
+def _power_label(value: float) -> str:
+    """``value`` (log10) as "10⁻⁴" or "3×10⁻⁴" (HTML superscript), mantissa to 2 digits."""
+    exponent = int(np.floor(value + 1e-9))
+    mantissa = float(f"{10 ** (value - exponent):.2g}")
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    power = f"10<sup>{exponent}</sup>"
+    return power if mantissa == 1 else f"{mantissa:g}×{power}"
 
 
 def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
@@ -149,5 +169,5 @@ def uncertainty_by_type_figure(
         )
     )
     # log axis: the per-type medians differ by decades (the paper's Fig. 4a is on this scale)
-    fig.update_yaxes(title=f"{which}: {UNIT}", type="log", exponentformat="power")
+    fig.update_yaxes(title=f"{which}: {UNIT}", type="log", exponentformat="power", automargin=True)
     return fig
