@@ -40,10 +40,12 @@ def layout(ds: str | None = None, sel: str | None = None, **_query) -> html.Div:
                         [
                             html.P(
                                 "Intrinsic: how much the posterior velocity samples of a cell "
-                                "disagree in direction. Extrinsic: how much the direction "
-                                "changes over the cell's neighbourhood. Both are the variance "
-                                "of the cosine similarity to the mean velocity (veloVI); "
-                                "zooming one map zooms the other. Draw a lasso or box to "
+                                "disagree in direction. Extrinsic: how much the future state "
+                                "its velocity points to, through its neighbours, varies "
+                                "between samples. Both are the variance of a cosine to the "
+                                "mean (veloVI; unitless), on a log scale with colours clipped "
+                                "to the 1st–99th percentile; hover a cell for its value. "
+                                "Zooming one map zooms the other. Draw a lasso or box to "
                                 "select cells.",
                                 className="caveat",
                             ),
