@@ -31,20 +31,7 @@ def sections(ds: str | None) -> list[html.Section]:
         out.append(
             ui.section(
                 "Ground truth recovery (simulated data)",
-                html.Div(
-                    [
-                        html.Div(
-                            [
-                                html.Div(f"{v:.3f}" if np.isfinite(v) else "–", className="value"),
-                                html.Div(k, className="name"),
-                            ],
-                            className="stat",
-                        )
-                        for k, v in stats
-                    ],
-                    className="stats",
-                    id="truth-stats",
-                ),
+                _stat_row(stats, "truth-stats", digits=3),
                 ui.graph(
                     "truth-figure",
                     dataset,
@@ -78,6 +65,24 @@ def sections(ds: str | None) -> list[html.Section]:
     return out
 
 
+def _stat_row(stats: list[tuple[str, float]], id: str, digits: int) -> html.Div:
+    """A row of big numbers with their names ("–" for a missing value)."""
+    return html.Div(
+        [
+            html.Div(
+                [
+                    html.Div(f"{v:.{digits}f}" if np.isfinite(v) else "–", className="value"),
+                    html.Div(k, className="name"),
+                ],
+                className="stat",
+            )
+            for k, v in stats
+        ],
+        className="stats",
+        id=id,
+    )
+
+
 def _calibration_section(dataset, results, calibration: dict) -> html.Section:
     """Does the uncertainty point at the cells whose velocity direction is wrong?"""
     stats = [
@@ -90,17 +95,7 @@ def _calibration_section(dataset, results, calibration: dict) -> html.Section:
     ]
     return ui.section(
         "Uncertainty against the truth (simulated data)",
-        html.Div(
-            [
-                html.Div(
-                    [html.Div(f"{v:.2f}", className="value"), html.Div(k, className="name")],
-                    className="stat",
-                )
-                for k, v in stats
-            ],
-            className="stats",
-            id="calibration-stats",
-        ),
+        _stat_row(stats, "calibration-stats", digits=2),
         ui.graph(
             "calibration-figure",
             dataset,

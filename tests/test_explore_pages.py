@@ -4,12 +4,13 @@ stack trace; saved selections become colourings; gene choices resolve."""
 from __future__ import annotations
 
 from contextvars import copy_context
+from pathlib import Path
 
 import numpy as np
 import pytest
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
-from fake_results import write_fake_results
+from fake_results import make_fake_results, write_fake_results
 
 from dashboard import selection_panel
 from dashboard.app import create_app
@@ -106,3 +107,32 @@ def test_clicks_on_the_grid_and_heatmap_open_the_gene(app_and_ds):
     ):
         with pytest.raises(PreventUpdate):
             _call(app, bad_call)
+
+
+def test_home_report_shows_the_uncertainty_calibration_when_the_data_carry_a_truth(tmp_path):
+    """The home page's "Uncertainty against the truth" card shows the numbers the figure layer
+    computes (two digits); without a true velocity there is no such card."""
+    from dashboard import figures, run_report
+
+    plain = make_fake_results(n_cells=200, n_genes=20, seed=1)
+    truth = plain.copy()
+    rng = np.random.default_rng(0)
+    truth.obs["true_t"] = truth.obs["latent_time"].to_numpy() + rng.normal(0, 0.05, 200)
+    truth.layers["true_velocity"] = truth.layers["velocity"] + rng.normal(0, 0.5, (200, 20))
+    plain.write_h5ad(tmp_path / "plain.h5ad")
+    truth.write_h5ad(tmp_path / "truth.h5ad")
+    config = AppConfig(
+        data=(tmp_path / "plain.h5ad", tmp_path / "truth.h5ad"),
+        cache_dir=tmp_path / "cache",
+        sample_path=tmp_path / "none.h5ad",
+    )
+    app = create_app(config)
+    registry = DatasetRegistry(config)
+    ids = {Path(d.path).name: d.id for d in registry.datasets()}
+    with app.server.test_request_context():
+        shown = str(run_report.sections(ids["truth.h5ad"]))
+        assert "Uncertainty against the truth" in shown and "calibration-stats" in shown
+        expected = figures.uncertainty_calibration_summary(load_results(tmp_path / "truth.h5ad"))
+        for scores in expected.values():
+            assert f"{scores['auroc']:.2f}" in shown and f"{scores['spearman']:.2f}" in shown
+        assert "Uncertainty against the truth" not in str(run_report.sections(ids["plain.h5ad"]))
