@@ -18,8 +18,8 @@ import pandas as pd
 from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from dashboard import auth, figures
 from dashboard import components as ui
-from dashboard import figures
 from dashboard.results import Results
 from dashboard.selections import (
     SavedSelection,
@@ -61,7 +61,48 @@ def saved_options(ds: str) -> list[dict]:
         items = store().list(ds)
     except SelectionError:
         return []
-    return [{"label": f"{s['name']} ({s['n_selected']} cells)", "value": s["id"]} for s in items]
+    return [{"label": _option_label(s), "value": s["id"]} for s in items]
+
+
+def _option_label(saved: dict) -> str:
+    """ "name (N cells)", with "by owner" when the server has sign-in (several users)."""
+    label = f"{saved['name']} ({saved['n_selected']} cells"
+    if auth.sign_in_enabled() and saved.get("owner"):
+        label += f", by {saved['owner']}"
+    return label + ")"
+
+
+def _save_controls(i: dict[str, str]) -> list:
+    """Name box and Save button for editors; viewers browse and download but do not save."""
+    if not auth.current_user().can("editor"):
+        return [html.P("Saving selections needs the editor role.", className="caveat")]
+    return [
+        dcc.Input(
+            id=i["name"], placeholder="name this selection", maxLength=60, className="sel-name"
+        ),
+        html.Button("Save", id=i["save"], className="btn btn-small", n_clicks=0),
+    ]
+
+
+def save_selection(
+    ds: str, active: dict | None, name: str | None
+) -> tuple[SavedSelection | None, html.Div]:
+    """Save the active selection of ``ds`` for the signed-in user (editors only, checked
+    here on the server) under ``name``; returns (the saved selection or None, the message)."""
+    _, results, problem = ui.resolve(ds)
+    if problem is not None:
+        return None, problem
+    try:
+        user = auth.require("editor", "Saving a selection")
+        mask, old_name = resolve_mask(results, ds, active)
+        saved = store().save(ds, name or old_name, mask, results.cell_ids, user.name)
+    except (auth.Forbidden, SelectionError, ValueError) as err:
+        return None, ui.alert(str(err), "warning")
+    message = ui.alert(
+        [f"Saved “{saved.name}”. Its link: ", html.Code(f"?ds={ds}&sel={saved.id}")],
+        "success",
+    )
+    return saved, message
 
 
 def panel(prefix: str, ds: str, sel: str | None = None) -> html.Section:
@@ -88,13 +129,7 @@ def panel(prefix: str, ds: str, sel: str | None = None) -> html.Section:
             ),
             html.Div(
                 [
-                    dcc.Input(
-                        id=i["name"],
-                        placeholder="name this selection",
-                        maxLength=60,
-                        className="sel-name",
-                    ),
-                    html.Button("Save", id=i["save"], className="btn btn-small", n_clicks=0),
+                    *_save_controls(i),
                     ui.download_button(i["cells-csv"], "Cell ids (CSV)"),
                     ui.download_button(i["drivers-csv"], "Drivers (CSV)"),
                     html.Button(
@@ -300,18 +335,9 @@ def register(prefix: str, graph_id: str, ds_store: str) -> None:
         """Save the current selection under ``name``; it then has an id for links."""
         if not clicks:
             raise PreventUpdate
-        _, results, problem = ui.resolve(ds)
-        if problem is not None:
-            return no_update, no_update, no_update, problem
-        try:
-            mask, old_name = resolve_mask(results, ds, active)
-            saved = store().save(ds, name or old_name, mask, results.cell_ids)
-        except (SelectionError, ValueError) as err:
-            return no_update, no_update, no_update, ui.alert(str(err), "warning")
-        message = ui.alert(
-            [f"Saved “{saved.name}”. Its link: ", html.Code(f"?ds={ds}&sel={saved.id}")],
-            "success",
-        )
+        saved, message = save_selection(ds, active, name)
+        if saved is None:
+            return no_update, no_update, no_update, message
         return {"id": saved.id}, saved_options(ds), saved.id, message
 
     @dash.callback(

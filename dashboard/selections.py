@@ -204,6 +204,7 @@ class SavedSelection:
     ds: str
     mask: np.ndarray
     created: float
+    owner: str = ""
 
     @property
     def n_selected(self) -> int:
@@ -242,10 +243,13 @@ class SelectionStore:
         return self.root / ds / f"{sel_id}.json"
 
     def save(
-        self, ds: str, name: str | None, mask: np.ndarray, cell_ids: np.ndarray
+        self, ds: str, name: str | None, mask: np.ndarray, cell_ids: np.ndarray, owner: str
     ) -> SavedSelection:
-        """Store ``mask`` (N,) bool under a content id (same cells → same id; the name is
-        updated) and return it. Raises SelectionError for an empty mask or a bad id."""
+        """Store ``mask`` (N,) bool for ``owner`` under a content id of the cells and the owner
+        (the same user saving the same cells renames their selection; another user saving
+        the same cells gets a selection of their own, never touching this one) and return it.
+        Raises SelectionError for an empty mask or a bad id. Who may save is the caller's
+        check (the editor role, ``selection_panel``)."""
         check_ids(ds)
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (len(cell_ids),):
@@ -254,9 +258,8 @@ class SelectionStore:
             raise SelectionError("No cells in the selection: nothing to save.")
         fingerprint = cells_fingerprint(cell_ids)
         packed = np.packbits(mask)
-        sel_id = hashlib.sha256(ds.encode() + fingerprint.encode() + packed.tobytes()).hexdigest()[
-            :10
-        ]
+        content = ds.encode() + fingerprint.encode() + packed.tobytes() + owner.encode()
+        sel_id = hashlib.sha256(content).hexdigest()[:10]
         record = {
             "id": sel_id,
             "name": clean_name(name, int(mask.sum())),
@@ -265,6 +268,7 @@ class SelectionStore:
             "cells_fingerprint": fingerprint,
             "mask": base64.b64encode(packed.tobytes()).decode(),
             "created": time.time(),
+            "owner": owner,
         }
         path = self._path(ds, sel_id)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +280,7 @@ class SelectionStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return SavedSelection(sel_id, record["name"], ds, mask, record["created"])
+        return SavedSelection(sel_id, record["name"], ds, mask, record["created"], owner)
 
     def load(self, ds: str, sel_id: str, cell_ids: np.ndarray) -> SavedSelection:
         """The saved selection ``sel_id`` of ``ds`` as a mask over ``cell_ids``; SelectionError
@@ -301,11 +305,18 @@ class SelectionStore:
                 "this dataset)."
             )
         mask = np.unpackbits(packed, count=n_cells).astype(bool)
-        return SavedSelection(sel_id, str(record["name"]), ds, mask, float(record["created"]))
+        return SavedSelection(
+            sel_id,
+            str(record["name"]),
+            ds,
+            mask,
+            float(record["created"]),
+            str(record.get("owner", "")),
+        )
 
     def list(self, ds: str) -> list[dict]:
-        """``[{"id", "name", "n_selected"}]`` of ``ds``'s saved selections, newest first
-        (unreadable files are skipped)."""
+        """``[{"id", "name", "n_selected", "owner"}]`` of ``ds``'s saved selections, newest
+        first (unreadable files are skipped)."""
         check_ids(ds)
         folder = self.root / ds
         items = []
@@ -314,7 +325,11 @@ class SelectionStore:
                 record = json.loads(path.read_text())
                 packed = np.frombuffer(base64.b64decode(record["mask"]), dtype=np.uint8)
                 n = int(np.unpackbits(packed, count=int(record["n_cells"])).sum())
-                items.append((float(record["created"]), record["id"], record["name"], n))
+                owner = str(record.get("owner", ""))
+                items.append((float(record["created"]), record["id"], record["name"], n, owner))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-        return [{"id": i, "name": name, "n_selected": n} for _, i, name, n in sorted(items)[::-1]]
+        return [
+            {"id": i, "name": name, "n_selected": n, "owner": owner}
+            for _, i, name, n, owner in sorted(items)[::-1]
+        ]

@@ -226,3 +226,22 @@ def test_viewer_sees_the_app_but_cannot_fit_upload_or_list_users(dash_duo, tmp_p
     dash_duo.wait_for_contains_text("main", "No fits yet", timeout=20)
     assert not dash_duo.driver.find_elements("css selector", "#users-table")
     assert dash_duo.get_logs() == []
+
+
+@pytest.mark.browser
+def test_viewer_browses_selections_but_cannot_save_them(dash_duo, tmp_path):
+    """Issue 15, role rule on selections: a viewer's selection panel has no Save control and
+    says why; the lasso/box panel and the CSV downloads still work for them."""
+    users = tmp_path / "users.json"
+    add_user(users, "vera", "viewer", "viewer-password")
+    results = write_fake_results(tmp_path / "fit.h5ad", n_cells=300, n_genes=20)
+    config = _config(tmp_path, data=(results,), auth="basic", users_file=users)
+    ds = DatasetRegistry(config).default_id()
+    dash_duo.start_server(create_app(config), navigate=False)
+    _sign_in(dash_duo, "vera", "viewer-password")
+    dash_duo.server_url = dash_duo.server.url
+    dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds={ds}")
+    dash_duo.wait_for_contains_text("main", "Saving selections needs the editor role", timeout=30)
+    assert not dash_duo.driver.find_elements("css selector", "#stream-sel-save")
+    assert dash_duo.driver.find_elements("css selector", "#stream-sel-cells-csv")
+    assert dash_duo.get_logs() == []

@@ -66,7 +66,9 @@ def test_saved_selection_is_a_colouring_and_a_shareable_id(app_and_ds):
     app, ds, results = app_and_ds
     mask = np.zeros(results.n_cells, bool)
     mask[:30] = True
-    saved = _call(app, lambda: selection_panel.store().save(ds, "first 30", mask, results.cell_ids))
+    saved = _call(
+        app, lambda: selection_panel.store().save(ds, "first 30", mask, results.cell_ids, "local")
+    )
     color = f"sel:{saved.id}"
     assert stream.split_color(results, color) == (color, None)
     values = _call(app, stream.selection_colors, results, ds, color)
@@ -136,3 +138,34 @@ def test_home_report_shows_the_uncertainty_calibration_when_the_data_carry_a_tru
         for scores in expected.values():
             assert f"{scores['auroc']:.2f}" in shown and f"{scores['spearman']:.2f}" in shown
         assert "Uncertainty against the truth" not in str(run_report.sections(ids["plain.h5ad"]))
+
+
+def test_only_editors_save_selections_and_viewers_are_told_why(app_and_ds):
+    """Issue 15: viewers browse. The server refuses a viewer's save (whatever the browser
+    sends) and writes nothing; a viewer's panel has no Save control but says why; an editor's
+    save records them as its owner."""
+    import flask
+
+    from dashboard.users import User
+
+    app, ds, _ = app_and_ds
+    box = {"geometry": {"kind": "box", "x": [-1e6, 1e6], "y": [-1e6, 0]}}
+
+    def as_user(user: User, fn, *args):
+        def run():
+            flask.g.velodash_user = user
+            return fn(*args)
+
+        return _call(app, run)
+
+    viewer, editor = User("vera", "viewer"), User("ed", "editor")
+    before = as_user(viewer, lambda: selection_panel.store().list(ds))
+    saved, message = as_user(viewer, selection_panel.save_selection, ds, box, "mine")
+    assert saved is None
+    assert "Saving a selection needs the editor role; you are signed in as a viewer" in str(message)
+    assert as_user(viewer, lambda: selection_panel.store().list(ds)) == before
+    panel = str(as_user(viewer, selection_panel.panel, "stream", ds))
+    assert "Saving selections needs the editor role" in panel and "stream-sel-save" not in panel
+    saved, message = as_user(editor, selection_panel.save_selection, ds, box, "mine")
+    assert saved is not None and saved.owner == "ed" and "Saved" in str(message)
+    assert "stream-sel-save" in str(as_user(editor, selection_panel.panel, "stream", ds))

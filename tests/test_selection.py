@@ -221,18 +221,39 @@ def test_store_round_trip_ids_and_listing(tmp_path, planted):
     store = D.SelectionStore(tmp_path)
     mask = np.zeros(results.n_cells, bool)
     mask[10:50] = True
-    saved = store.save("sample", "  my   cells ", mask, results.cell_ids)
+    saved = store.save("sample", "  my   cells ", mask, results.cell_ids, "ann")
     assert D.SELECTION_ID.match(saved.id) and saved.name == "my cells"
-    again = store.save("sample", "renamed", mask, results.cell_ids)
-    assert again.id == saved.id  # same cells, same id; the name follows the last save
+    again = store.save("sample", "renamed", mask, results.cell_ids, "ann")
+    assert again.id == saved.id  # same cells, same owner: same id; the name follows the last save
     loaded = store.load("sample", saved.id, results.cell_ids)
     np.testing.assert_array_equal(loaded.mask, mask)
     assert loaded.name == "renamed"
-    assert store.list("sample") == [{"id": saved.id, "name": "renamed", "n_selected": 40}]
+    assert store.list("sample") == [
+        {"id": saved.id, "name": "renamed", "n_selected": 40, "owner": "ann"}
+    ]
     assert store.list("other") == []
     files = list((tmp_path / "selections" / "sample").iterdir())
     assert [f.name for f in files] == [f"{saved.id}.json"]  # no temp files left
     assert json.loads(files[0].read_text())["n_cells"] == results.n_cells
+
+
+def test_two_users_saving_the_same_cells_keep_their_own_names(tmp_path, planted):
+    """Issue 15: a second user saving the same cells renamed the first user's selection (one
+    id per cells). Now each owner has their own selection of those cells."""
+    _, results = planted
+    store = D.SelectionStore(tmp_path)
+    mask = np.zeros(results.n_cells, bool)
+    mask[5:25] = True
+    editor = store.save("sample", "Ngn3 high lasso", mask, results.cell_ids, "alice")
+    other = store.save("sample", "carol copy", mask, results.cell_ids, "carol")
+    assert other.id != editor.id
+    assert store.load("sample", editor.id, results.cell_ids).name == "Ngn3 high lasso"
+    assert store.load("sample", editor.id, results.cell_ids).owner == "alice"
+    assert store.load("sample", other.id, results.cell_ids).owner == "carol"
+    assert {(s["name"], s["owner"]) for s in store.list("sample")} == {
+        ("Ngn3 high lasso", "alice"),
+        ("carol copy", "carol"),
+    }
 
 
 def test_store_rejects_bad_ids_foreign_cells_and_empty_masks(tmp_path, planted):
@@ -240,20 +261,20 @@ def test_store_rejects_bad_ids_foreign_cells_and_empty_masks(tmp_path, planted):
     store = D.SelectionStore(tmp_path)
     mask = np.zeros(results.n_cells, bool)
     mask[:5] = True
-    saved = store.save("sample", "x", mask, results.cell_ids)
+    saved = store.save("sample", "x", mask, results.cell_ids, "ann")
     for bad in ("../../etc/passwd", "ABCDEF0123", "0123", "0123456789/", ""):
         with pytest.raises(D.SelectionError, match="not a selection id"):
             store.load("sample", bad, results.cell_ids)
     for bad_ds in ("../x", "a/b", "", "x" * 65):
         with pytest.raises(D.SelectionError, match="bad dataset id"):
-            store.save(bad_ds, "x", mask, results.cell_ids)
+            store.save(bad_ds, "x", mask, results.cell_ids, "ann")
     with pytest.raises(D.SelectionError, match="No saved selection"):
         store.load("sample", "0123456789", results.cell_ids)
     other_cells = np.array([f"other_{i}" for i in range(results.n_cells)])
     with pytest.raises(D.SelectionError, match="other cells"):
         store.load("sample", saved.id, other_cells)
     with pytest.raises(D.SelectionError, match="nothing to save"):
-        store.save("sample", "x", np.zeros(results.n_cells, bool), results.cell_ids)
+        store.save("sample", "x", np.zeros(results.n_cells, bool), results.cell_ids, "ann")
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
 
 

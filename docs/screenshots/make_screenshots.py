@@ -94,7 +94,7 @@ def _saved_selection(config: AppConfig, ds: str, results_path: Path) -> str:
     mask = results.cell_type_codes == results.cell_types.index(target)
     if mask.all():
         mask = np.arange(results.n_cells) < results.n_cells // 3
-    saved = SelectionStore(config.cache_dir).save(ds, target, mask, results.cell_ids)
+    saved = SelectionStore(config.cache_dir).save(ds, target, mask, results.cell_ids, "local")
     return saved.id
 
 
