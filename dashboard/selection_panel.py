@@ -84,11 +84,19 @@ def _save_controls(i: dict[str, str]) -> list:
     ]
 
 
+def shared_link(page: str, ds: str, sel_id: str) -> str:
+    """The full address that opens ``page`` of ``ds`` with the saved selection ``sel_id``
+    highlighted (host and any path prefix of this server included)."""
+    path = ui.page_href(dash.get_relative_path(f"/{page}"), ds, sel=sel_id)
+    return flask.request.host_url.rstrip("/") + path
+
+
 def save_selection(
-    ds: str, active: dict | None, name: str | None
+    ds: str, active: dict | None, name: str | None, page: str
 ) -> tuple[SavedSelection | None, html.Div]:
     """Save the active selection of ``ds`` for the signed-in user (editors only, checked
-    here on the server) under ``name``; returns (the saved selection or None, the message)."""
+    here on the server) under ``name``; returns (the saved selection or None, the message,
+    which on success carries the selection's full link on ``page`` with a copy button)."""
     _, results, problem = ui.resolve(ds)
     if problem is not None:
         return None, problem
@@ -98,8 +106,13 @@ def save_selection(
         saved = store().save(ds, name or old_name, mask, results.cell_ids, user.name)
     except (auth.Forbidden, SelectionError, ValueError) as err:
         return None, ui.alert(str(err), "warning")
+    link = shared_link(page, ds, saved.id)
     message = ui.alert(
-        [f"Saved “{saved.name}”. Its link: ", html.Code(f"?ds={ds}&sel={saved.id}")],
+        [
+            f"Saved “{saved.name}”. Anyone with access opens it at ",
+            html.Code(link, className="sel-link"),
+            dcc.Clipboard(content=link, title="Copy the link", className="sel-copy"),
+        ],
         "success",
     )
     return saved, message
@@ -279,7 +292,8 @@ def selection_view(results: Results, ds: str, active: dict, rank: str) -> tuple[
 
 def register(prefix: str, graph_id: str, ds_store: str) -> None:
     """Register the panel's callbacks for a page whose UMAP graph is ``graph_id`` and whose
-    dataset id is in the store ``ds_store``."""
+    dataset id is in the store ``ds_store``; ``prefix`` is also the page's path (shared
+    links of saved selections point there)."""
     i = ids(prefix)
     dash.clientside_callback(
         ClientsideFunction("velodash", "selectionShape"),
@@ -335,7 +349,7 @@ def register(prefix: str, graph_id: str, ds_store: str) -> None:
         """Save the current selection under ``name``; it then has an id for links."""
         if not clicks:
             raise PreventUpdate
-        saved, message = save_selection(ds, active, name)
+        saved, message = save_selection(ds, active, name, prefix)
         if saved is None:
             return no_update, no_update, no_update, message
         return {"id": saved.id}, saved_options(ds), saved.id, message

@@ -346,7 +346,9 @@ def test_stream_recolour_sends_typed_patch_and_url(page_app):
     args = ("clusters", None, "streams", 1.0, 0.5, "velovi", [])
     figure, shown, *_ = _triggered(".", stream.draw, *args, None, page_app)
     assert len(figure.data) >= len(results.cell_types)
-    assert stream.url_state(shown, None, page_app) == f"?ds={page_app}&color=clusters"
+    # the default colouring (cell types) stays out of the address, so that a link with a
+    # saved selection opens coloured by it (issue 15)
+    assert stream.url_state(shown, None, page_app) == f"?ds={page_app}"
     # Picking a gene only recolours: a Patch whose colours are base64 typed arrays.
     gene_args = ("clusters", "Gene002", "streams", 1.0, 0.5, "velovi", [], shown, page_app)
     patch, shown2, link, *_ = _triggered("stream-gene.value", stream.draw, *gene_args)
@@ -361,7 +363,7 @@ def test_stream_recolour_sends_typed_patch_and_url(page_app):
     rebuilt, shown3, *_ = _triggered("stream-mode.value", stream.draw, *mode_args)
     assert isinstance(rebuilt, type(figure))
     url = stream.url_state(shown3, {"id": "0123456789"}, page_app)
-    assert url == f"?ds={page_app}&color=clusters&sel=0123456789&mode=arrows"
+    assert url == f"?ds={page_app}&sel=0123456789&mode=arrows"
 
 
 def test_home_fit_queues_one_job_and_upload_error(page_app):

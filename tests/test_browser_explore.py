@@ -216,9 +216,15 @@ def test_lasso_finds_the_planted_driver_and_the_selection_is_saved_shared_and_do
     dash_duo.wait_for_contains_text("#stream-sel-status", "Saved", timeout=20)
     until(lambda: "sel" in _query(dash_duo), timeout=10)
     sel = _query(dash_duo)["sel"]
-    dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds={ds}&sel={sel}")
-    dash_duo.wait_for_contains_text("#stream-sel-body", "alpha lineage", timeout=30)
-    until(lambda: "alpha lineage" in _title(dash_duo, "stream-graph"), timeout=20)
+    # The message gives the full link (with a copy button); the address bar (what "Copy link"
+    # copies) and that link both open the selection highlighted, for a colleague too.
+    shared = dash_duo.find_element("#stream-sel-status .sel-link").text
+    assert shared == f"{dash_duo.server_url}/stream?ds={ds}&sel={sel}"
+    assert dash_duo.driver.find_elements("css selector", "#stream-sel-status .sel-copy")
+    for link in (dash_duo.driver.current_url, shared):
+        dash_duo.driver.get(link)
+        dash_duo.wait_for_contains_text("#stream-sel-body", "alpha lineage", timeout=30)
+        until(lambda: "alpha lineage" in _title(dash_duo, "stream-graph"), timeout=20)
     # A tampered link explains itself instead of failing.
     dash_duo.driver.get(f"{dash_duo.server_url}/uncertainty?ds={ds}&sel=../../etc")
     dash_duo.wait_for_contains_text("#uncertainty-sel-message", "not a selection id", timeout=30)

@@ -160,12 +160,13 @@ def test_only_editors_save_selections_and_viewers_are_told_why(app_and_ds):
 
     viewer, editor = User("vera", "viewer"), User("ed", "editor")
     before = as_user(viewer, lambda: selection_panel.store().list(ds))
-    saved, message = as_user(viewer, selection_panel.save_selection, ds, box, "mine")
+    saved, message = as_user(viewer, selection_panel.save_selection, ds, box, "mine", "stream")
     assert saved is None
     assert "Saving a selection needs the editor role; you are signed in as a viewer" in str(message)
     assert as_user(viewer, lambda: selection_panel.store().list(ds)) == before
     panel = str(as_user(viewer, selection_panel.panel, "stream", ds))
     assert "Saving selections needs the editor role" in panel and "stream-sel-save" not in panel
-    saved, message = as_user(editor, selection_panel.save_selection, ds, box, "mine")
+    saved, message = as_user(editor, selection_panel.save_selection, ds, box, "mine", "stream")
     assert saved is not None and saved.owner == "ed" and "Saved" in str(message)
+    assert f"http://localhost/stream?ds={ds}&sel={saved.id}" in str(message)  # the full link
     assert "stream-sel-save" in str(as_user(editor, selection_panel.panel, "stream", ds))

@@ -313,7 +313,10 @@ def draw(obs_color, gene, mode, density, smooth, source, fade, shown, ds):
     prevent_initial_call=True,
 )
 def url_state(shown: dict | None, active: dict | None, ds: str) -> str:
-    """The address bar: every knob that differs from its default, and a saved selection."""
+    """The address bar: every knob that differs from its default, and a saved selection.
+    The default colouring (the cell types) is left out, so that a link with a saved
+    selection opens coloured by that selection, as the colleague it is shared with expects;
+    any other colouring is kept."""
     if not shown:
         raise PreventUpdate
     query = {
@@ -322,7 +325,11 @@ def url_state(shown: dict | None, active: dict | None, ds: str) -> str:
         if k != "color" and v != DEFAULTS[k] and v is not False
     }
     sel = active.get("id") if active else None
-    return ui.page_href("", ds, color=shown.get("color"), sel=sel, **query)
+    _, results, problem = ui.resolve(ds)
+    color = shown.get("color")
+    if problem is None and color == results.groupby:
+        color = None
+    return ui.page_href("", ds, color=color, sel=sel, **query)
 
 
 @callback(
