@@ -286,14 +286,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from dashboard.hosting_config import describe, load_config
+    from dashboard.hosting_config import check, load_config
 
     hosted = load_config(
         args.config, host=args.host, port=args.port, workers=args.workers, threads=args.threads
     )
     if args.check:
-        print(describe(hosted))
-        return 0
+        text, status = check(hosted)
+        print(text)
+        return status
     from dashboard.hosting import serve
 
     serve(hosted)

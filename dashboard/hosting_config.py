@@ -348,8 +348,52 @@ def load_config(
     return HostedConfig(app, serve, path, secret_key_file)
 
 
-def describe(config: HostedConfig) -> str:
-    """What ``velodash serve --check`` prints: what would be served, and how (no secrets)."""
+def redis_reach(url: str) -> str:
+    """Whether the job queue's Redis answers at ``url``: "reachable", "refused the password"
+    (or the user name; wrong credentials are a configuration error) or "NOT reachable right
+    now" (it may be started later)."""
+    import redis
+
+    from dashboard.jobstore import QueueUnavailable, RedisJobStore
+
+    try:
+        RedisJobStore(url).ping()
+    except QueueUnavailable as err:
+        if isinstance(err.__cause__, redis.exceptions.AuthenticationError):
+            return "refused the password"
+        return "NOT reachable right now"
+    return "reachable"
+
+
+def check(config: HostedConfig) -> tuple[str, int]:
+    """What ``velodash serve --check`` prints (what would be served and how, no secrets,
+    then any warning or error) and its exit status: 1 when something would stop the
+    server from working (Redis refusing its credentials), else 0."""
+    app = config.app
+    reach = redis_reach(app.redis_url) if app.redis_url else None
+    errors, warnings = [], []
+    if reach == "refused the password":
+        errors.append(
+            f"Redis at {mask_url(app.redis_url)} refused the password: fix the password in "
+            "redis_url (VELODASH_REDIS_URL) to match Redis's requirepass."
+        )
+    if app.https:
+        warnings.append(
+            "https = true marks the sign-in cookies Secure, so browsers send them only over "
+            f"HTTPS, but velodash itself serves plain http ({config.serve.url}): reach it only "
+            "through an HTTPS proxy (docs/hosting.md), or set https = false; over plain http "
+            "nobody stays signed in."
+        )
+    header = "configuration OK" if not errors else "configuration has a problem"
+    text = describe(config, reach).replace("configuration OK", header, 1)
+    text += "".join(f"\nwarning: {w}" for w in warnings)
+    text += "".join(f"\nerror: {e}" for e in errors)
+    return text, 1 if errors else 0
+
+
+def describe(config: HostedConfig, reach: str | None = None) -> str:
+    """What would be served, and how (no secrets); ``reach`` is :func:`redis_reach`'s answer
+    (asked here when not given)."""
     app, serve = config.app, config.serve
     lines = [f"velodash: configuration OK ({config.path or 'environment only'})"]
     lines.append(
@@ -375,13 +419,7 @@ def describe(config: HostedConfig) -> str:
         lines.append("  datasets:    none configured (datasets_dir)")
     lines.append(f"  cache:       {app.cache_dir} (results, uploads, job state)")
     if app.redis_url:
-        from dashboard.jobstore import QueueUnavailable, RedisJobStore
-
-        try:
-            RedisJobStore(app.redis_url).ping()
-            reach = "reachable"
-        except QueueUnavailable:
-            reach = "NOT reachable right now"
+        reach = reach or redis_reach(app.redis_url)
         lines.append(f"  job queue:   Celery workers over {mask_url(app.redis_url)} ({reach})")
     else:
         lines.append(f"  job queue:   local (this machine, {app.job_concurrency} fit(s) at a time)")

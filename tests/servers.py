@@ -87,7 +87,7 @@ class Process:
 class RedisServer(Process):
     """redis-server on a free loopback port, persisting to `folder` (survives restarts)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, password: str | None = None) -> None:
         self.port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
         command = [
@@ -99,6 +99,8 @@ class RedisServer(Process):
             "--save", "",
             "--protected-mode", "yes",
         ]  # fmt: skip
+        if password is not None:
+            command += ["--requirepass", password]
         super().__init__(command, folder / "redis.log")
 
     @property
@@ -113,11 +115,11 @@ class RedisServer(Process):
         return self
 
     def ping(self) -> bool:
-        """Whether the server answers."""
+        """Whether the server answers (with a password set, by asking for it)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fake_results import write_fake_results
+from servers import REDIS_SERVER, RedisServer
 
 from dashboard.app import create_app
 from dashboard.cli import main
@@ -134,7 +135,30 @@ def test_check_prints_what_would_be_served_without_secrets(site, capsys):
     assert "Celery workers over redis://:***@127.0.0.1:1/0 (NOT reachable right now)" in out
     assert "uploads:     up to 500 MB" in out and "Secure (https = true)" in out
     assert "hunter2" not in out and "s" * 64 not in out and "scrypt" not in out
-    print(describe(load_config(site)))  # describe() is what --check prints
+    # velodash serves plain http: https = true (as in the docs' example) gets a warning
+    assert "warning: https = true marks the sign-in cookies Secure" in out
+    assert "through an HTTPS proxy" in out
+    print(describe(load_config(site)))  # describe() is the body of what --check prints
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server (make test installs it)")
+def test_check_fails_when_redis_refuses_the_password(site, tmp_path, capsys):
+    """Issue 15: a wrong Redis password passed --check as "NOT reachable right now", exit 0."""
+    redis = RedisServer(tmp_path / "redis", password="right-password").start()
+    try:
+        url = f"redis://:wrong-password@127.0.0.1:{redis.port}/0"
+        site.write_text(site.read_text().replace("redis://:hunter2@127.0.0.1:6379/0", url))
+        assert main(["serve", "--config", str(site), "--check"]) == 1
+        out = capsys.readouterr().out
+        assert "configuration has a problem" in out and "configuration OK" not in out
+        assert f"Redis at redis://:***@127.0.0.1:{redis.port}/0 refused the password" in out
+        assert "wrong-password" not in out and "warning:" not in out  # https is off here
+        site.write_text(site.read_text().replace("wrong-password", "right-password"))
+        assert main(["serve", "--config", str(site), "--check"]) == 0
+        out = capsys.readouterr().out
+        assert "configuration OK" in out and "(reachable)" in out and "error:" not in out
+    finally:
+        redis.kill()
 
 
 # -- users ----------------------------------------------------------------------------------------
