@@ -323,6 +323,13 @@ def test_permutation_heatmap_top_genes(adata, results):
     assert list(heat.y) == list(adata.var_names[order])
     np.testing.assert_allclose(heat.z, adata.varm["permutation_effect"][order])
     assert heat.customdata[3][2] == adata.var_names[order[3]]
+    # a signed t (issue 15): diverging colours, white at 0, symmetric about it
+    assert heat.zmid == 0 and heat.zmin == -heat.zmax == -np.abs(heat.z).max()
+    colours = [c for _, c in heat.colorscale]
+    assert heat.reversescale and colours[len(colours) // 2].replace(" ", "") in (
+        "rgb(247,247,247)",
+        "rgb(255,255,255)",
+    )
 
 
 def test_training_curve(results):

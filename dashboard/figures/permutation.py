@@ -67,14 +67,22 @@ def permutation_heatmap_figure(results: Results, n_top: int = 30) -> go.Figure:
     top = np.argsort(np.nan_to_num(-scores, nan=np.inf), kind="stable")[:n_top]
     z = results.varm_matrix("permutation_effect")[top]
     genes = np.asarray(results.gene_names)[top]
+    # a signed t: diverging colours with white at 0, symmetric so that equal |t| look alike
+    limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=results.cell_types,
             y=genes,
-            colorscale="Reds",
+            colorscale="RdBu",
+            reversescale=True,
+            zmid=0.0,
+            zmin=-limit,
+            zmax=limit,
             customdata=np.repeat(genes[:, None], len(results.cell_types), axis=1),
-            colorbar={"title": {"text": "t"}},
+            colorbar={
+                "title": {"text": "t: fit error<br>permuted vs<br>original<br>(0 = no effect)"}
+            },
             hovertemplate="%{customdata} in %{x}: t = %{z:.3g}<extra></extra>",
         )
     )
