@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -164,6 +165,40 @@ def test_stream_colour_by_gene_from_url(dash_duo, tmp_path, fake_results):
     until(lambda: gene in _figure_title(dash_duo, "stream-graph"), timeout=30)
     dash_duo.wait_for_contains_text("#stream-gene-link", gene, timeout=10)
     assert _query(dash_duo) == {"ds": ds, "color": gene, "mode": "arrows"}
+    assert dash_duo.get_logs() == []
+
+
+def test_gene_search_keeps_every_keystroke(dash_duo, tmp_path, fake_results):
+    """Issue 15: typing a gene name at full speed dropped characters ("Gcg" became "Gg"), as
+    each key went to the server and the box re-rendered. The whole name, typed in one go,
+    then Enter, colours by that gene."""
+    from selenium.webdriver.common.keys import Keys
+
+    app = create_app(_config(tmp_path, data=(fake_results,)))
+    dash_duo.start_server(app)
+    ds = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
+    gene = load_results(fake_results).gene_names[5]
+    dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds={ds}")
+    until(lambda: _figure_title(dash_duo, "stream-graph") != "", timeout=30)
+    calls = (
+        "return performance.getEntriesByType('resource')"
+        ".filter((e) => e.name.includes('_dash-update-component')).length;"
+    )
+    dash_duo.find_element("#stream-gene").click()  # opens the list and its search box
+    box = dash_duo.find_element(".dash-dropdown-search")
+    before = dash_duo.driver.execute_script(calls)
+    box.send_keys(gene)  # one call: no pause between the keys
+    assert box.get_attribute("value") == gene
+    time.sleep(0.5)  # a request per key would have gone out by now
+    assert dash_duo.driver.execute_script(calls) == before  # filtered in the browser
+    options = dash_duo.driver.find_elements("css selector", ".dash-options-list-option-checkbox")
+    genes = set(load_results(fake_results).gene_names)  # the page's radio items share the class
+    assert [o.get_attribute("value") for o in options if o.get_attribute("value") in genes] == [
+        gene
+    ]
+    box.send_keys(Keys.ARROW_DOWN, Keys.ENTER)
+    until(lambda: gene in _figure_title(dash_duo, "stream-graph"), timeout=30)
+    until(lambda: _query(dash_duo).get("color") == gene, timeout=10)
     assert dash_duo.get_logs() == []
 
 

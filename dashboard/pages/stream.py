@@ -126,8 +126,11 @@ def layout(
             ),
             _control(
                 "Gene (type to search)",
+                # Every fitted gene (a few thousand names at most) as options, filtered in the
+                # browser as the user types: a server round trip per keystroke (the previous
+                # type-ahead) re-rendered the box mid-typing and dropped keys (issue 15).
                 dcc.Dropdown(
-                    [gene] if gene else [],
+                    sorted(results.gene_names, key=str.lower),
                     gene,
                     id="stream-gene",
                     placeholder="e.g. " + results.gene_names[0],
@@ -199,22 +202,6 @@ def layout(
 
 
 selection_panel.register("stream", "stream-graph", "stream-ds")
-
-
-@callback(
-    Output("stream-gene", "options"),
-    Input("stream-gene", "search_value"),
-    State("stream-gene", "value"),
-    State("stream-ds", "data"),
-    prevent_initial_call=True,
-)
-def gene_options(search: str | None, current: str | None, ds: str) -> list[str]:
-    """Type-ahead: genes matching what the user typed (the selected gene stays listed)."""
-    if not search:
-        raise PreventUpdate
-    _, results, _ = ui.resolve(ds)
-    matches = results.search_genes(search, limit=30)
-    return ([current] if current and current not in matches else []) + matches
 
 
 @callback(
