@@ -13,6 +13,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +121,20 @@ class DatasetRegistry:
                 ds_id = SAMPLE_ID if source == "sample" else fingerprint(path)[:ID_LENGTH]
             except OSError:
                 continue
-            label = "Sample data (simulated branching)" if source == "sample" else path.name
-            out.setdefault(ds_id, Dataset(ds_id, label, path.resolve(), kind, source))
+            out.setdefault(
+                ds_id, Dataset(ds_id, _label(path, source), path.resolve(), kind, source)
+            )
         return list(out.values())
+
+    def identical_to(self, digest: str) -> Dataset | None:
+        """The offered dataset whose file has this content hash (sha256 hex), if any."""
+        for dataset in self.datasets():
+            try:
+                if fingerprint(dataset.path) == digest:
+                    return dataset
+            except OSError:
+                continue
+        return None
 
     def get(self, ds_id: str) -> Dataset:
         """The dataset with this id; raises UnknownDataset."""
@@ -160,8 +172,10 @@ class DatasetRegistry:
                 continue
         return max(fits, key=lambda p: p.stat().st_mtime, default=None)
 
-    def save_upload(self, filename: str, contents: str) -> Dataset:
-        """Validate a `dcc.Upload` payload and store it under its content hash.
+    def save_upload(self, filename: str, contents: str) -> tuple[Dataset, bool]:
+        """Validate a `dcc.Upload` payload and store it under its content hash, labelled
+        with the user's file name; returns (the dataset, whether it is new). A file identical
+        to one already offered (by content) stores nothing and returns that dataset.
 
         `contents` is the data URL the browser sends (``data:...;base64,<bytes>``). Raises
         UploadError for a wrong suffix, an oversized or corrupt file, or one without
@@ -182,6 +196,9 @@ class DatasetRegistry:
                 "`adata.write_h5ad(...)`."
             )
         digest = hashlib.sha256(payload).hexdigest()
+        existing = self.identical_to(digest)
+        if existing is not None:
+            return existing, False
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         target = self.uploads_dir / f"{digest[:ID_LENGTH]}{suffix}"
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -198,14 +215,36 @@ class DatasetRegistry:
                 "fitted. Run velocyto/STARsolo/kallisto-bustools to count spliced and unspliced "
                 "reads and store them as adata.layers['spliced'] and ['unspliced']."
             )
+        name = Path(filename).name
+        _write_atomically(_label_path(target), json.dumps({"name": name}))
         os.replace(tmp, target)
-        return Dataset(
-            digest[:ID_LENGTH],
-            Path(filename).name,
-            target.resolve(),
-            "results" if is_results and suffix == ".h5ad" else "raw",
-            "upload",
-        )
+        kind = "results" if is_results and suffix == ".h5ad" else "raw"
+        return Dataset(digest[:ID_LENGTH], name, target.resolve(), kind, "upload"), True
+
+
+def _label_path(path: Path) -> Path:
+    """Where an upload's original file name is kept: ``<hash>.<suffix>.json`` beside it."""
+    return path.with_name(path.name + ".json")
+
+
+def _label(path: Path, source: Source) -> str:
+    """What the dataset list shows: the sample's title, an upload's original file name (its
+    stored name is a content hash), else the file's name."""
+    if source == "sample":
+        return "Sample data (simulated branching)"
+    if source == "upload":
+        try:
+            return str(json.loads(_label_path(path).read_text())["name"]) or path.name
+        except (OSError, ValueError, KeyError, TypeError):
+            return path.name
+    return path.name
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def decode_upload(contents: str, max_bytes: int) -> bytes:

@@ -160,13 +160,33 @@ def test_results_are_found_by_input_fingerprint(config):
 def test_valid_upload_is_stored_under_its_content_hash(config):
     registry = DatasetRegistry(config)
     payload = _raw_counts(config.cache_dir.parent / "up.h5ad", seed=5).read_bytes()
-    dataset = registry.save_upload("mine.h5ad", _data_url(payload))
+    dataset, new = registry.save_upload("pancreas_600_lab.h5ad", _data_url(payload))
     digest = hashlib.sha256(payload).hexdigest()
-    assert dataset.id == digest[:12]
+    assert new and dataset.id == digest[:12]
     assert dataset.path == (config.cache_dir / "uploads" / f"{digest[:12]}.h5ad").resolve()
     assert dataset.path.read_bytes() == payload
     assert dataset.kind == "raw"
-    assert registry.get(dataset.id).source == "upload"
+    # listed under the user's file name, not the content hash (issue 15)
+    listed = registry.get(dataset.id)
+    assert listed.source == "upload" and listed.label == "pancreas_600_lab.h5ad"
+
+
+def test_identical_upload_stores_nothing_and_names_the_existing_dataset(config):
+    """Issue 15: the same file uploaded under another name switched silently and stored a
+    second copy. Now nothing is stored and the existing dataset is returned."""
+    registry = DatasetRegistry(config)
+    payload = _raw_counts(config.cache_dir.parent / "up.h5ad", seed=6).read_bytes()
+    first, new = registry.save_upload("pancreas_739.h5ad", _data_url(payload))
+    stored = sorted((config.cache_dir / "uploads").iterdir())
+    again, again_new = registry.save_upload("copy of it.h5ad", _data_url(payload))
+    assert new and not again_new and again == first and again.label == "pancreas_739.h5ad"
+    assert sorted((config.cache_dir / "uploads").iterdir()) == stored
+    # identical to the bundled sample: the sample is named
+    sample, sample_new = registry.save_upload(
+        "sample again.h5ad", _data_url(config.sample_path.read_bytes())
+    )
+    assert not sample_new and sample.source == "sample"
+    assert sorted((config.cache_dir / "uploads").iterdir()) == stored
 
 
 @pytest.mark.parametrize(

@@ -202,6 +202,33 @@ def test_gene_search_keeps_every_keystroke(dash_duo, tmp_path, fake_results):
     assert dash_duo.get_logs() == []
 
 
+def test_upload_keeps_its_name_and_a_duplicate_says_what_it_matches(
+    dash_duo, tmp_path, fake_results
+):
+    """Issue 15: uploads were listed under their content hash, and an identical file under a
+    new name switched silently while a second copy was stored."""
+    app = create_app(_config(tmp_path, data=(fake_results,)))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_contains_text("#summary-stats", "300", timeout=20)
+    mine = tmp_path / "pancreas_600_lab.h5ad"
+    shutil.copy(fake_results, mine)
+    twin = tmp_path / "another name.h5ad"
+    other = write_fake_results(tmp_path / "other.h5ad", n_cells=60, n_genes=5, seed=4)
+    shutil.copy(other, mine)
+    shutil.copy(other, twin)
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(mine))
+    dash_duo.wait_for_contains_text("#upload-message", "Uploaded pancreas_600_lab.h5ad", 20)
+    dash_duo.wait_for_contains_text("#dataset-list", "pancreas_600_lab.h5ad", timeout=20)
+    uploads = sorted((tmp_path / "cache" / "uploads").iterdir())
+    dash_duo.find_element("#upload input[type=file]").send_keys(str(twin))
+    dash_duo.wait_for_contains_text(
+        "#upload-message", "'another name.h5ad' is identical to pancreas_600_lab.h5ad", 20
+    )
+    assert sorted((tmp_path / "cache" / "uploads").iterdir()) == uploads
+    assert "another name" not in dash_duo.find_element("#dataset-list").text
+    assert dash_duo.get_logs() == []
+
+
 def test_bad_upload_shows_error_and_app_keeps_working(dash_duo, tmp_path, fake_results):
     app = create_app(_config(tmp_path, data=(fake_results,)))
     dash_duo.start_server(app)

@@ -349,7 +349,12 @@ def receive_upload(contents: str | None, filename: str | None):
         raise PreventUpdate
     try:
         auth.require("editor", "Uploading")
-        dataset = ui.current_registry().save_upload(filename or "", contents)
+        registry = ui.current_registry()
+        dataset, new = registry.save_upload(filename or "", contents)
     except (auth.Forbidden, UploadError) as err:
         return ui.alert(str(err), "danger", id="upload-error"), no_update
-    return ui.alert(f"Uploaded {dataset.label}.", "success"), ui.page_href("/", dataset.id)
+    if new:
+        return ui.alert(f"Uploaded {dataset.label}.", "success"), ui.page_href("/", dataset.id)
+    fitted = "already fitted" if registry.results_for(dataset) is not None else "not fitted yet"
+    message = f"'{filename}' is identical to {dataset.label} ({fitted}): opened that instead."
+    return ui.alert(message, "info"), ui.page_href("/", dataset.id)
