@@ -18,3 +18,16 @@ TIME_STATISTICS = ("mean", "max")
 #: :mod:`core.convergence`, or the reference's ELBO patience fires) or "elbo" (the reference
 #: veloVI's rule alone); the first is the default.
 STOPPING_RULES = ("velocity", "elbo")
+#: The fit's stages in the order the pipeline runs them (``uns['velodash']['timings']`` keys;
+#: the results file stores them in alphabetical order).
+STAGES = (
+    "preprocess",
+    "train",
+    "posterior",
+    "graph",
+    "uncertainty",
+    "coherence",
+    "permutation",
+    "baseline",
+    "write",
+)

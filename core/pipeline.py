@@ -29,7 +29,13 @@ from core.io import (
     write_h5ad_atomic,
 )
 from core.memory import release_free_memory
-from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES, TIME_STATISTICS
+from core.options import (
+    PI_ESTIMATORS,
+    POSTERIOR_MODES,
+    STAGES,
+    STOPPING_RULES,
+    TIME_STATISTICS,
+)
 from core.preprocess import PreprocessConfig, preprocess
 from core.threads import fit_threads
 
@@ -131,17 +137,9 @@ class ProgressEvent:
 ProgressCallback = Callable[[ProgressEvent], None]
 
 # Share of the overall progress bar given to each stage (train is filled epoch by epoch).
-_STAGE_SPAN = {
-    "preprocess": (0.0, 0.15),
-    "train": (0.15, 0.70),
-    "posterior": (0.70, 0.75),
-    "graph": (0.75, 0.78),
-    "uncertainty": (0.78, 0.92),
-    "coherence": (0.92, 0.93),
-    "permutation": (0.93, 0.96),
-    "baseline": (0.96, 0.99),
-    "write": (0.99, 1.0),
-}
+_STAGE_ENDS = (0.15, 0.70, 0.75, 0.78, 0.92, 0.93, 0.96, 0.99, 1.0)
+_STAGE_STARTS = (0.0, *_STAGE_ENDS[:-1])
+_STAGE_SPAN = dict(zip(STAGES, zip(_STAGE_STARTS, _STAGE_ENDS, strict=True), strict=True))
 
 
 class _Stages:

@@ -170,3 +170,16 @@ def test_only_editors_save_selections_and_viewers_are_told_why(app_and_ds):
     assert saved is not None and saved.owner == "ed" and "Saved" in str(message)
     assert f"http://localhost/stream?ds={ds}&sel={saved.id}" in str(message)  # the full link
     assert "stream-sel-save" in str(as_user(editor, selection_panel.panel, "stream", ds))
+
+
+def test_summary_lists_the_stages_in_the_order_the_fit_ran_them(app_and_ds):
+    """Issue 15: the results file keeps the stage timings alphabetically ("baseline …
+    train"); the summary lists them in pipeline order."""
+    from core.options import STAGES
+    from dashboard.pages import home
+
+    app, ds, _ = app_and_ds
+    text = str(_call(app, home.summary_view, ds))
+    stages = text[text.index("Stages: ") :].split("'")[0]
+    names = [part.split()[0] for part in stages.removeprefix("Stages: ").split(", ")]
+    assert len(names) >= 3 and names == [s for s in STAGES if s in names]

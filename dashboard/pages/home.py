@@ -21,6 +21,7 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
+from core.options import STAGES
 from dashboard import auth, figures, jobview, run_report
 from dashboard import components as ui
 from dashboard.app import fit_params
@@ -186,6 +187,12 @@ def layout(ds: str | None = None, **_query) -> html.Div:
     )
 
 
+def _pipeline_order(timings: dict[str, float]) -> list[tuple[str, float]]:
+    """(stage, seconds) in the order the fit ran them (unknown names last, as stored)."""
+    rank = {name: i for i, name in enumerate(STAGES)}
+    return sorted(timings.items(), key=lambda item: rank.get(item[0], len(rank)))
+
+
 def summary_view(ds: str | None) -> html.Div:
     """Cells, genes, cell types with counts, device and stage timings of `ds`'s results."""
     dataset, results, problem = ui.resolve(ds)
@@ -199,7 +206,7 @@ def summary_view(ds: str | None) -> html.Div:
         ("device", info["device"] or "–"),
         ("fit time", f"{sum(info['timings'].values()):.1f} s" if info["timings"] else "–"),
     ]
-    timings = ", ".join(f"{k} {v:.1f} s" for k, v in info["timings"].items())
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in _pipeline_order(info["timings"]))
     return html.Div(
         [
             html.Div(
