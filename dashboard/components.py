@@ -75,8 +75,21 @@ def gene_link(gene: str, ds: str | None, **style) -> dcc.Link:
 
 
 def alert(message, kind: str = "warning", **kwargs) -> html.Div:
-    """A coloured message box; `kind` is info, success, warning or danger."""
+    """A coloured message box; `kind` is info, success, warning or danger. In a plain-text
+    message, `backticked` commands are shown as code rather than with raw backticks."""
+    if isinstance(message, str):
+        message = with_code(message)
     return html.Div(message, className=f"alert alert-{kind}", role="alert", **kwargs)
+
+
+def with_code(text: str) -> str | list:
+    """``text`` with each `backticked` span as an html.Code (the text alone when none)."""
+    parts = text.split("`")
+    if len(parts) < 3:
+        return text
+    if len(parts) % 2 == 0:  # an unpaired backtick stays as written
+        parts[-2:] = ["`".join(parts[-2:])]
+    return [html.Code(p) if i % 2 else p for i, p in enumerate(parts) if p]
 
 
 def resolve(ds: str | None) -> tuple[Dataset | None, Results | None, html.Div | None]:

@@ -431,3 +431,19 @@ def test_web_process_never_touches_cuda(monkeypatch, config):
         _triggered(
             ".", stream.draw, "clusters", "Gene001", "arrows", 1.0, 0.5, "both", [], None, ds
         )
+
+
+def test_messages_show_backticked_commands_as_code():
+    """Issue 15: messages printed raw backticks ("re-export it with `adata.write_h5ad(...)`")."""
+    from dash import html
+
+    box = ui.alert("re-export it with `adata.write_h5ad(...)`, then `velodash run FILE`.")
+    parts = box.children
+    assert parts[0] == "re-export it with " and parts[2] == ", then " and parts[4] == "."
+    assert isinstance(parts[1], html.Code) and parts[1].children == "adata.write_h5ad(...)"
+    assert isinstance(parts[3], html.Code) and parts[3].children == "velodash run FILE"
+    assert "`" not in str(box)
+    assert ui.alert("no code here").children == "no code here"
+    assert ui.alert("one ` stray").children == "one ` stray"
+    odd = ui.alert("a `b` c ` d").children  # an unpaired backtick stays as written
+    assert odd[1].children == "b" and odd[-1] == " c ` d"
