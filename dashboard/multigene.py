@@ -54,7 +54,7 @@ def gene_choice_controls(
                     value=n,
                     id=f"{prefix}-n",
                     marks=None,
-                    tooltip={"placement": "bottom", "always_visible": False},
+                    tooltip={"placement": "bottom", "always_visible": True},
                 ),
             ],
             className="control",

@@ -183,3 +183,27 @@ def test_summary_lists_the_stages_in_the_order_the_fit_ran_them(app_and_ds):
     stages = text[text.index("Stages: ") :].split("'")[0]
     names = [part.split()[0] for part in stages.removeprefix("Stages: ").split(", ")]
     assert len(names) >= 3 and names == [s for s in STAGES if s in names]
+
+
+def test_every_slider_shows_its_value(app_and_ds):
+    """Issue 15: the portraits' "How many" and the heatmap's smoothing showed no value."""
+    from dash import dcc
+
+    from dashboard.pages import heatmap, portraits, stream
+
+    app, ds, _ = app_and_ds
+
+    def sliders(component) -> list:
+        found = [component] if isinstance(component, dcc.Slider) else []
+        children = getattr(component, "children", None)
+        for child in children if isinstance(children, list | tuple) else [children]:
+            if child is not None and not isinstance(child, str | int | float):
+                found += sliders(child)
+        return found
+
+    # (the permutation page's wide slider shows Dash's own number box beside it)
+    for page in (portraits, heatmap, stream):
+        found = sliders(_call(app, page.layout, ds))
+        assert found, page.__name__
+        for slider in found:
+            assert slider.tooltip and slider.tooltip.get("always_visible"), slider.id

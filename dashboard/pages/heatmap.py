@@ -44,7 +44,7 @@ def layout(
                 value=number(smooth, SMOOTH_DEFAULT, *SMOOTH_RANGE),
                 id="heatmap-smooth",
                 marks=None,
-                tooltip={"placement": "bottom"},
+                tooltip={"placement": "bottom", "always_visible": True},
             ),
         ],
         className="control",

@@ -88,7 +88,7 @@ def _slider(component_id: str, lo: float, hi: float, step: float, value) -> dcc.
         value=value,
         id=component_id,
         marks=None,
-        tooltip={"placement": "bottom"},
+        tooltip={"placement": "bottom", "always_visible": True},
     )
 
 
