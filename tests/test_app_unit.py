@@ -398,7 +398,7 @@ def test_home_fit_queues_one_job_and_upload_error(page_app):
     refused, polls = home.submit_fit(3, "sample", "cpu", -4, 6)
     assert "max_epochs" in refused.children and polls is dash.no_update
     message, href = home.receive_upload(_data_url(b"garbage"), "x.h5ad")
-    assert "not an HDF5 file" in message.children
+    assert "not an HDF5 file" in str(message.children)
     assert href is dash.no_update
 
 

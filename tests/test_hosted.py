@@ -66,10 +66,10 @@ class Stack:
         return httpx.Client(base_url=self.web.url, auth=auth, timeout=60)
 
 
-def _tiny_counts(path: Path) -> Path:
+def _tiny_counts(path: Path, n_cells: int = 200) -> Path:
     from core.simulate import simulate_branching
 
-    adata = simulate_branching(n_cells=200, n_genes=40, seed=0)
+    adata = simulate_branching(n_cells=n_cells, n_genes=40, seed=0)
     t = adata.obs["true_t"].to_numpy()
     lineage = adata.obs["true_lineage"].astype("category").cat.codes.to_numpy()
     adata.obsm["X_umap"] = np.stack([t, t * (lineage - lineage.mean())], 1).astype(np.float32)
@@ -490,13 +490,19 @@ def test_uploads_oversize_non_anndata_and_traversing_names(stack):
         assert text.status_code == 200 and "is not an HDF5 file" in text.text
         csv = _upload(eddie, deps, "table.csv", b"a,b\n1,2\n")
         assert "not a supported file type" in csv.text
-        payload = (stack.datasets / "tiny.h5ad").read_bytes()
+        tiny = (stack.datasets / "tiny.h5ad").read_bytes()
+        payload = _tiny_counts(stack.root / "fresh.h5ad", n_cells=150).read_bytes()
         evil = _upload(eddie, deps, "../../../../tmp/evil.h5ad", payload)
         assert evil.status_code == 200 and "Uploaded evil.h5ad." in evil.text, evil.text
-        for response in (big, text, csv, evil):
+        # the datasets folder's own file again, under a path-like name: nothing stored
+        twin = _upload(eddie, deps, "../twin.h5ad", tiny)
+        assert "'twin.h5ad' is identical to tiny.h5ad" in twin.text, twin.text
+        for response in (big, text, csv, evil, twin):
             _no_traceback(response)
     stored = sorted(p.name for p in uploads.iterdir())
-    assert len(stored) == 1 and stored[0].endswith(".h5ad") and "evil" not in stored[0]
+    assert len(stored) == 2 and stored[0].endswith(".h5ad") and "evil" not in stored[0]
+    assert stored[1] == stored[0] + ".json"  # the label: the file name, never a path
+    assert json.loads((uploads / stored[1]).read_text()) == {"name": "evil.h5ad"}
     assert not Path("/tmp/evil.h5ad").exists()
 
 

@@ -6,6 +6,8 @@ its live training curve and refreshes the summary when it is done.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dash
 import flask
 from dash import (
@@ -363,5 +365,6 @@ def receive_upload(contents: str | None, filename: str | None):
     if new:
         return ui.alert(f"Uploaded {dataset.label}.", "success"), ui.page_href("/", dataset.id)
     fitted = "already fitted" if registry.results_for(dataset) is not None else "not fitted yet"
-    message = f"'{filename}' is identical to {dataset.label} ({fitted}): opened that instead."
+    name = Path(filename or "").name
+    message = f"'{name}' is identical to {dataset.label} ({fitted}): opened that instead."
     return ui.alert(message, "info"), ui.page_href("/", dataset.id)
