@@ -182,3 +182,20 @@ def write_h5ad_atomic(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, mode: int = 0o666) -> Path:
+    """Write ``text`` to ``path`` atomically: a fresh temp file in the same folder (created
+    with ``mode``, less the umask), then ``os.replace``; the temp file is removed when writing
+    fails. Returns the final path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -21,7 +21,7 @@ from typing import Literal
 
 import h5py
 
-from core.io import SUPPORTED_SUFFIXES, file_fingerprint
+from core.io import SUPPORTED_SUFFIXES, file_fingerprint, write_text_atomic
 from core.pipeline import FitParams, results_key
 from dashboard.config import AppConfig
 
@@ -216,7 +216,7 @@ class DatasetRegistry:
                 "reads and store them as adata.layers['spliced'] and ['unspliced']."
             )
         name = Path(filename).name
-        _write_atomically(_label_path(target), json.dumps({"name": name}))
+        write_text_atomic(_label_path(target), json.dumps({"name": name}))
         os.replace(tmp, target)
         kind = "results" if is_results and suffix == ".h5ad" else "raw"
         return Dataset(digest[:ID_LENGTH], name, target.resolve(), kind, "upload"), True
@@ -238,13 +238,6 @@ def _label(path: Path, source: Source) -> str:
         except (OSError, ValueError, KeyError, TypeError):
             return path.name
     return path.name
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def decode_upload(contents: str, max_bytes: int) -> bytes:

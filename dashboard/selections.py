@@ -19,9 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.path import Path as MplPath
 
+from core.io import write_text_atomic
 from core.selection import (
     ValueSummary,
     column_moments,
@@ -272,14 +271,7 @@ class SelectionStore:
         }
         path = self._path(ds, sel_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sel_id}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(record, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, json.dumps(record), mode=0o600)
         return SavedSelection(sel_id, record["name"], ds, mask, record["created"], owner)
 
     def load(self, ds: str, sel_id: str, cell_ids: np.ndarray) -> SavedSelection:

@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from core.io import write_text_atomic
 from dashboard.config import ROLES, Role
 
 #: User names: letters, digits and . _ @ + - (no colon: HTTP Basic auth splits on it).
@@ -110,16 +110,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _write_users(path: Path, users: dict[str, dict[str, str]]) -> None:
     """Write the users file atomically with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"version": FILE_VERSION, "users": users}, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = json.dumps({"version": FILE_VERSION, "users": users}, indent=2, sort_keys=True)
+    write_text_atomic(path, text + "\n", mode=0o600)
 
 
 def add_user(path: Path, name: str, role: str, password: str | None) -> bool:
