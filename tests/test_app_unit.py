@@ -400,6 +400,11 @@ def test_home_fit_queues_one_job_and_upload_error(page_app):
     message, href = home.receive_upload(_data_url(b"garbage"), "x.h5ad")
     assert "not an HDF5 file" in str(message.children)
     assert href is dash.no_update
+    # an upload identical to the sample says so and opens it (issue 15)
+    sample = ui.current_registry().get("sample")
+    message, href = home.receive_upload(_data_url(sample.path.read_bytes()), "../copy.h5ad")
+    assert message.children.startswith("'copy.h5ad' is identical to Sample data")
+    assert "fitted" in message.children and href == "/?ds=sample"
 
 
 def test_unknown_dataset_in_url_shows_an_alert(page_app):
