@@ -178,7 +178,9 @@ def _users_parser(sub: argparse._SubParsersAction) -> None:
     )
     remove = actions.add_parser("remove", help="remove a user")
     remove.add_argument("name")
-    listing = actions.add_parser("list", help="list users and roles")
+    listing = actions.add_parser(
+        "list", help="list users, their roles and how they sign in (password or OIDC)"
+    )
     for action in (add, remove, listing):
         action.add_argument("--users-file", type=Path, required=True)
     p.set_defaults(func=_cmd_users)
@@ -322,7 +324,7 @@ def _read_password() -> str:
 
 
 def _cmd_users(args: argparse.Namespace) -> int:
-    from dashboard.users import add_user, read_users, remove_user
+    from dashboard.users import add_user, read_users, remove_user, users_table
 
     if args.action == "add":
         password = None if args.no_password else _read_password()
@@ -332,9 +334,9 @@ def _cmd_users(args: argparse.Namespace) -> int:
         remove_user(args.users_file, args.name)
         print(f"velodash: removed user {args.name}")
     else:
-        for name, entry in sorted(read_users(args.users_file).items()):
-            sign_in = "password" if entry.get("password") else "no password (OIDC only)"
-            print(f"{name}\t{entry['role']}\t{sign_in}")
+        print(
+            users_table(read_users(args.users_file)) or f"velodash: no users in {args.users_file}"
+        )
     return 0
 
 

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import threading
@@ -75,17 +76,21 @@ def check_role(role: str) -> Role:
     return role  # type: ignore[return-value]
 
 
+def _missing(path: Path) -> str:
+    """The message for a users file that does not exist."""
+    return f"{path} does not exist; create it with `velodash users add NAME --users-file {path}`"
+
+
 def read_users(path: Path) -> dict[str, dict[str, str]]:
     """The users of a users file as ``{name: {"role": ..., "password": <hash or "">}}``.
 
-    Raises UsersFileError when the file is missing, unreadable or malformed.
+    An empty file has no users. Raises UsersFileError when the file is missing, unreadable
+    or malformed.
     """
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text() or '{"users": {}}')
     except FileNotFoundError as err:
-        raise UsersFileError(
-            f"{path} does not exist; create it with `velodash users add NAME --users-file {path}`"
-        ) from err
+        raise UsersFileError(_missing(path)) from err
     except OSError as err:
         raise UsersFileError(f"{path} cannot be read: {err.strerror}") from err
     except json.JSONDecodeError as err:
@@ -100,12 +105,35 @@ def read_users(path: Path) -> dict[str, dict[str, str]]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise read-modify-write of the users file between concurrent commands."""
-    lock_path = path.with_name(f".{path.name}.lock")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+def _locked(path: Path, create: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the users file itself for a read-modify-write.
+
+    Writers replace the file atomically, so a lock won on a file that was replaced while
+    waiting is dropped and taken again on the file the path names now; nothing is left beside
+    the users file. `create` makes an empty file (read as no users) when there is none.
+    """
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    while True:
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError as err:
+            raise UsersFileError(_missing(path)) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(os.fstat(fd), path):
+                yield
+                return
+        finally:
+            os.close(fd)
+
+
+def _same_file(held: os.stat_result, path: Path) -> bool:
+    """Whether `held` (an open file's stat) is the file `path` names now."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 def _write_users(path: Path, users: dict[str, dict[str, str]]) -> None:
@@ -123,14 +151,12 @@ def add_user(path: Path, name: str, role: str, password: str | None) -> bool:
     check_role(role)
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
         raise UsersFileError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    entry = {"role": role, "password": generate_password_hash(password) if password else ""}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
-        users = read_users(path) if path.exists() else {}
+    with _locked(path, create=True):
+        users = read_users(path)
         new = name not in users
-        users[name] = {
-            "role": role,
-            "password": generate_password_hash(password) if password is not None else "",
-        }
+        users[name] = entry
         _write_users(path, users)
     return new
 
@@ -143,6 +169,23 @@ def remove_user(path: Path, name: str) -> None:
             raise UsersFileError(f"no user {name!r} in {path}")
         del users[name]
         _write_users(path, users)
+
+
+def users_table(users: dict[str, dict[str, str]]) -> str:
+    """`users` as aligned columns user, role, sign-in (a password set, or OIDC only); "" if none."""
+    rows = [
+        (
+            name,
+            entry["role"],
+            "password set" if entry.get("password") else "OIDC only (no password)",
+        )
+        for name, entry in sorted(users.items())
+    ]
+    if not rows:
+        return ""
+    rows.insert(0, ("user", "role", "sign-in"))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(f"{n:<{widths[0]}}  {r:<{widths[1]}}  {s}" for n, r, s in rows)
 
 
 class UsersFile:
