@@ -31,3 +31,8 @@ STAGES = (
     "baseline",
     "write",
 )
+#: Where each stage ends on the overall progress bar, in `STAGES` order (training is filled
+#: epoch by epoch); the shares follow the stages' typical run times.
+STAGE_ENDS = (0.15, 0.70, 0.75, 0.78, 0.92, 0.93, 0.96, 0.99, 1.0)
+#: stage -> (start, end) of its share of the progress bar.
+STAGE_SPAN = dict(zip(STAGES, zip((0.0, *STAGE_ENDS[:-1]), STAGE_ENDS, strict=True), strict=True))

@@ -32,7 +32,7 @@ from core.memory import release_free_memory
 from core.options import (
     PI_ESTIMATORS,
     POSTERIOR_MODES,
-    STAGES,
+    STAGE_SPAN,
     STOPPING_RULES,
     TIME_STATISTICS,
 )
@@ -136,11 +136,6 @@ class ProgressEvent:
 
 ProgressCallback = Callable[[ProgressEvent], None]
 
-# Share of the overall progress bar given to each stage (train is filled epoch by epoch).
-_STAGE_ENDS = (0.15, 0.70, 0.75, 0.78, 0.92, 0.93, 0.96, 0.99, 1.0)
-_STAGE_STARTS = (0.0, *_STAGE_ENDS[:-1])
-_STAGE_SPAN = dict(zip(STAGES, zip(_STAGE_STARTS, _STAGE_ENDS, strict=True), strict=True))
-
 
 class _Stages:
     """Times stages and reports their start to the progress callback."""
@@ -155,13 +150,13 @@ class _Stages:
 
     def within(self, name: str, done: float, message: str) -> None:
         """Report that stage ``name`` is a fraction ``done`` in [0, 1] through."""
-        start, end = _STAGE_SPAN[name]
+        start, end = STAGE_SPAN[name]
         self.report(ProgressEvent(name, start + (end - start) * done, message))
 
     @contextmanager
     def stage(self, name: str, message: str) -> Iterator[None]:
         """Report the stage's start, time it, and return its freed memory to the OS after it."""
-        self.report(ProgressEvent(name, _STAGE_SPAN[name][0], message))
+        self.report(ProgressEvent(name, STAGE_SPAN[name][0], message))
         start = time.perf_counter()
         yield
         release_free_memory()
@@ -288,7 +283,7 @@ def _fit_prepared(
     result, groupby, notes = prepared
     codes, cell_types = _group_codes(result, groupby)
 
-    start, end = _STAGE_SPAN["train"]
+    start, end = STAGE_SPAN["train"]
 
     def on_epoch(report) -> None:
         stages.report(

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import flask
 from dash import dcc, html
 
-from dashboard import jobview
+from dashboard import auth, jobview
 from dashboard.datasets import Dataset, DatasetRegistry, UnknownDataset
 from dashboard.jobqueue import JobQueue
 from dashboard.jobstore import QueueUnavailable
@@ -37,6 +37,10 @@ JOB_ALERT = "job-alert"
 URL_STATE = "url-state"
 URL_SYNCED = "url-synced"
 COPY_LINK = "copy-link"
+#: A message for the page a callback navigates to ({"href", "text", "color"}): it lives in
+#: the shell, so the page's re-render does not wipe it; it goes on the next navigation.
+NOTICE = "page-notice"
+NOTICE_AREA = "page-notice-area"
 
 PAGES = (
     ("/", "Home"),
@@ -92,11 +96,14 @@ def with_code(text: str) -> str | list:
     return [html.Code(p) if i % 2 else p for i, p in enumerate(parts) if p]
 
 
-def resolve(ds: str | None) -> tuple[Dataset | None, Results | None, html.Div | None]:
+def resolve(
+    ds: str | None, on_home: bool = False
+) -> tuple[Dataset | None, Results | None, html.Div | None]:
     """(dataset, its results, None) for a URL's `ds`, or what to show instead of a page.
 
     A missing `ds` means the default dataset. The third item is an alert explaining why there
-    is nothing to show (unknown id, or a raw dataset not fitted yet) with a way forward.
+    is nothing to show (unknown id, or a raw dataset not fitted yet) with a way forward that
+    fits the user's role and the page (`on_home`: the Fit button is on this page).
     """
     registry = current_registry()
     ds = ds or registry.default_id()
@@ -119,22 +126,26 @@ def resolve(ds: str | None) -> tuple[Dataset | None, Results | None, html.Div | 
         if fitting:
             job = current_queue().public(fitting[0])
             return dataset, None, jobview.pending_notice(dataset.id, job)
-        return (
-            dataset,
-            None,
-            alert(
-                [
-                    f"{dataset.label} has not been fitted yet. ",
-                    dcc.Link("Fit it on the home page", href=page_href("/", dataset.id)),
-                    " (progress is shown at the top of every page).",
-                ],
-                "info",
-            ),
-        )
+        return dataset, None, alert(not_fitted_message(dataset, on_home), "info")
     try:
         return dataset, load_results(path), None
     except ResultsError as err:
         return dataset, None, alert(str(err), "danger")
+
+
+def not_fitted_message(dataset: Dataset, on_home: bool) -> list:
+    """What to do about a dataset without results, for the current user's role: editors are
+    sent to the Fit button (this page's, or the home page's), viewers to an editor."""
+    head = f"{dataset.label} has not been fitted yet. "
+    if not auth.current_user().can("editor"):
+        return [head + "Fitting needs the editor role: ask an editor or an admin to fit it."]
+    if on_home:
+        return [head + "Fit it with the Fit button on this page; progress shows at the top."]
+    return [
+        head,
+        dcc.Link("Fit it on the home page", href=page_href("/", dataset.id)),
+        " (progress is shown at the top of every page).",
+    ]
 
 
 def navbar(user: User | None = None) -> html.Nav:

@@ -50,8 +50,11 @@ class ProgressRelay:
 
     Events are `core.pipeline.ProgressEvent`s or their dicts. The dict sent has ``stage,
     fraction, message, epoch, max_epochs`` and the lists ``elbo_train``, ``elbo_validation``
-    (one value per epoch reported), enough to draw a live training curve. The first event of a
-    stage and the last epoch are always sent; others at most every `interval_s` seconds.
+    (one value per epoch reported), enough to draw a live training curve, and the wall-clock
+    times (Unix seconds) ``started`` (first event) and ``stage_started`` with the overall
+    ``stage_fraction`` the stage began at, from which `jobview.remaining` estimates the time
+    left. The first event of a stage and the last epoch are always sent; others at most every
+    `interval_s` seconds.
     """
 
     def __init__(self, report: Report, interval_s: float = REPORT_INTERVAL_S) -> None:
@@ -65,6 +68,9 @@ class ProgressRelay:
             "max_epochs": None,
             "elbo_train": [],
             "elbo_validation": [],
+            "started": None,
+            "stage_started": None,
+            "stage_fraction": 0.0,
         }
         self._last = 0.0
 
@@ -73,6 +79,10 @@ class ProgressRelay:
         event = event if isinstance(event, Mapping) else dataclasses.asdict(event)
         new_stage = event["stage"] != self.state["stage"]
         self.state.update(stage=event["stage"], fraction=round(float(event["fraction"]), 4))
+        if new_stage:
+            wall = time.time()
+            self.state["started"] = self.state["started"] or wall
+            self.state.update(stage_started=wall, stage_fraction=self.state["fraction"])
         # Everyone watching sees the message: the last one names the server-side file.
         self.state["message"] = "results ready" if event["stage"] == "done" else event["message"]
         if event.get("epoch") is not None:
@@ -94,12 +104,16 @@ class FitFailed(RuntimeError):
         self.bad_input = bad_input
 
 
-def _device_used(path: Path) -> str:
+def _device_and_fit_time(path: Path) -> tuple[str, float | None]:
+    """The device a results file was fitted on and its fit time (s, the sum of its stage
+    timings, as the home page's summary shows it; None when not recorded)."""
     import h5py
 
     with h5py.File(path, "r") as fh:
         value = fh["uns/velodash/device"][()] if "uns/velodash/device" in fh else b"unknown"
-    return value.decode() if isinstance(value, bytes) else str(value)
+        timings = fh.get("uns/velodash/timings")
+        seconds = sum(float(timings[k][()]) for k in timings) if timings is not None else None
+    return (value.decode() if isinstance(value, bytes) else str(value)), seconds
 
 
 def remove_partial_results(output: Path) -> None:
@@ -118,7 +132,8 @@ def run_fit(
     """Fit `input_path` into `output_path` (a content-addressed results file) and summarise.
 
     `params` is a `FitParams` dict (unknown keys ignored). Returns a JSON dict: on success
-    ``{"status": "done", "results": <file stem>, "device": "cpu"|"cuda:0", "seconds", "reused"}``;
+    ``{"status": "done", "results": <file stem>, "device": "cpu"|"cuda:0", "seconds", "reused",
+    "fit_seconds"}`` (seconds: this call's wall time; fit_seconds: the results' stage timings);
     ``{"status": "cancelled"}`` when `should_stop()` became true; on bad input or failure
     ``{"status": "error", "message": <what went wrong and how to fix it>}``.
     """
@@ -161,12 +176,14 @@ def run_fit(
     finally:
         if fitting and not output.exists():
             remove_partial_results(output)
+    device, fit_seconds = _device_and_fit_time(output)
     return {
         "status": "done",
         "results": output.stem,
-        "device": _device_used(output),
+        "device": device,
         "seconds": round(time.perf_counter() - start, 2),
         "reused": reused,
+        "fit_seconds": fit_seconds,
     }
 
 

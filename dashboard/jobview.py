@@ -11,12 +11,62 @@ from typing import Any
 
 from dash import html
 
+from core.options import STAGE_SPAN
+from core.pipeline import FitParams
+
 #: Pattern id of the live text in a pending notice (updated in the browser on every poll).
 PENDING_TEXT = "job-pending-text"
 
 
-def describe(job: dict[str, Any]) -> str:
-    """One sentence: state, stage or epoch / max with the validation ELBO, queue position."""
+def remaining(job: dict[str, Any], now: float | None = None) -> tuple[float, bool] | None:
+    """(seconds left, whether that is an upper bound) for a running job, or None before there
+    is a rate to go by.
+
+    In training, the epoch rate so far times the epochs left (an upper bound: training stops
+    early once the velocity has converged) plus the stages after it at the rate of the stages
+    before it (seconds per share of the progress bar). In the other stages, what is left of the
+    bar at the rate of the stages done. The first stage has no rate yet.
+    """
+    progress = job.get("progress") or {}
+    started, stage_started = progress.get("started"), progress.get("stage_started")
+    if job.get("state") != "running" or not started or not stage_started:
+        return None
+    now = time.time() if now is None else now
+    stage_fraction = float(progress.get("stage_fraction") or 0.0)
+    if stage_fraction <= 0:
+        return None
+    per_share = max(0.0, stage_started - started) / stage_fraction  # s per unit of the bar
+    epoch, max_epochs = progress.get("epoch"), progress.get("max_epochs")
+    if progress.get("stage") == "train":
+        if not epoch or not max_epochs:
+            return None
+        per_epoch = max(0.0, now - stage_started) / epoch
+        after = (1.0 - STAGE_SPAN["train"][1]) * per_share
+        return (max_epochs - epoch) * per_epoch + after, epoch < max_epochs
+    fraction = float(progress.get("fraction") or 0.0)
+    return max(0.0, (1.0 - fraction) * per_share - (now - stage_started)), False
+
+
+def duration(seconds: float) -> str:
+    """Seconds as "45 s" or "3 min 5 s" (the one way fit times are written)."""
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def time_left(job: dict[str, Any], now: float | None = None) -> str:
+    """The estimate of `remaining` in words ("about 4 min left", "at most about 4 min left"),
+    or "" when there is none yet."""
+    estimate = remaining(job, now)
+    if estimate is None:
+        return ""
+    seconds, bound = estimate
+    words = "under a minute" if seconds < 60 else f"{max(1, round(seconds / 60))} min"
+    return f"{'at most ' if bound else ''}about {words} left"
+
+
+def describe(job: dict[str, Any], now: float | None = None) -> str:
+    """One sentence: state, stage or epoch / max with the validation ELBO and the time left,
+    queue position."""
     progress = job.get("progress") or {}
     label, owner = job.get("label") or job["dataset"], job.get("owner")
     by = f" (started by {owner})" if owner else ""
@@ -33,7 +83,8 @@ def describe(job: dict[str, Any]) -> str:
                 text += f" · validation ELBO {elbo[-1]:.2f}"
         else:
             text = progress.get("message") or "starting"
-        return f"Fitting {label}: {text}{by}."
+        left = time_left(job, now)
+        return f"Fitting {label}: {text}{' · ' + left if left else ''}{by}."
     if state == "done":
         return f"{label} is fitted{' (results reused)' if job.get('reused') else ''}."
     if state == "cancelled":
@@ -66,8 +117,7 @@ def elapsed(job: dict[str, Any], now: float | None = None) -> str:
     """How long the job ran (or has been running / waiting), e.g. "2 min 5 s"."""
     now = time.time() if now is None else now
     start = job.get("started") or job.get("created") or now
-    seconds = max(0, int((job.get("finished") or now) - start))
-    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+    return duration((job.get("finished") or now) - start)
 
 
 def ago(timestamp: float | None, now: float | None = None) -> str:
@@ -79,3 +129,19 @@ def ago(timestamp: float | None, now: float | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size} {unit} ago"
     return f"{seconds} s ago"
+
+
+def fit_options(params: dict[str, Any]) -> tuple[str, str]:
+    """A job's fit options as (the ones that differ from velodash's defaults, "name value"
+    joined by " · ", or "defaults"; every option, one "name = value" per line)."""
+    defaults = FitParams().to_dict()
+    changed = [f"{k} {_value(v)}" for k, v in params.items() if defaults.get(k, v) != v]
+    changed += [f"{k} {_value(v)}" for k, v in params.items() if k not in defaults]
+    full = "\n".join(f"{k} = {_value(v)}" for k, v in sorted(params.items()))
+    return (" · ".join(changed) or "defaults"), full
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value)) or "none"
+    return "auto" if value is None else str(value)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import dash
 import flask
@@ -45,9 +45,11 @@ def layout() -> html.Div:
             dcc.Store(id=ui.JOB_FINISHED),
             dcc.Store(id="job-reload"),
             dcc.Store(id=ui.URL_SYNCED),
+            dcc.Store(id=ui.NOTICE),
             ui.navbar(user),
             ui.job_bar(),
             html.Div(id=ui.JOB_ALERT),
+            html.Div(id=ui.NOTICE_AREA),
             html.Main(dash.page_container, className="page"),
         ]
     )
@@ -112,6 +114,13 @@ def cancel_from_bar(clicks: int | None, state: dict | None, polls: int | None):
     return no_update, (polls or 0) + 1
 
 
+def fit_time(job: dict) -> str:
+    """A finished fit's time as the home page's summary gives it (the results' stage timings),
+    or the job's run time when the results did not record them."""
+    seconds = (job.get("progress") or {}).get("fit_seconds")
+    return jobview.duration(seconds) if seconds is not None else jobview.elapsed(job)
+
+
 def finished_alert(job: dict | None) -> html.Div:
     """The message when the job of the shown dataset ends: done (links), failed or cancelled."""
     if not job:
@@ -121,7 +130,7 @@ def finished_alert(job: dict | None) -> html.Div:
         return ui.alert(
             [
                 f"Fit finished for {label} on {job.get('device') or 'the worker'} "
-                f"({jobview.elapsed(job)}). Open the ",
+                f"({fit_time(job)}). Open the ",
                 dcc.Link("velocity view", href=ui.page_href("/stream", ds)),
                 " or the ",
                 dcc.Link("gene table", href=ui.page_href("/genes", ds)),
@@ -135,6 +144,17 @@ def finished_alert(job: dict | None) -> html.Div:
             f"Fit of {label} {job.get('error') or 'cancelled'}.", "warning", id="job-cancelled"
         )
     return ui.alert(jobview.describe(job), "danger", id="job-error")
+
+
+def show_notice(href: str | None, notice: dict | None) -> html.Div | None:
+    """The shell's notice while the browser is on the page it was meant for, else nothing."""
+    if (
+        not notice
+        or not href
+        or urlsplit(href)._replace(scheme="", netloc="").geturl() != (notice["href"])
+    ):
+        return None
+    return ui.alert(notice["text"], notice.get("color", "info"), id="notice")
 
 
 def register_callbacks(app: dash.Dash, registry: DatasetRegistry) -> None:
@@ -182,6 +202,11 @@ def register_callbacks(app: dash.Dash, registry: DatasetRegistry) -> None:
         Input(ui.JOB_FINISHED, "data"),
         prevent_initial_call=True,
     )(finished_alert)
+    app.callback(
+        Output(ui.NOTICE_AREA, "children"),
+        Input(ui.URL, "href"),
+        Input(ui.NOTICE, "data"),
+    )(show_notice)
 
     @app.callback(
         [Output(f"nav-{name.lower()}", "href") for _, name in ui.PAGES]

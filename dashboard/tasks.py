@@ -22,9 +22,10 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from dashboard.config import ENV_CONFIG, ENV_REDIS_URL
+from dashboard.devices import local_cuda, record_worker
 from dashboard.jobstore import RedisJobStore
 from dashboard.worker import execute, reap_stale, worker_name
 
@@ -79,10 +80,26 @@ def send_fit(celery_app: Celery, job_id: str) -> None:
 
 @worker_ready.connect
 def _reap_on_start(sender: Any = None, **_kwargs: Any) -> None:
-    """A (re)started worker first fails the jobs that a dead worker left *running*."""
-    broker = getattr(getattr(sender, "app", None), "conf", {}).get("broker_url")
+    """A (re)started worker first fails the jobs that a dead worker left *running*, then
+    records whether it can fit on CUDA (`dashboard.devices`)."""
+    broker = _broker(sender)
     if broker:
-        reap_stale(RedisJobStore(broker))
+        store = RedisJobStore(broker)
+        reap_stale(store)
+        record_worker(store, worker_name(), local_cuda())
+
+
+@worker_shutdown.connect
+def _forget_on_shutdown(sender: Any = None, **_kwargs: Any) -> None:
+    """A stopping worker no longer offers CUDA to the web pages."""
+    broker = _broker(sender)
+    if broker:
+        record_worker(RedisJobStore(broker), worker_name(), False)
+
+
+def _broker(sender: Any) -> str | None:
+    """The broker URL of the worker that sent a signal."""
+    return getattr(getattr(sender, "app", None), "conf", {}).get("broker_url")
 
 
 @functools.cache

@@ -131,6 +131,7 @@ def execute(store: JobStore, job: Job, shutdown: threading.Event | None = None) 
     now = time.time()
     if result["status"] == "done":
         progress = {**last, "stage": "done", "fraction": 1.0, "message": "results ready"}
+        progress["fit_seconds"] = result["fit_seconds"]
         values = {"device": result["device"], "reused": result["reused"], "progress": progress}
         _record(store, job.id, "done", finished=now, **values)
         return "done"

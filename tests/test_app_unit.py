@@ -357,7 +357,8 @@ def test_stream_recolour_sends_typed_patch_and_url(page_app):
     from dashboard.pages import stream
 
     _, results, _ = ui.resolve(page_app)
-    assert stream.split_color(results, "Gene002") == ("clusters", "Gene002")
+    # a gene shows in "Colour by" as the gene, not as the cell types (issue 15)
+    assert stream.split_color(results, "Gene002") == ("gene:Gene002", "Gene002")
     assert stream.split_color(results, "clusters") == ("clusters", None)
     assert stream.split_color(results, "no-such-thing") == ("clusters", None)
     args = ("clusters", None, "streams", 1.0, 0.5, "velovi", [])
@@ -387,24 +388,31 @@ def test_home_fit_queues_one_job_and_upload_error(page_app):
     from dashboard.pages import home
 
     message, polls = home.submit_fit(1, "sample", "cpu", 12, 4)
-    assert (message, polls) == ("Fit queued.", 5)
+    assert (message.children, message.className, polls) == ("Fit queued.", home.FIT_NOTE, 5)
     queue = ui.current_queue()
     (job,) = queue.active_for("sample")
     assert (job.params["device"], job.params["max_epochs"], job.owner) == ("cpu", 12, "local")
     # Asking again (another tab, another visitor) joins the same job.
     message, _ = home.submit_fit(2, "sample", "cpu", 12, 5)
-    assert message.startswith("Already being fitted (started by local)")
+    assert message.children.startswith("Already being fitted (started by local)")
     assert [j.id for j in queue.active_for("sample")] == [job.id]
     refused, polls = home.submit_fit(3, "sample", "cpu", -4, 6)
     assert "max_epochs" in refused.children and polls is dash.no_update
-    message, href = home.receive_upload(_data_url(b"garbage"), "x.h5ad")
+    message, notice, href = home.receive_upload(_data_url(b"garbage"), "x.h5ad")
     assert "not an HDF5 file" in str(message.children)
-    assert href is dash.no_update
-    # an upload identical to the sample says so and opens it (issue 15)
+    assert notice is dash.no_update and href is dash.no_update
+    # an upload identical to the sample says so and opens it (issue 15); the message is a
+    # shell notice for the page it opens, shown there and gone on the next navigation
     sample = ui.current_registry().get("sample")
-    message, href = home.receive_upload(_data_url(sample.path.read_bytes()), "../copy.h5ad")
-    assert message.children.startswith("'copy.h5ad' is identical to Sample data")
-    assert "fitted" in message.children and href == "/?ds=sample"
+    message, notice, href = home.receive_upload(
+        _data_url(sample.path.read_bytes()), "../copy.h5ad"
+    )
+    assert message is None and href == "/?ds=sample" == notice["href"]
+    assert notice["text"].startswith("'copy.h5ad' is identical to Sample data")
+    assert "fitted" in notice["text"]
+    shown = shell.show_notice("http://127.0.0.1:8050/?ds=sample", notice)
+    assert shown.children == notice["text"] and shown.id == "notice"
+    assert shell.show_notice("http://127.0.0.1:8050/genes?ds=sample", notice) is None
 
 
 def test_unknown_dataset_in_url_shows_an_alert(page_app):

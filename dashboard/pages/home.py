@@ -6,6 +6,7 @@ its live training curve and refreshes the summary when it is done.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dash
@@ -24,7 +25,7 @@ from dash import (
 from dash.exceptions import PreventUpdate
 
 from core.options import STAGES
-from dashboard import auth, figures, jobview, run_report
+from dashboard import auth, devices, figures, jobview, run_report
 from dashboard import components as ui
 from dashboard.app import fit_params
 from dashboard.datasets import Dataset, UnknownDataset, UploadError
@@ -33,23 +34,60 @@ from dashboard.jobstore import QueueUnavailable
 
 dash.register_page(__name__, path="/", name="Home", title="velodash", order=0)
 
-DEVICES = [
-    {"label": "auto (GPU when available)", "value": "auto"},
-    {"label": "CPU", "value": "cpu"},
-    {"label": "CUDA GPU", "value": "cuda"},
-]
+#: Class of the note under the Fit button about the job it started or joined.
+FIT_NOTE = "fit-note"
+#: Where a dataset comes from, as the badge says it, and the badge's tooltip.
+SOURCES = {
+    "cli": ("opened", "Named on the command line that started velodash"),
+    "sample": ("sample", "The simulated sample dataset bundled with velodash"),
+    "data_dir": ("shared", "From the server's datasets folder (read-only)"),
+    "upload": ("uploaded", "Uploaded through this page"),
+}
+
+
+def device_options(cuda: bool) -> list[dict]:
+    """The Device choices; without a usable CUDA GPU, CUDA is shown but disabled."""
+    if cuda:
+        return [
+            {"label": "auto (GPU when available)", "value": "auto"},
+            {"label": "CPU", "value": "cpu"},
+            {"label": "CUDA GPU", "value": "cuda"},
+        ]
+    return [
+        {"label": "auto (CPU: no CUDA GPU found)", "value": "auto"},
+        {"label": "CPU", "value": "cpu"},
+        {"label": "CUDA GPU (none found)", "value": "cuda", "disabled": True},
+    ]
+
+
+def _breakable(name: str) -> list:
+    """`name` with line-break opportunities after '_', '.' and '-' (never mid-word)."""
+    parts: list = []
+    for piece in re.split(r"(?<=[_.\-])", name):
+        parts += [piece, html.Wbr()]
+    return parts[:-1]
 
 
 def _dataset_item(dataset: Dataset, status: str, active: bool) -> html.Li:
+    label = _breakable(dataset.label)
+    source, where = SOURCES.get(dataset.source, (dataset.source, ""))
     return html.Li(
         [
             dcc.Link(
-                html.B(dataset.label) if active else dataset.label,
+                html.B(label) if active else label,
                 href=ui.page_href("/", dataset.id),
                 id=f"ds-link-{dataset.id}",
+                title=dataset.label,
             ),
-            html.Span(status, className="badge badge-ok" if status != "needs fit" else "badge"),
-            html.Span(dataset.source, className="badge"),
+            html.Span(
+                [
+                    html.Span(
+                        status, className="badge badge-ok" if status != "needs fit" else "badge"
+                    ),
+                    html.Span(source, className="badge", title=where),
+                ],
+                className="badges",
+            ),
         ]
     )
 
@@ -82,6 +120,10 @@ def layout(ds: str | None = None, **_query) -> html.Div:
     active = dataset.id if dataset else None
     can_fit = user.can("editor") and dataset is not None and dataset.kind == "raw"
     defaults = fit_params(config)
+    try:
+        cuda = devices.cuda_available(ui.current_queue())
+    except QueueUnavailable:
+        cuda = False
     upload = (
         dcc.Upload(
             html.Div(
@@ -128,7 +170,9 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                 html.Div(
                                     [
                                         html.Label("Device", className="label"),
-                                        dcc.RadioItems(DEVICES, defaults.device, id="fit-device"),
+                                        dcc.RadioItems(
+                                            device_options(cuda), defaults.device, id="fit-device"
+                                        ),
                                         html.Label("Max epochs", className="label"),
                                         dcc.Input(
                                             id="fit-epochs",
@@ -179,7 +223,7 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                     style={"height": "320px"},
                                 ),
                             ),
-                            *run_report.sections(active),
+                            html.Div(run_report.sections(active), id="home-report"),
                         ]
                     ),
                 ],
@@ -197,7 +241,7 @@ def _pipeline_order(timings: dict[str, float]) -> list[tuple[str, float]]:
 
 def summary_view(ds: str | None) -> html.Div:
     """Cells, genes, cell types with counts, device and stage timings of `ds`'s results."""
-    dataset, results, problem = ui.resolve(ds)
+    dataset, results, problem = ui.resolve(ds, on_home=True)
     if problem is not None:
         return problem
     info = results.summary()
@@ -206,9 +250,9 @@ def summary_view(ds: str | None) -> html.Div:
         ("genes fitted", f"{info['n_genes']:,}"),
         ("velocity genes", f"{info['n_velocity_genes']:,}" if info["n_velocity_genes"] else "–"),
         ("device", info["device"] or "–"),
-        ("fit time", f"{sum(info['timings'].values()):.1f} s" if info["timings"] else "–"),
+        ("fit time", jobview.duration(sum(info["timings"].values())) if info["timings"] else "–"),
     ]
-    timings = ", ".join(f"{k} {v:.1f} s" for k, v in _pipeline_order(info["timings"]))
+    timings = ", ".join(f"{k} {jobview.duration(v)}" for k, v in _pipeline_order(info["timings"]))
     return html.Div(
         [
             html.Div(
@@ -259,6 +303,8 @@ def submit_fit(clicks, ds, device, epochs, polls):
         if epochs is not None:
             requested["max_epochs"] = epochs
         params = parse_fit_params(ui.current_registry().config, requested)
+        if params.device == "cuda" and not devices.cuda_available(ui.current_queue()):
+            raise InvalidFitOptions("no CUDA GPU is available to the fits here; choose CPU or auto")
         job, created = ui.current_queue().submit(dataset, params, user.name)
     except auth.Forbidden as err:
         return ui.alert(str(err), "danger", id="fit-refused"), no_update
@@ -274,7 +320,7 @@ def submit_fit(clicks, ds, device, epochs, polls):
         message = "Fit queued."
     else:
         message = f"Already being fitted (started by {job.owner}); showing its progress."
-    return message, (polls or 0) + 1
+    return html.Span(message, className=FIT_NOTE), (polls or 0) + 1
 
 
 clientside_callback(
@@ -324,19 +370,38 @@ def summary_follows_job(state: dict | None, ds: str | None, shown: str | None):
 
 
 @callback(
+    Output("fit-status", "children", allow_duplicate=True),
+    Input(ui.JOB_STATE, "data"),
+    State("home-ds", "data"),
+    State("fit-status", "children"),
+    prevent_initial_call=True,
+)
+def fit_status_follows_job(state: dict | None, ds: str | None, shown):
+    """The note under the Fit button lasts only while it is true: "Fit queued." goes once
+    the fit of this dataset runs (the bar at the top follows it) or has ended."""
+    job = (state or {}).get("job")
+    note = isinstance(shown, dict) and shown.get("props", {}).get("className") == FIT_NOTE
+    if not note or (job and job["dataset"] == ds and job["state"] == "queued"):
+        raise PreventUpdate  # errors stay; so does the note while the fit waits
+    return None
+
+
+@callback(
     Output("home-summary", "children"),
     Output("training-curve", "figure"),
     Output("dataset-list", "children"),
+    Output("home-report", "children"),
     Output("home-pending", "data", allow_duplicate=True),
     Input(ui.JOB_FINISHED, "data"),
     State("home-ds", "data"),
     prevent_initial_call=True,
 )
 def refresh_after_fit(finished: dict | None, ds: str | None):
-    """Show the new results once the fit of the displayed dataset has ended."""
+    """Show the new results (summary, curve, list, report and download cards) once the fit of
+    the displayed dataset has ended."""
     if not finished or finished.get("dataset") != ds:
         raise PreventUpdate
-    return summary_view(ds), training_curve(ds), dataset_list(ds), None
+    return summary_view(ds), training_curve(ds), dataset_list(ds), run_report.sections(ds), None
 
 
 def training_curve(ds: str | None):
@@ -347,13 +412,16 @@ def training_curve(ds: str | None):
 
 @callback(
     Output("upload-message", "children"),
+    Output(ui.NOTICE, "data"),
     Output(ui.URL, "href", allow_duplicate=True),
     Input("upload", "contents"),
     State("upload", "filename"),
     prevent_initial_call=True,
 )
 def receive_upload(contents: str | None, filename: str | None):
-    """Store a valid upload and open it; explain what is wrong with an invalid one."""
+    """Store a valid upload and open it; explain what is wrong with an invalid one. The message
+    about a stored (or identical) upload is a shell notice, so it outlives the page's re-render
+    for the dataset it opens."""
     if not contents:
         raise PreventUpdate
     try:
@@ -361,10 +429,13 @@ def receive_upload(contents: str | None, filename: str | None):
         registry = ui.current_registry()
         dataset, new = registry.save_upload(filename or "", contents)
     except (auth.Forbidden, UploadError) as err:
-        return ui.alert(str(err), "danger", id="upload-error"), no_update
+        return ui.alert(str(err), "danger", id="upload-error"), no_update, no_update
+    href = ui.page_href("/", dataset.id)
     if new:
-        return ui.alert(f"Uploaded {dataset.label}.", "success"), ui.page_href("/", dataset.id)
-    fitted = "already fitted" if registry.results_for(dataset) is not None else "not fitted yet"
-    name = Path(filename or "").name
-    message = f"'{name}' is identical to {dataset.label} ({fitted}): opened that instead."
-    return ui.alert(message, "info"), ui.page_href("/", dataset.id)
+        notice = {"href": href, "text": f"Uploaded {dataset.label}.", "color": "success"}
+    else:
+        fitted = "already fitted" if registry.results_for(dataset) is not None else "not fitted yet"
+        name = Path(filename or "").name
+        text = f"'{name}' is identical to {dataset.label} ({fitted}): opened that instead."
+        notice = {"href": href, "text": text, "color": "info"}
+    return None, notice, href

@@ -1,4 +1,5 @@
-"""Jobs panel: every recent fit with owner, dataset, state, progress and time; cancel buttons
+"""Jobs panel: every recent fit with owner, dataset, state, progress, the fit options that
+differ from the defaults (open for all of them) and time; cancel buttons
 for those the user may cancel; and, for admins, the users list."""
 
 from __future__ import annotations
@@ -31,12 +32,18 @@ def _row(job: dict, user: User, now: float) -> html.Tr:
         else None
     )
     may_cancel = job["state"] in ("queued", "running") and auth.can_cancel(user, job["owner"])
+    changed, every = jobview.fit_options(job.get("params") or {})
     return html.Tr(
         [
             html.Td(dcc.Link(job["label"], href=ui.page_href("/", job["dataset"]))),
             html.Td(job["owner"]),
             html.Td(html.Span(job["state"], className=f"state state-{job['state']}")),
             html.Td([progress, " ", jobview.describe(job)]),
+            html.Td(
+                html.Details([html.Summary(changed), html.Pre(every)]),
+                className="options",
+                title="the options that differ from the defaults; open for every option",
+            ),
             html.Td(jobview.ago(job["created"], now), title="submitted"),
             html.Td(jobview.elapsed(job, now), title="run time"),
             html.Td(
@@ -65,7 +72,7 @@ def jobs_table() -> html.Div:
     if not jobs:
         return html.P("No fits yet.", className="caveat")
     now = time.time()
-    header = ["dataset", "owner", "state", "progress", "submitted", "time", ""]
+    header = ["dataset", "owner", "state", "progress", "options", "submitted", "time", ""]
     rows = [_row(job, user, now) for job in jobs]
     head = html.Thead(html.Tr([html.Th(h) for h in header]))
     return html.Table([head, html.Tbody(rows)], className="jobs")
