@@ -29,8 +29,10 @@ def remaining(job: dict[str, Any], now: float | None = None) -> tuple[float, boo
     """
     progress = job.get("progress") or {}
     started, stage_started = progress.get("started"), progress.get("stage_started")
-    if job.get("state") != "running" or not started or not stage_started:
+    if job.get("state") != "running" or started is None or stage_started is None:
         return None
+    if progress.get("stage") == "done":
+        return 0.0, False
     now = time.time() if now is None else now
     stage_fraction = float(progress.get("stage_fraction") or 0.0)
     if stage_fraction <= 0:
@@ -54,14 +56,15 @@ def duration(seconds: float) -> str:
 
 
 def time_left(job: dict[str, Any], now: float | None = None) -> str:
-    """The estimate of `remaining` in words ("about 4 min left", "at most about 4 min left"),
-    or "" when there is none yet."""
+    """The estimate of `remaining` in words ("about 4 min left", "at most about 4 min left",
+    "under a minute left"), or "" when there is none yet or the fit is writing its end."""
     estimate = remaining(job, now)
-    if estimate is None:
+    if estimate is None or (job.get("progress") or {}).get("stage") == "done":
         return ""
     seconds, bound = estimate
-    words = "under a minute" if seconds < 60 else f"{max(1, round(seconds / 60))} min"
-    return f"{'at most ' if bound else ''}about {words} left"
+    if seconds < 60:
+        return "under a minute left"
+    return f"{'at most ' if bound else ''}about {round(seconds / 60)} min left"
 
 
 def describe(job: dict[str, Any], now: float | None = None) -> str:

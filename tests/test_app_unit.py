@@ -404,9 +404,7 @@ def test_home_fit_queues_one_job_and_upload_error(page_app):
     # an upload identical to the sample says so and opens it (issue 15); the message is a
     # shell notice for the page it opens, shown there and gone on the next navigation
     sample = ui.current_registry().get("sample")
-    message, notice, href = home.receive_upload(
-        _data_url(sample.path.read_bytes()), "../copy.h5ad"
-    )
+    message, notice, href = home.receive_upload(_data_url(sample.path.read_bytes()), "../copy.h5ad")
     assert message is None and href == "/?ds=sample" == notice["href"]
     assert notice["text"].startswith("'copy.h5ad' is identical to Sample data")
     assert "fitted" in notice["text"]

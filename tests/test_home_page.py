@@ -232,3 +232,29 @@ def _find(component, component_id):
             if found is not None:
                 return found
     return None
+
+
+def test_the_fit_card_says_why_the_button_is_off(home):
+    module, ds = home
+    for role, dataset, says in [
+        ("viewer", "sample", "Fitting needs the editor role"),
+        ("editor", ds, "holds results already"),
+        ("editor", "sample", ""),
+    ]:
+        _as(role)
+        layout = module.layout(ds=dataset)
+        assert _find(layout, "fit-btn").disabled is bool(says)
+        why = _text(_find(layout, "fit-why"))
+        assert (says in why) if says else why.strip().startswith("results are cached")
+
+
+def test_time_left_in_words():
+    def job(seconds_per_epoch: float, epoch: int, stage: str = "train") -> dict:
+        progress = {"stage": stage, "epoch": epoch, "max_epochs": 100, "started": 0.0}
+        progress |= {"stage_started": 10.0, "stage_fraction": STAGE_SPAN["train"][0]}
+        return {"state": "running", "progress": progress}
+
+    now = 10.0 + 50 * 2.0  # 50 epochs at 2 s; 50 left (100 s) + the stages after training
+    assert jobview.time_left(job(2.0, 50), now) == "at most about 2 min left"
+    assert jobview.time_left(job(2.0, 99), 10.0 + 99 * 0.1) == "under a minute left"
+    assert jobview.time_left(job(2.0, 50, stage="done"), now) == ""

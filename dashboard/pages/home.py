@@ -192,15 +192,18 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                             className="btn",
                                             n_clicks=0,
                                             disabled=not can_fit,
-                                            title=""
-                                            if can_fit
-                                            else "Fitting needs the editor role and a raw dataset",
+                                            title=why_not_fit(user, dataset),
                                         ),
                                         html.Span(
-                                            " results are cached by content: the same data "
-                                            "and options reopen instantly; one fit per data "
-                                            "and options runs however many ask for it",
+                                            " "
+                                            + (
+                                                why_not_fit(user, dataset)
+                                                or "results are cached by content: the same "
+                                                "data and options reopen instantly; one fit per "
+                                                "data and options runs however many ask for it"
+                                            ),
                                             className="caveat",
+                                            id="fit-why",
                                         ),
                                     ],
                                     style={"marginTop": "10px"},
@@ -231,6 +234,17 @@ def layout(ds: str | None = None, **_query) -> html.Div:
             ),
         ]
     )
+
+
+def why_not_fit(user: auth.User, dataset: Dataset | None) -> str:
+    """Why the Fit button is off for this user and dataset ("" when it is on)."""
+    if not user.can("editor"):
+        return "Fitting needs the editor role: ask an editor or an admin."
+    if dataset is None:
+        return "Open a dataset first."
+    if dataset.kind != "raw":
+        return f"{dataset.label} holds results already; fit the raw data it came from."
+    return ""
 
 
 def _pipeline_order(timings: dict[str, float]) -> list[tuple[str, float]]:
