@@ -10,6 +10,8 @@ from dash.exceptions import PreventUpdate
 
 from dashboard import components as ui
 from dashboard import figures
+from dashboard.figures.coherence import gene_coherence
+from dashboard.results import Results
 
 dash.register_page(
     __name__, path="/coherence", name="Coherence", title="velodash · coherence", order=4
@@ -37,9 +39,11 @@ def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div
                     ),
                     ui.graph("coherence-cdf", dataset, "coherence_cdf", "460px"),
                     html.P(
-                        "Coherence of a gene in a cell type: how well its velocity agrees with "
-                        "the velocity of the cells each cell is predicted to move to (veloVI). "
-                        "Curves far right: genes whose velocity agrees with the population.",
+                        "Coherence of a gene in a cell type (veloVI paper): the mean over the "
+                        "type's cells of the gene's velocity × its change in expression towards "
+                        "the cell's predicted future state. Positive: the gene's velocity points "
+                        "where the cells are going; negative: against it. A curve further "
+                        "right: more genes of that type agree with the flow.",
                         className="caveat",
                     ),
                     html.Div(ui.download_button("coherence-csv"), className="card-foot"),
@@ -75,6 +79,21 @@ def cdf(cell_types: list[str], ds: str):
     return figures.coherence_cdf_figure(results, cell_types or None)
 
 
+def gene_table(results: Results, cell_type: str, genes: list[str], ds: str) -> html.Table:
+    """Rank, gene (a link to the gene view) and coherence in ``cell_type`` (3 significant
+    digits), one row per gene of ``genes``."""
+    values = gene_coherence(results, cell_type, genes)
+    number = {"textAlign": "right", "fontVariantNumeric": "tabular-nums", "paddingLeft": "24px"}
+    head = html.Tr([html.Th("#"), html.Th("gene"), html.Th("coherence", style=number)])
+    rows = [
+        html.Tr([html.Td(k), html.Td(ui.gene_link(g, ds)), html.Td(f"{v:#.3g}", style=number)])
+        for k, (g, v) in enumerate(zip(genes, values, strict=True), start=1)
+    ]
+    return html.Table(
+        [html.Thead(head), html.Tbody(rows)], className="simple", style={"width": "auto"}
+    )
+
+
 @callback(
     Output("coherence-genes", "children"),
     Output(ui.URL_STATE, "data"),
@@ -82,11 +101,12 @@ def cdf(cell_types: list[str], ds: str):
     State("coherence-ds", "data"),
 )
 def top_bottom(cell_type: str, ds: str):
-    """The 10 most and least coherent genes of `cell_type`, as gene links."""
+    """The 10 most and least coherent genes of `cell_type` with their coherence, as gene
+    links."""
     _, results, _ = ui.resolve(ds)
     top, bottom = figures.top_bottom_coherence(results, cell_type, n=10)
     lists = [
-        html.Div([html.H3(title), html.Ol([html.Li(ui.gene_link(g, ds)) for g in genes])])
+        html.Div([html.H3(title), gene_table(results, cell_type, genes, ds)])
         for title, genes in (("Most coherent", top), ("Least coherent", bottom))
     ]
     return lists, ui.page_href("", ds, type=cell_type)
