@@ -36,3 +36,9 @@ STAGES = (
 STAGE_ENDS = (0.15, 0.70, 0.75, 0.78, 0.92, 0.93, 0.96, 0.99, 1.0)
 #: stage -> (start, end) of its share of the progress bar.
 STAGE_SPAN = dict(zip(STAGES, zip((0.0, *STAGE_ENDS[:-1]), STAGE_ENDS, strict=True), strict=True))
+
+
+def in_pipeline_order(timings: dict[str, float]) -> list[tuple[str, float]]:
+    """(stage, seconds) in the order the fit ran them (`STAGES`; unknown names last, as given)."""
+    rank = {name: i for i, name in enumerate(STAGES)}
+    return sorted(timings.items(), key=lambda item: rank.get(item[0], len(rank)))

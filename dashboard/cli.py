@@ -9,7 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES, TIME_STATISTICS
+from core.options import (
+    PI_ESTIMATORS,
+    POSTERIOR_MODES,
+    STOPPING_RULES,
+    TIME_STATISTICS,
+    in_pipeline_order,
+)
 from core.pipeline import ANALYSES, FitParams, ProgressEvent
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
@@ -252,7 +258,7 @@ def _print_summary(path: Path, seconds: float) -> None:
     result = anndata.read_h5ad(path, backed="r")
     info = result.uns["velodash"]
     history = info["history"]
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in info["timings"].items())
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in in_pipeline_order(dict(info["timings"])))
     print(
         f"velodash: {result.n_obs} cells × {result.n_vars} genes fitted on {info['device']} in "
         f"{seconds:.1f}s ({len(history['elbo_validation'])} epochs, "

@@ -123,6 +123,13 @@ def elapsed(job: dict[str, Any], now: float | None = None) -> str:
     return duration((job.get("finished") or now) - start)
 
 
+def fit_time(job: dict[str, Any], now: float | None = None) -> str:
+    """A job's time: for a finished fit, the fit time the home page's summary gives (the
+    results' stage timings), else how long it ran or has been running (`elapsed`)."""
+    seconds = (job.get("progress") or {}).get("fit_seconds")
+    return duration(seconds) if seconds is not None else elapsed(job, now)
+
+
 def ago(timestamp: float | None, now: float | None = None) -> str:
     """A timestamp as "12 s ago", "5 min ago", "3 h ago" or "2 d ago"."""
     if not timestamp:

@@ -114,13 +114,6 @@ def cancel_from_bar(clicks: int | None, state: dict | None, polls: int | None):
     return no_update, (polls or 0) + 1
 
 
-def fit_time(job: dict) -> str:
-    """A finished fit's time as the home page's summary gives it (the results' stage timings),
-    or the job's run time when the results did not record them."""
-    seconds = (job.get("progress") or {}).get("fit_seconds")
-    return jobview.duration(seconds) if seconds is not None else jobview.elapsed(job)
-
-
 def finished_alert(job: dict | None) -> html.Div:
     """The message when the job of the shown dataset ends: done (links), failed or cancelled."""
     if not job:
@@ -130,7 +123,7 @@ def finished_alert(job: dict | None) -> html.Div:
         return ui.alert(
             [
                 f"Fit finished for {label} on {job.get('device') or 'the worker'} "
-                f"({fit_time(job)}). Open the ",
+                f"({jobview.fit_time(job)}). Open the ",
                 dcc.Link("velocity view", href=ui.page_href("/stream", ds)),
                 " or the ",
                 dcc.Link("gene table", href=ui.page_href("/genes", ds)),

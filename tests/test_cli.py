@@ -101,3 +101,16 @@ def test_out_of_memory_gets_a_fix_it_message_not_a_traceback():
     assert message is not None and "ran out of RAM" in message and "--n-top-genes" in message
     assert out_of_memory_message(MemoryError()) is not None
     assert out_of_memory_message(RuntimeError("shape mismatch")) is None
+
+
+def test_fit_summary_lists_stages_in_pipeline_order(tmp_path, capsys):
+    """The stored timings come back alphabetically; the summary says them as the fit ran."""
+    from fake_results import write_fake_results
+
+    from core.options import STAGES
+    from dashboard.cli import _print_summary
+
+    _print_summary(write_fake_results(tmp_path / "r.h5ad", n_cells=30, n_genes=4), 12.0)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "stages:" in x)
+    names = [part.split()[0] for part in line.split("stages:")[1].split(",")]
+    assert len(names) == 8 and names == [s for s in STAGES if s in names]

@@ -24,7 +24,7 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
-from core.options import STAGES
+from core.options import in_pipeline_order
 from dashboard import auth, devices, figures, jobview, run_report
 from dashboard import components as ui
 from dashboard.app import fit_params
@@ -247,12 +247,6 @@ def why_not_fit(user: auth.User, dataset: Dataset | None) -> str:
     return ""
 
 
-def _pipeline_order(timings: dict[str, float]) -> list[tuple[str, float]]:
-    """(stage, seconds) in the order the fit ran them (unknown names last, as stored)."""
-    rank = {name: i for i, name in enumerate(STAGES)}
-    return sorted(timings.items(), key=lambda item: rank.get(item[0], len(rank)))
-
-
 def summary_view(ds: str | None) -> html.Div:
     """Cells, genes, cell types with counts, device and stage timings of `ds`'s results."""
     dataset, results, problem = ui.resolve(ds, on_home=True)
@@ -266,7 +260,7 @@ def summary_view(ds: str | None) -> html.Div:
         ("device", info["device"] or "–"),
         ("fit time", jobview.duration(sum(info["timings"].values())) if info["timings"] else "–"),
     ]
-    timings = ", ".join(f"{k} {jobview.duration(v)}" for k, v in _pipeline_order(info["timings"]))
+    timings = ", ".join(f"{k} {jobview.duration(v)}" for k, v in in_pipeline_order(info["timings"]))
     return html.Div(
         [
             html.Div(
@@ -376,11 +370,11 @@ def live_curve(state: dict | None, ds: str | None, drawn: int | None):
 )
 def summary_follows_job(state: dict | None, ds: str | None, shown: str | None):
     """Once a fit of this dataset is queued or running (by anyone), the summary and the
-    dataset's badge say so."""
+    dataset's badge say so (again when it goes from queued to running)."""
     job = (state or {}).get("job")
-    if not job or job["dataset"] != ds or job["id"] == shown:
+    if not job or job["dataset"] != ds or f"{job['id']}:{job['state']}" == shown:
         raise PreventUpdate
-    return jobview.pending_notice(ds, job), dataset_list(ds), job["id"]
+    return jobview.pending_notice(ds, job), dataset_list(ds), f"{job['id']}:{job['state']}"
 
 
 @callback(

@@ -45,7 +45,7 @@ def _row(job: dict, user: User, now: float) -> html.Tr:
                 title="the options that differ from the defaults; open for every option",
             ),
             html.Td(jobview.ago(job["created"], now), title="submitted"),
-            html.Td(jobview.elapsed(job, now), title="run time"),
+            html.Td(jobview.fit_time(job, now), title="fit time (running: time so far)"),
             html.Td(
                 html.Button(
                     "Cancel",
