@@ -19,6 +19,7 @@ import flask
 from dash import Dash
 from dash_auth import BasicAuth
 
+from dashboard import security_headers
 from dashboard.config import AppConfig, OIDCSettings, Role
 from dashboard.users import User, UsersFile
 
@@ -131,7 +132,8 @@ def _oidc_auth_class():
 
 
 def install_auth(app: Dash, config: AppConfig) -> Any:
-    """Configure session cookies and, unless `config.auth` is "none", require sign-in."""
+    """Configure session cookies and security headers (`config.https`) and, unless
+    `config.auth` is "none", require sign-in."""
     server = app.server
     server.config.update(
         SESSION_COOKIE_HTTPONLY=True,
@@ -139,6 +141,7 @@ def install_auth(app: Dash, config: AppConfig) -> Any:
         SESSION_COOKIE_SECURE=config.https,
         SESSION_COOKIE_NAME="velodash_session",
     )
+    security_headers.install(app, config.https)
     if config.auth == "none":
         return None
     users = UsersFile(config.users_file) if config.users_file else None
