@@ -232,17 +232,26 @@ def test_upload_keeps_its_name_and_a_duplicate_says_what_it_matches(
         until(send, timeout=20)
 
     upload(mine)
-    # the app opens the upload, listed under its name, never the hash
+    # the app opens the upload, listed under its name, never the hash, and says so (the
+    # message lives in the shell, so the page's re-render for the new dataset keeps it)
     dash_duo.wait_for_contains_text("#dataset-list", "pancreas_600_lab.h5ad", timeout=20)
+    dash_duo.wait_for_contains_text("#notice", "Uploaded pancreas_600_lab.h5ad.", timeout=20)
     until(lambda: _query(dash_duo).get("ds") not in (None, first), timeout=20)
     opened = _query(dash_duo)["ds"]
     uploads = sorted((tmp_path / "cache" / "uploads").iterdir())
     dash_duo.driver.get(f"{dash_duo.server_url}/?ds={first}")  # back to the first dataset
     dash_duo.wait_for_contains_text("#summary-stats", "300", timeout=20)
     upload(twin)
-    # the identical file opens the existing dataset; nothing new is stored (the message is
-    # checked in test_app_unit: it may be replaced when the page re-renders for that dataset)
+    # the identical file opens the existing dataset, says which, and stores nothing new
     until(lambda: _query(dash_duo).get("ds") == opened, timeout=20)
+    dash_duo.wait_for_contains_text(
+        "#notice",
+        "'another name.h5ad' is identical to pancreas_600_lab.h5ad (already fitted): "
+        "opened that instead.",
+        timeout=20,
+    )
+    time.sleep(2)  # the notice outlives the page's re-render for the dataset it opened
+    assert "is identical to" in dash_duo.find_element("#notice").text
     assert sorted((tmp_path / "cache" / "uploads").iterdir()) == uploads
     assert "another name" not in dash_duo.driver.execute_script(
         "return document.getElementById('dataset-list').innerText;"
