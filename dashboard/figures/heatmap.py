@@ -7,6 +7,15 @@ window (scVelo's ``np.convolve(mode="same")`` pads with zeros, which darkens the
 ``n_convolve / 2`` cells), and columns are then averaged into at most ``max_columns`` bins of
 consecutive cells so that 50k cells stay a small payload; each bin's colour-bar entry is its
 most frequent cell type.
+
+The x axis is the cells' rank in latent time, as in scVelo: every column holds about the same
+number of cells, so a program's genes get room where the cells are, and the smoothing window is a
+number of cells. Latent time is far from even along it (on the pancreas a fifth of the cells
+share a tenth of the time axis), so the ticks are not spaced evenly in rank: each tick sits
+where latent time reaches a round value (:func:`latent_time_ticks`), and the uneven spacing of
+the ticks shows where time runs fast or slow. A column's hover gives its latent times and which
+cells it holds. Plotting columns at their true latent time instead would squeeze the densest
+stretches of cells into slivers.
 """
 
 from __future__ import annotations
@@ -28,19 +37,33 @@ from dashboard.results import Results
 
 N_CONVOLVE = 30
 MAX_COLUMNS = 600
+#: about this many latent-time ticks at the coarsest round step
+TIME_TICKS = 10
+#: neighbouring ticks keep at least this fraction of the cells between them (labels stay apart)
+MIN_TICK_GAP = 0.04
+#: a stretch of more than this fraction of the cells without a tick gets finer ticks
+MAX_TICK_GAP = 0.2
 
 
 @dataclass(frozen=True)
 class HeatmapData:
     """``genes`` (rows, peak order), ``z`` float32 (rows, B) scaled smoothed expression,
     ``time`` float32 (B,) mean latent time per column, ``cell_type`` int16 (B,) the most
-    frequent type code per column, ``n_cells`` (B,) cells per column."""
+    frequent type code per column, ``n_cells`` (B,) cells per column, ``sorted_time`` float64
+    (N,) the latent time of the drawn cells in column order (column k holds ranks
+    ``edges[k]`` … ``edges[k + 1] − 1``)."""
 
     genes: list[str]
     z: np.ndarray
     time: np.ndarray
     cell_type: np.ndarray
     n_cells: np.ndarray
+    sorted_time: np.ndarray
+
+    @property
+    def edges(self) -> np.ndarray:
+        """Rank of each column's first cell, and N at the end: int (B + 1,)."""
+        return np.concatenate([[0], np.cumsum(self.n_cells)])
 
 
 def moving_average(X: np.ndarray, window: int) -> np.ndarray:
@@ -100,7 +123,43 @@ def heatmap_data(
         time.astype(np.float32),
         majority.astype(np.int16),
         counts,
+        t[cells].astype(np.float64),
     )
+
+
+def _round_step(span: float) -> float:
+    """The 1-2-5 × 10ᵏ step nearest above ``span`` (> 0)."""
+    power = 10.0 ** np.floor(np.log10(span))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= span * (1 - 1e-9))
+
+
+def latent_time_ticks(sorted_time: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Ticks for a cell-rank axis: where latent time reaches round values. ``sorted_time``
+    (N,) is ascending; returns positions float (K,) in rank units (tick k sits between the last
+    cell with time < value k and the first with time ≥ it, i.e. at that cell's rank − 0.5) and
+    their labels (the values). Round steps of about ``TIME_TICKS`` per time range come first;
+    stretches of more than ``MAX_TICK_GAP`` of the cells without a tick get ticks of finer steps
+    (÷2, ÷5, ÷10); a tick closer than ``MIN_TICK_GAP`` of the cells to another is left out."""
+    n = sorted_time.size
+    lo, hi = float(sorted_time[0]), float(sorted_time[-1])
+    if hi <= lo:
+        return np.array([-0.5]), [f"{lo:.3g}"]
+    coarse = _round_step((hi - lo) / TIME_TICKS)
+    ticks: dict[float, str] = {}  # position -> label
+    for step in (coarse, coarse / 2, coarse / 5, coarse / 10):
+        decimals = max(0, int(-np.floor(np.log10(step) + 1e-9)))
+        values = np.round(np.arange(np.ceil(lo / step), np.floor(hi / step) + 1) * step, 12)
+        positions = np.searchsorted(sorted_time, values, side="left") - 0.5
+        for position, value in zip(positions, values, strict=True):
+            kept = np.array(sorted(ticks), dtype=float)
+            before = kept[kept <= position].max(initial=-0.5)
+            after = kept[kept >= position].min(initial=n - 0.5)
+            fills_gap = step == coarse or after - before > MAX_TICK_GAP * n
+            clear = np.abs(kept - position).min(initial=np.inf) >= MIN_TICK_GAP * n
+            if fills_gap and clear:
+                ticks[float(position)] = f"{value:.{decimals}f}"
+    positions = np.array(sorted(ticks))
+    return positions, [ticks[p] for p in positions]
 
 
 def _type_colorscale(colors: list[str]) -> list[list]:
@@ -110,6 +169,26 @@ def _type_colorscale(colors: list[str]) -> list[list]:
     for k, color in enumerate(colors):
         scale += [[k / n, color], [(k + 1) / n, color]]
     return scale
+
+
+def _column_hover(data: HeatmapData, type_names: np.ndarray) -> list[str]:
+    """Hover text per column (B,): its cell type, which cells (ranks in latent-time order, from
+    1) and their latent time; ``type_names`` maps the type codes (−1: the last name)."""
+    n = int(data.edges[-1])
+    texts = []
+    for code, a, b in zip(data.cell_type, data.edges[:-1], data.edges[1:] - 1, strict=True):
+        t_a, t_b = data.sorted_time[a], data.sorted_time[b]
+        if a == b:
+            texts.append(
+                f"{type_names[code]}<br>cell {a + 1:,} of {n:,} in latent-time order"
+                f"<br>latent time {t_a:.3f}"
+            )
+        else:
+            texts.append(
+                f"{type_names[code]} (most cells)<br>cells {a + 1:,}–{b + 1:,} of {n:,} "
+                f"in latent-time order<br>latent time {t_a:.3f}–{t_b:.3f}"
+            )
+    return texts
 
 
 def heatmap_figure(
@@ -133,13 +212,13 @@ def heatmap_figure(
         row_heights=[0.035, 0.965],
         vertical_spacing=0.008,
     )
-    column = np.arange(data.time.size)
+    edges = data.edges - 0.5  # columns span their cells' ranks
     fig.add_trace(
         go.Heatmap(
             z=data.cell_type[None, :].astype(np.float32),
-            x=column,
+            x=edges,
             y=["cell type"],
-            customdata=names[data.cell_type][None, :],
+            customdata=np.asarray(_column_hover(data, names))[None, :],
             colorscale=_type_colorscale(palette),
             zmin=-0.5,
             zmax=len(palette) - 0.5,
@@ -153,7 +232,7 @@ def heatmap_figure(
     fig.add_trace(
         go.Heatmap(
             z=data.z,
-            x=column,
+            x=edges,
             y=data.genes,
             customdata=time,
             colorscale=SEQUENTIAL,
@@ -169,14 +248,15 @@ def heatmap_figure(
                 "thickness": 12,
             },
             hovertemplate=(
-                "<b>%{y}</b><br>latent time %{customdata:.3f}<br>scaled Ms %{z:.2f}<extra></extra>"
+                "<b>%{y}</b><br>latent time %{customdata:.3f} (column mean)"
+                "<br>scaled Ms %{z:.2f}<extra></extra>"
             ),
         ),
         row=2,
         col=1,
     )
     fig.add_traces(legend_keys(results.cell_types, colors))
-    ticks = np.linspace(0, data.time.size - 1, 6).round().astype(int)
+    tickvals, ticktext = latent_time_ticks(data.sorted_time)
     fig.update_layout(
         base_layout(
             f"Top {len(genes)} genes along latent time",
@@ -193,11 +273,17 @@ def heatmap_figure(
             },
         )
     )
-    fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False, row=1, col=1)
+    fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False, ticks="", row=1, col=1)
     fig.update_xaxes(
-        title={"text": "cells ordered by latent time", "standoff": 6},
-        tickvals=ticks,
-        ticktext=[f"{data.time[k]:.2f}" for k in ticks],
+        title={
+            "text": "latent time · each column holds about the same number of cells, "
+            "so equal steps in time are unevenly spaced",
+            "standoff": 6,
+        },
+        tickvals=tickvals,
+        ticktext=ticktext,
+        ticks="outside",
+        range=[edges[0], edges[-1]],
         showgrid=False,
         row=2,
         col=1,

@@ -65,7 +65,10 @@ def layout(
                             html.P(
                                 "As scv.pl.heatmap: cells sorted by latent time, Ms smoothed "
                                 "with a moving average, scaled to [0, 1] per gene, genes "
-                                "sorted by where they peak. Click a row to open the gene.",
+                                "sorted by where they peak. Every column holds about the "
+                                "same number of cells, so a tick marks where latent time reaches "
+                                "its value and equal steps in time are unevenly spaced. "
+                                "Click a row to open the gene.",
                                 className="caveat",
                             ),
                             ui.download_button("heatmap-csv"),
