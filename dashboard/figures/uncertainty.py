@@ -169,5 +169,7 @@ def uncertainty_by_type_figure(
         )
     )
     # log axis: the per-type medians differ by decades (the paper's Fig. 4a is on this scale)
-    fig.update_yaxes(title=f"{which}: {UNIT}", type="log", exponentformat="power", automargin=True)
+    # the panel's title names the uncertainty; the axis gives the unit (a longer title was
+    # cut off at the plot's left edge at 1280 px)
+    fig.update_yaxes(title=UNIT, type="log", exponentformat="power", automargin=True)
     return fig
