@@ -54,7 +54,8 @@ from reference import (
 
 from core import graph, uncertainty
 from core.ground_truth import direction_error, uncertainty_calibration
-from core.pipeline import FitParams, run
+from core.params import FitParams
+from core.pipeline import run
 from core.preprocess import PreprocessConfig, preprocess
 from core.train import TrainConfig
 from core.velovi import VeloVI

@@ -20,7 +20,7 @@ from typing import Any
 
 from dash import Dash
 
-from core.pipeline import FitParams
+from core.params import FitParams
 from dashboard import auth, protection, shell
 from dashboard import components as ui
 from dashboard.api import api

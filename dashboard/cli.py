@@ -16,7 +16,7 @@ from core.options import (
     TIME_STATISTICS,
     in_pipeline_order,
 )
-from core.pipeline import ANALYSES, FitParams, ProgressEvent
+from core.params import ANALYSES, FitParams, ProgressEvent
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
 

@@ -22,7 +22,7 @@ from typing import Literal
 import h5py
 
 from core.io import SUPPORTED_SUFFIXES, file_fingerprint, write_text_atomic
-from core.pipeline import FitParams, results_key
+from core.params import FitParams, results_key
 from dashboard.config import AppConfig
 
 SAMPLE_ID = "sample"

@@ -1,6 +1,6 @@
 """The shared fit queue as web processes see it: submit, look up, list, cancel.
 
-One job per content key (dataset fingerprint + every fit option, `core.pipeline.results_key`):
+One job per content key (dataset fingerprint + every fit option, `core.params.results_key`):
 asking for a fit that is queued or running returns that job, and asking for one whose
 results exist returns a *done* job at once. Locally the jobs are rows of a SQLite file that a
 `LocalWorker` executes; hosted, they are Redis records and each new job is published to the
@@ -14,7 +14,7 @@ import time
 import typing
 from typing import Any
 
-from core.pipeline import ANALYSES, FitParams
+from core.params import ANALYSES, FitParams
 from dashboard.config import AppConfig
 from dashboard.datasets import Dataset, DatasetRegistry
 from dashboard.jobstore import (

@@ -48,7 +48,7 @@ _PR_SET_PDEATHSIG = 1
 class ProgressRelay:
     """Turns progress events into throttled JSON progress dicts with the ELBO history so far.
 
-    Events are `core.pipeline.ProgressEvent`s or their dicts. The dict sent has ``stage,
+    Events are `core.params.ProgressEvent`s or their dicts. The dict sent has ``stage,
     fraction, message, epoch, max_epochs`` and the lists ``elbo_train``, ``elbo_validation``
     (one value per epoch reported), enough to draw a live training curve, and the wall-clock
     times (Unix seconds) ``started`` (first event) and ``stage_started`` with the overall
@@ -263,7 +263,8 @@ def _worker_main(argv: list[str]) -> int:
     """Entry of the fit worker: ``python -m dashboard.jobs INPUT OUTPUT PARAMS_JSON``."""
     _die_with_parent()
     from core.io import DatasetError
-    from core.pipeline import FitParams, fit_file
+    from core.params import FitParams
+    from core.pipeline import fit_file
 
     input_path, output, params = argv
 

@@ -12,7 +12,7 @@ from typing import Any
 from dash import html
 
 from core.options import STAGE_SPAN
-from core.pipeline import FitParams
+from core.params import FitParams
 
 #: Pattern id of the live text in a pending notice (updated in the browser on every poll).
 PENDING_TEXT = "job-pending-text"

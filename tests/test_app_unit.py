@@ -18,7 +18,7 @@ from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from fake_results import write_fake_results
 
-from core.pipeline import FitParams, ProgressEvent, results_key
+from core.params import FitParams, ProgressEvent, results_key
 from dashboard import app as app_module
 from dashboard import components as ui
 from dashboard import jobs, jobview, shell

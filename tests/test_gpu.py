@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.pipeline import FitParams, run
+from core.params import FitParams
+from core.pipeline import run
 from core.simulate import simulate_branching
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

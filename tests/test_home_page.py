@@ -17,7 +17,7 @@ from fake_results import write_fake_results
 from servers import RedisServer
 
 from core.options import STAGE_SPAN
-from core.pipeline import ProgressEvent
+from core.params import ProgressEvent
 from dashboard import app as app_module
 from dashboard import components as ui
 from dashboard import devices, jobs, jobview, shell

@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from core.io import DatasetError, file_fingerprint
-from core.pipeline import FitParams, fit_file, results_key
+from core.params import FitParams, results_key
+from core.pipeline import fit_file
 from core.simulate import simulate_branching
 from core.train import TrainingCancelled
 
