@@ -52,8 +52,9 @@ class AppConfig:
     `fit_overrides` are merged into every fit's parameters (e.g. `{"max_epochs": 10}` for tests);
     `redis_url` sends fits to Celery workers through Redis instead of the local queue.
     `auth` is "none" for the one-user local mode (everyone is admin), else "basic" (users file)
-    or "oidc"; `https` marks session cookies Secure; `job_concurrency` is how many fits run at
-    once on the local queue (and the default of `velodash worker --concurrency`).
+    or "oidc"; `https` marks session cookies Secure and sends HSTS and a Content-Security-Policy
+    (`security_headers`); `job_concurrency` is how many fits run at once on the local queue (and
+    the default of `velodash worker --concurrency`).
     """
 
     data: tuple[Path, ...] = ()

@@ -380,7 +380,8 @@ def check(config: HostedConfig) -> tuple[str, int]:
     if app.https:
         warnings.append(
             "https = true marks the sign-in cookies Secure, so browsers send them only over "
-            f"HTTPS, but velodash itself serves plain http ({config.serve.url}): reach it only "
+            "HTTPS (and sends HSTS and a Content-Security-Policy), but velodash itself serves "
+            f"plain http ({config.serve.url}): reach it only "
             "through an HTTPS proxy (docs/hosting.md), or set https = false; over plain http "
             "nobody stays signed in."
         )
