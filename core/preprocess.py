@@ -3,7 +3,9 @@
 ``preprocess`` returns a new AnnData restricted to the genes the model fits. Besides the slots
 listed in docs/architecture.md it stores ``uns['velodash_preprocess']``: the number of genes
 left after each step (``n_genes_input``, ``n_genes_filtered``, ``n_genes_hvg``,
-``n_genes_velocity``) and ``n_cells``, so the pipeline can report what was dropped where.
+``n_genes_velocity``), ``n_cells``, and ``dropped_genes``: for each step of
+:data:`GENE_FILTER_STEPS`, the names of the genes it removed, so the app can say where a gene
+that was not fitted was dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scanpy as sc
 import scvelo as scv
 from pynndescent import PyNNDescentTransformer
@@ -23,6 +26,9 @@ from core.blocks import blocks_within
 from core.io import DatasetError, validate_counts
 
 PREPROCESS_UNS_KEY = "velodash_preprocess"
+#: The steps that remove genes, in order (keys of ``uns['velodash_preprocess']['dropped_genes']``):
+#: scVelo's shared-counts filter, Scanpy's highly variable genes, veloVI's velocity-gene selection.
+GENE_FILTER_STEPS = ("min_shared_counts", "highly_variable", "velocity_genes")
 #: From this many cells scanpy switches from exact kNN to pynndescent (euclidean metric).
 APPROXIMATE_KNN_FROM = 8192
 
@@ -96,13 +102,22 @@ def _require_genes(adata: ad.AnnData, config: PreprocessConfig, step: str, fix: 
         )
 
 
-def _filter_normalize_hvg(adata: ad.AnnData, config: PreprocessConfig) -> dict[str, int]:
+def _removed(before: pd.Index, after: pd.Index) -> np.ndarray:
+    """Names in ``before`` that are not in ``after`` (in ``before``'s order), an object array."""
+    return np.asarray(before[~before.isin(after)], dtype=object)
+
+
+def _filter_normalize_hvg(
+    adata: ad.AnnData, config: PreprocessConfig
+) -> tuple[dict[str, int], dict[str, np.ndarray]]:
     """scVelo gene filter + per-cell normalisation, log1p X, Scanpy 'seurat' HVG (in place).
 
     X is rebuilt from the spliced counts first so the result depends only on the count layers.
-    Returns the number of genes after filtering and after HVG selection.
+    Returns the number of genes after filtering and after HVG selection, and the names each of
+    the two steps removed.
     """
     adata.X = adata.layers["spliced"].copy()
+    names = adata.var_names
     scv.pp.filter_genes(adata, min_shared_counts=config.min_shared_counts)
     _require_genes(
         adata,
@@ -110,7 +125,7 @@ def _filter_normalize_hvg(adata: ad.AnnData, config: PreprocessConfig) -> dict[s
         f"gene filtering (min_shared_counts={config.min_shared_counts})",
         "Lower min_shared_counts (e.g. 5) or use a deeper-sequenced dataset.",
     )
-    n_filtered = adata.n_vars
+    n_filtered, filtered = adata.n_vars, adata.var_names
     scv.pp.normalize_per_cell(adata, layers=["spliced", "unspliced"], enforce=True)
     sc.pp.log1p(adata)
     if adata.n_vars > config.n_top_genes:
@@ -118,7 +133,11 @@ def _filter_normalize_hvg(adata: ad.AnnData, config: PreprocessConfig) -> dict[s
         sc.pp.highly_variable_genes(
             adata, flavor="seurat", n_top_genes=config.n_top_genes, subset=True
         )
-    return {"n_genes_filtered": n_filtered, "n_genes_hvg": adata.n_vars}
+    removed = {
+        "min_shared_counts": _removed(names, filtered),
+        "highly_variable": _removed(filtered, adata.var_names),
+    }
+    return {"n_genes_filtered": n_filtered, "n_genes_hvg": adata.n_vars}, removed
 
 
 #: Cells × genes of one dense block of counts while smoothing (64 MiB in float32).
@@ -198,7 +217,8 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig | None = None) -> ad.
     counts when ``normalize``, float32), X (log1p normalised spliced when ``normalize``),
     ``obsm['X_pca']``, ``obsp['connectivities'|'distances']``, ``obsm['X_umap']`` (kept if
     present), ``var['velocity_gamma'|'velocity_r2'|'velocity_genes']`` and
-    ``uns['velodash_preprocess']`` (genes left after each step).
+    ``uns['velodash_preprocess']`` (genes left after each step, and the names each step of
+    :data:`GENE_FILTER_STEPS` removed).
 
     Raises :class:`DatasetError` when the counts are invalid or fewer than ``min_cells`` cells /
     ``min_genes`` genes remain, naming the step and the option to relax.
@@ -216,13 +236,18 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig | None = None) -> ad.
     for layer in ("spliced", "unspliced"):
         data.layers[layer] = _as_float32(data.layers[layer])
     stats = {"n_cells": data.n_obs, "n_genes_input": data.n_vars}
+    dropped = dict.fromkeys(GENE_FILTER_STEPS, np.asarray([], dtype=object))
     if config.normalize:
-        stats.update(_filter_normalize_hvg(data, config))
+        counts, removed = _filter_normalize_hvg(data, config)
+        stats.update(counts)
+        dropped.update(removed)
     else:
         stats.update(n_genes_filtered=data.n_vars, n_genes_hvg=data.n_vars)
     _require_genes(data, config, "input checks", "Use a dataset with more genes.")
     _embed_and_smooth(data, config)
+    selected = data.var_names
     data = _scale_and_select(data, config)
+    dropped["velocity_genes"] = _removed(selected, data.var_names)
     _require_genes(
         data,
         config,
@@ -230,5 +255,5 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig | None = None) -> ad.
         "Set filter_on_r2=False to keep all genes, or raise n_top_genes / lower min_shared_counts.",
     )
     stats["n_genes_velocity"] = data.n_vars
-    data.uns[PREPROCESS_UNS_KEY] = stats
+    data.uns[PREPROCESS_UNS_KEY] = {**stats, "dropped_genes": dropped}
     return data

@@ -464,6 +464,13 @@ class Results:
             if k in hist
         }
 
+    def preprocess_record(self) -> dict[str, Any]:
+        """``uns['velodash_preprocess']``: genes left after each preprocessing step
+        (``n_genes_input``, ``n_genes_filtered``, ``n_genes_hvg``, ``n_genes_velocity``) and,
+        in fits since velodash recorded them, ``dropped_genes`` (step -> names it removed);
+        {} when absent."""
+        return dict(self.adata.uns.get("velodash_preprocess", {}))
+
     def permutation_stats(self) -> dict[str, float]:
         """``uns['velodash']['permutation']`` (skewness, kurtosis, …) as floats; {} if absent."""
         stats = self.info.get("permutation", {})

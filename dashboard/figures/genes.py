@@ -24,6 +24,29 @@ STATE_COLORS = dict(zip(STATES, ("#1f77b4", "#9ecae1", "#d62728", "#fcae91"), st
 FIT_COLORS = {"induction": "#6a3d9a", "repression": "#b15928", "steady": "#444444"}
 MS_LABEL = "Ms (min-max scaled moments)"
 MU_LABEL = "Mu (min-max scaled moments)"
+#: Height (px) of one legend entry at the template's 12 px font, entries stacked without the
+#: 10 px gap plotly puts between legend groups (each cell type is its own group).
+LEGEND_ENTRY_PX = 19
+#: The legend box's padding and border above and below its entries (px).
+LEGEND_PAD_PX = 12
+#: Room a horizontal colour bar under the plot takes from the plot's height (px).
+COLORBAR_PX = 50
+
+
+def gene_graph_height(n_legend_entries: int, minimum: int, colorbar: bool = False) -> int:
+    """Height (px) of a gene figure (title and subtitle, vertical legend beside the plot, a
+    colour bar under it when ``colorbar``) at which a legend of ``n_legend_entries`` fits the
+    plot's height, so none scrolls out of sight; at least ``minimum``."""
+    margin = base_layout("title", subtitle="subtitle")["margin"]
+    legend = n_legend_entries * LEGEND_ENTRY_PX + LEGEND_PAD_PX
+    return max(minimum, margin["t"] + margin["b"] + legend + (COLORBAR_PX if colorbar else 0))
+
+
+def _compact_legend(fig: go.Figure) -> go.Figure:
+    """``fig`` with its legend entries stacked without gaps between groups (see
+    :data:`LEGEND_ENTRY_PX`)."""
+    fig.layout.legend.tracegroupgap = 0
+    return fig
 
 
 def fitted_curve(results: Results, gene: str, n_points: int = 200) -> dict[str, np.ndarray]:
@@ -113,23 +136,27 @@ def phase_portrait_figure(
             )
             for state, idx in zip(STATES, group_indices(g.state, len(STATES)), strict=True)
         ]
-        return go.Figure(
-            data=[*states, *fits], layout=base_layout(title, uirevision, subtitle, **axes)
+        return _compact_legend(
+            go.Figure(
+                data=[*states, *fits], layout=base_layout(title, uirevision, subtitle, **axes)
+            )
         )
     values = results.color_values("latent_time") if color_by == "latent_time" else None
     color = "latent_time" if color_by == "latent_time" else None
-    return cell_figure(
-        results,
-        xy,
-        color,
-        values,
-        title,
-        uirevision,
-        point_size,
-        0.7,
-        extra=fits,
-        axes=axes,
-        subtitle=subtitle,
+    return _compact_legend(
+        cell_figure(
+            results,
+            xy,
+            color,
+            values,
+            title,
+            uirevision,
+            point_size,
+            0.7,
+            extra=fits,
+            axes=axes,
+            subtitle=subtitle,
+        )
     )
 
 
@@ -231,7 +258,7 @@ def baseline_agreement_figure(results: Results, gene: str, point_size: float = 3
         )
         if key in var
     ]
-    return cell_figure(
+    fig = cell_figure(
         results,
         np.stack([g.velocity, g.baseline], 1),
         None,
@@ -245,3 +272,4 @@ def baseline_agreement_figure(results: Results, gene: str, point_size: float = 3
             "veloVI velocity", "scVelo steady-state velocity", zeroline=True, zerolinecolor="#999"
         ),
     )
+    return _compact_legend(fig)

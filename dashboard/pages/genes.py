@@ -12,8 +12,9 @@ from dash.dash_table.Format import Format, Scheme
 from dash.exceptions import PreventUpdate
 
 from dashboard import components as ui
-from dashboard import figures
-from dashboard.results import STATES
+from dashboard import figures, gene_filter
+from dashboard.figures.genes import gene_graph_height
+from dashboard.results import STATES, Results
 
 dash.register_page(__name__, path="/genes", name="Genes", title="velodash · genes", order=3)
 
@@ -26,25 +27,85 @@ COLOR_BY = [
 MAIN_COLUMNS = ("gene", "permutation_score", "fit_likelihood", "fit_mse")
 #: Compact headers so the main columns fit the side panel.
 SHORT_NAMES = {"permutation_score": "perm. score", "fit_likelihood": "likelihood", "fit_mse": "MSE"}
+#: The opening order: the first of these columns the results have, descending.
+DEFAULT_SORT_COLUMNS = ("permutation_score", "fit_likelihood")
+PAGE_SIZE = 15
 
 
-def default_gene(results) -> str:
-    """The gene a bare /genes opens: the highest permutation score, else the first gene."""
+def default_sort(results: Results) -> list[dict]:
+    """The table's opening order (DataTable ``sort_by``): best permutation score first, else
+    best fit likelihood first; file order when the results have neither."""
     table = results.gene_table()
-    if "permutation_score" in table:
-        return str(table["gene"].iloc[int(np.nanargmax(table["permutation_score"]))])
-    return results.gene_names[0]
+    column = next((c for c in DEFAULT_SORT_COLUMNS if c in table), None)
+    return [{"column_id": column, "direction": "desc"}] if column else []
 
 
-def table_records(results, search: str | None) -> list[dict]:
-    """Gene-table rows (with an ``id`` = gene) whose name contains `search` (case-insensitive)."""
+def sorted_table(results: Results, search: str | None, sort_by: list[dict] | None) -> pd.DataFrame:
+    """Gene-table rows whose name contains `search` (ignoring case), ordered by `sort_by`
+    (DataTable's ``[{"column_id", "direction"}]``; names ignore case, missing values last,
+    ties keep file order)."""
     table = results.gene_table()
-    if search:
+    if search and search.strip():
         table = table[table["gene"].str.contains(search.strip(), case=False, regex=False)]
+    keys = [s for s in sort_by or [] if s.get("column_id") in table]
+    if not keys:
+        return table
+    return table.sort_values(
+        [s["column_id"] for s in keys],
+        ascending=[s.get("direction") != "desc" for s in keys],
+        na_position="last",
+        kind="stable",
+        key=lambda col: col.str.lower() if pd.api.types.is_string_dtype(col) else col,
+    )
+
+
+def table_records(
+    results: Results, search: str | None, sort_by: list[dict] | None = None
+) -> list[dict]:
+    """Rows of :func:`sorted_table` as records with an ``id`` (= gene) for the DataTable."""
+    table = sorted_table(results, search, sort_by)
     return table.assign(id=table["gene"]).to_dict("records")
 
 
-def _columns(results) -> list[dict]:
+def default_gene(results: Results) -> str:
+    """The gene a bare /genes opens: the first row of the default order."""
+    return str(sorted_table(results, None, default_sort(results))["gene"].iloc[0])
+
+
+def page_of(rows: list[dict], gene: str | None) -> int:
+    """The table page (0-based, ``PAGE_SIZE`` rows each) that shows `gene`; 0 if not listed."""
+    index = next((i for i, row in enumerate(rows) if row["gene"] == gene), 0)
+    return index // PAGE_SIZE
+
+
+def row_styles(gene: str | None) -> list[dict]:
+    """``style_data_conditional``: gene names look like links, the selected gene's row is
+    highlighted (matched by name in a filter query quoted with a quote it does not contain)."""
+    styles = [{"if": {"column_id": "gene"}, "color": "#2f6fde", "cursor": "pointer"}]
+    quote = next((q for q in "\"'`" if gene and q not in gene), None)
+    if quote is not None:
+        styles.append(
+            {
+                "if": {"filter_query": f"{{gene}} = {quote}{gene}{quote}"},
+                "backgroundColor": "#e6f0ff",
+                "fontWeight": 600,
+            }
+        )
+    return styles
+
+
+def search_message(results: Results, search: str | None, n_rows: int) -> html.Div | None:
+    """What to say about a search: why a name that is not a fitted gene is missing (in place of
+    an empty table, or above the genes whose names merely contain it); None otherwise."""
+    name = (search or "").strip()
+    if not name or gene_filter.fitted_gene(results, name) is not None:
+        return None
+    if n_rows and gene_filter.dropped_at(results, name) is None:
+        return None  # part of a name: the rows are the answer
+    return ui.alert(gene_filter.unfitted_reason(results, name), "info" if n_rows else "warning")
+
+
+def _columns(results: Results) -> list[dict]:
     table = results.gene_table()
     number = Format(precision=3, scheme=Scheme.decimal_or_exponent)
     columns = []
@@ -56,8 +117,88 @@ def _columns(results) -> list[dict]:
     return columns
 
 
-def _graph(graph_id: str, dataset, height: str = "360px") -> dcc.Graph:
-    return ui.graph(graph_id, dataset, graph_id.replace("-", "_"), height)
+def _graph(graph_id: str, dataset, height: int = 360) -> dcc.Graph:
+    return ui.graph(graph_id, dataset, graph_id.replace("-", "_"), f"{height}px")
+
+
+def _table_card(results: Results, gene: str) -> html.Section:
+    """The searchable gene table, sorted by :func:`default_sort` and open at `gene`'s page."""
+    sort_by = default_sort(results)
+    rows = table_records(results, None, sort_by)
+    return ui.section(
+        "Genes",
+        html.Div(
+            [
+                dcc.Input(
+                    id="gene-search", type="search", placeholder="search genes…", debounce=0.3
+                ),
+                ui.download_button("genes-csv", "Gene table (CSV)"),
+                ui.download_button("gene-cells-csv", "Gene's cells (CSV)"),
+            ],
+            className="controls",
+        ),
+        html.Div(id="gene-search-message"),
+        html.Div(
+            dash_table.DataTable(
+                id="gene-table",
+                columns=_columns(results),
+                data=rows,
+                # sorted on the server, so the page showing the selected gene is known
+                sort_action="custom",
+                sort_by=sort_by,
+                hidden_columns=[c for c in results.gene_table().columns if c not in MAIN_COLUMNS],
+                page_size=PAGE_SIZE,
+                page_current=page_of(rows, gene),
+                # minWidth: with fixed columns, DataTable otherwise clips the
+                # columns after the first few instead of scrolling to them
+                style_table={"overflowX": "auto", "minWidth": "100%"},
+                style_cell={"fontSize": 12, "padding": "3px 6px"},
+                style_header={"fontWeight": 600, "whiteSpace": "normal"},
+                fixed_columns={"headers": True, "data": 1},
+                style_data_conditional=row_styles(gene),
+            ),
+            id="gene-table-box",
+        ),
+        html.P(
+            "Click a row to show that gene. Sort by clicking a column header.", className="caveat"
+        ),
+    )
+
+
+def _figures(dataset, results: Results, color_by: str) -> html.Div:
+    """The selected gene's header card and figures; graphs with a cell-type legend are tall
+    enough for every legend entry to show."""
+    n_types = len(results.cell_types)
+    # the portrait: a key per cell type (or state) and 3 fit lines; latent time adds a colour bar
+    portrait = gene_graph_height(max(n_types, len(STATES)) + 3, 420, colorbar=True)
+    baseline = gene_graph_height(n_types, 360)
+    header = html.Div(
+        [
+            html.H2(id="gene-title", style={"margin": "0 0 6px"}),
+            html.Div(id="gene-problem"),
+            html.Label("Colour cells by", className="label"),
+            dcc.RadioItems(COLOR_BY, color_by, id="gene-color-by", inline=True),
+        ],
+        className="card",
+    )
+    pair = [("phase-portrait", portrait), ("gene-over-time", portrait)]
+    return html.Div(
+        [
+            header,
+            html.Div(
+                [html.Div(_graph(g, dataset, h), className="card") for g, h in pair],
+                className="grid-2",
+            ),
+            html.Div(
+                [
+                    html.Div(_graph(g, dataset), className="card")
+                    for g in ("gene-velocity-umap", "gene-permutation")
+                ],
+                className="grid-2",
+            ),
+            html.Div(_graph("gene-baseline", dataset, baseline), className="card"),
+        ]
+    )
 
 
 def layout(
@@ -76,87 +217,7 @@ def layout(
             ui.url_state_store(),
             dcc.Download(id="genes-download"),
             html.Div(
-                [
-                    ui.section(
-                        "Genes",
-                        html.Div(
-                            [
-                                dcc.Input(
-                                    id="gene-search",
-                                    type="search",
-                                    placeholder="search genes…",
-                                    debounce=0.3,
-                                ),
-                                ui.download_button("genes-csv", "Gene table (CSV)"),
-                                ui.download_button("gene-cells-csv", "Gene's cells (CSV)"),
-                            ],
-                            className="controls",
-                        ),
-                        dash_table.DataTable(
-                            id="gene-table",
-                            columns=_columns(results),
-                            data=table_records(results, None),
-                            sort_action="native",
-                            hidden_columns=[
-                                c for c in results.gene_table().columns if c not in MAIN_COLUMNS
-                            ],
-                            page_size=15,
-                            # minWidth: with fixed columns, DataTable otherwise clips the
-                            # columns after the first few instead of scrolling to them
-                            style_table={"overflowX": "auto", "minWidth": "100%"},
-                            style_cell={"fontSize": 12, "padding": "3px 6px"},
-                            style_header={"fontWeight": 600, "whiteSpace": "normal"},
-                            fixed_columns={"headers": True, "data": 1},
-                            style_data_conditional=[
-                                {
-                                    "if": {"column_id": "gene"},
-                                    "color": "#2f6fde",
-                                    "cursor": "pointer",
-                                }
-                            ],
-                        ),
-                        html.P(
-                            "Click a row to show that gene. Sort by clicking a column header.",
-                            className="caveat",
-                        ),
-                    ),
-                    html.Div(
-                        [
-                            html.Div(
-                                [
-                                    html.H2(id="gene-title", style={"margin": "0 0 6px"}),
-                                    html.Div(id="gene-problem"),
-                                    html.Label("Colour cells by", className="label"),
-                                    dcc.RadioItems(
-                                        COLOR_BY, color_by, id="gene-color-by", inline=True
-                                    ),
-                                ],
-                                className="card",
-                            ),
-                            html.Div(
-                                [
-                                    html.Div(
-                                        _graph("phase-portrait", dataset, "420px"), className="card"
-                                    ),
-                                    html.Div(
-                                        _graph("gene-over-time", dataset, "420px"), className="card"
-                                    ),
-                                ],
-                                className="grid-2",
-                            ),
-                            html.Div(
-                                [
-                                    html.Div(
-                                        _graph("gene-velocity-umap", dataset), className="card"
-                                    ),
-                                    html.Div(_graph("gene-permutation", dataset), className="card"),
-                                ],
-                                className="grid-2",
-                            ),
-                            html.Div(_graph("gene-baseline", dataset), className="card"),
-                        ]
-                    ),
-                ],
+                [_table_card(results, gene), _figures(dataset, results, color_by)],
                 className="grid-side genes-layout",
             ),
         ]
@@ -165,14 +226,29 @@ def layout(
 
 @callback(
     Output("gene-table", "data"),
+    Output("gene-table", "page_current"),
+    Output("gene-table", "style_data_conditional"),
+    Output("gene-table-box", "style"),
+    Output("gene-search-message", "children"),
     Input("gene-search", "value"),
+    Input("gene-table", "sort_by"),
+    Input("genes-selected", "data"),
     State("genes-ds", "data"),
     prevent_initial_call=True,
 )
-def filter_table(search: str | None, ds: str) -> list[dict]:
-    """Rows whose gene name contains the search text."""
+def update_table(search: str | None, sort_by: list[dict] | None, gene: str | None, ds: str):
+    """Rows matching the search in the chosen order (on a new order: its first page; else the
+    page with the selected gene, highlighted); in place of an empty table, why nothing matches."""
     _, results, _ = ui.resolve(ds)
-    return table_records(results, search)
+    rows = table_records(results, search, sort_by)
+    trigger = dash.ctx.triggered_id
+    return (
+        dash.no_update if trigger == "genes-selected" else rows,
+        0 if trigger == "gene-table" else page_of(rows, gene),
+        row_styles(gene),
+        None if rows else {"display": "none"},
+        search_message(results, search, len(rows)),
+    )
 
 
 @callback(
@@ -204,11 +280,10 @@ def show_gene(gene: str, color_by: str, ds: str):
     """Every figure of the selected gene, and the URL that reopens this view."""
     _, results, _ = ui.resolve(ds)
     search = ui.page_href("", ds, gene=gene, color_by=None if color_by == "cell_type" else color_by)
-    try:
-        results.resolve_gene(gene)
-    except KeyError as err:
+    if gene not in results.gene_index:
         empty = figures.empty_figure("Pick a gene from the table.")
-        return gene, ui.alert(err.args[0], "danger"), *[empty] * 5, search
+        problem = ui.alert(gene_filter.unfitted_reason(results, gene), "warning")
+        return gene, problem, *[empty] * 5, search
     return (
         gene,
         None,
