@@ -149,6 +149,12 @@ def _downloaded(folder: Path, suffix: str, timeout: float = 20) -> Path:
 def _draw_lasso(duo, graph_id: str, points: np.ndarray) -> None:
     """Pick plotly's lasso tool and drag the mouse through ``points`` (data coordinates)."""
     duo.find_element(f'#{graph_id} .modebar-btn[data-val="lasso"]').click()
+    # The whole plot area in view: the mouse cannot draw outside the window (the velocity
+    # map is as tall as the window, below the controls).
+    duo.driver.execute_script(
+        "document.querySelector(arguments[0] + ' .nsewdrag').scrollIntoView({block: 'center'})",
+        f"#{graph_id}",
+    )
     pixels = duo.driver.execute_script(
         "const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');"
         "const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;"

@@ -138,6 +138,36 @@ def palette(n: int) -> list[str]:
     return pcolors.sample_colorscale("Turbo", np.linspace(0, 1, n).tolist())
 
 
+def _css_rgb(text: str) -> tuple[float, float, float]:
+    """(r, g, b) in 0–255 of a ``#rgb``/``#rrggbb[aa]``/``rgb[a](…)`` colour, else NaNs."""
+    try:
+        if text.startswith("#") and len(text) in (4, 7, 9):
+            short = len(text) == 4
+            pairs = [c * 2 for c in text[1:4]] if short else [text[1:3], text[3:5], text[5:7]]
+            r, g, b = (int(pair, 16) for pair in pairs)
+            return r, g, b
+        if text.startswith("rgb") and text.endswith(")"):
+            r, g, b = (float(v) for v in text[text.index("(") + 1 : -1].split(",")[:3])
+            return r, g, b
+    except ValueError:
+        pass
+    return np.nan, np.nan, np.nan
+
+
+def cielab(colors: list[str]) -> np.ndarray:
+    """CIELAB (D65) coordinates (n, 3) of CSS colours written ``#rgb``, ``#rrggbb[aa]`` or
+    ``rgb[a](r, g, b[, a])``; a colour in any other form (a name) gives a NaN row. Euclidean
+    distance between rows is ΔE*76 (about 2.3 is a just-noticeable difference)."""
+    rgb = np.array([_css_rgb(str(c).strip().lower()) for c in colors], dtype=float) / 255.0
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    to_xyz = np.array(
+        [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
+    )
+    xyz = linear @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+
+
 def category_colors(results: Results, key: str, categories: list[str]) -> dict[str, str]:
     """Colour of each category of obs column ``key``: scanpy's ``uns[f"{key}_colors"]`` when
     it covers the column's categories, else a fixed qualitative palette in category order."""

@@ -1,6 +1,7 @@
 """The UMAP with velocity drawn on top — streamlines (width ∝ speed, arrowheads) or an arrow
-grid, from veloVI, the scVelo baseline or both, optionally faded where extrinsic uncertainty is
-high — the typed-array recolouring patch, and the veloVI–scVelo agreement map."""
+grid, from veloVI, the scVelo baseline or both (in colours chosen apart from the cell types'),
+optionally faded where extrinsic uncertainty is high — on axes that hug the cells, the
+typed-array recolouring patch, and the veloVI–scVelo agreement map."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from dashboard.figures.common import (
     cell_figure,
     cell_layer_split,
     cell_markers,
+    cell_type_colors,
+    cielab,
+    embedding_axes,
     empty_figure,
     numeric_coloraxis,
     split_cells,
@@ -28,8 +32,22 @@ from dashboard.projections import (
 )
 from dashboard.results import ColorValues, Results
 
-#: Line colour (RGB) of each velocity source; alpha comes from the confidence level.
-SOURCE_RGB = {"velovi": (40, 40, 40), "scvelo": (217, 95, 2)}
+#: Line colours (RGB) each velocity source may take, in order of preference: veloVI dark, the
+#: scVelo baseline a saturated hue; :func:`source_colors` takes the first one that stands apart
+#: from every cell-type colour (alpha comes from the confidence level).
+SOURCE_RGB = {
+    "velovi": ((0, 0, 0), (77, 0, 75), (0, 68, 27)),  # black, dark plum, dark green
+    "scvelo": ((255, 0, 255), (0, 199, 217), (0, 80, 255)),  # magenta, cyan, strong blue
+}
+#: CIELAB distance a source colour (as drawn) keeps from the white plot, every cell-type colour
+#: and the other source.
+MIN_DELTA_E = 30.0
+#: Drawing order when both sources are shown: the baseline first, as a wide translucent band
+#: (width and opacity scaled by these factors), veloVI's thin dark lines on top of it, so both
+#: stay visible where they coincide and where they part.
+BOTH_ORDER = ("scvelo", "velovi")
+BASELINE_WIDTH_SCALE, BASELINE_ALPHA_SCALE, BASELINE_HEAD_SCALE = 2.5, 0.7, 1.5
+RANGE_PAD = 0.04  # axis range around the cells, as a fraction of their extent per axis
 #: Opacity of streams by confidence level (0 low, 1 medium, 2 high; see projections).
 CONFIDENCE_ALPHA = (0.12, 0.4, 0.85)
 ARROW_GRID = 0.6  # arrow-grid density relative to scVelo's 50 nodes per axis
@@ -43,6 +61,63 @@ SourceChoice = Literal["velovi", "scvelo", "both"]
 
 def _title(results: Results, values: ColorValues | None) -> str:
     return f"UMAP coloured by {values.label if values else results.groupby or 'cell type'}"
+
+
+def embedding_ranges(xy: np.ndarray) -> tuple[list[float], list[float]]:
+    """x and y axis ranges of an embedding (N, 2): the finite points' extent padded by
+    ``RANGE_PAD`` per axis, so the cells fill the plot (plotly widens one range to keep the
+    equal aspect)."""
+    finite = xy[np.isfinite(xy).all(1)]
+    if not len(finite):
+        return [0.0, 1.0], [0.0, 1.0]
+    lo, hi = finite.min(0).astype(float), finite.max(0).astype(float)
+    pad = np.maximum(hi - lo, 1e-9) * RANGE_PAD
+    return [lo[0] - pad[0], hi[0] + pad[0]], [lo[1] - pad[1], hi[1] + pad[1]]
+
+
+def embedding_aspect(results: Results) -> float:
+    """Width / height of the UMAP's padded ranges (what sizes the page's graph)."""
+    x, y = embedding_ranges(results.umap)
+    return (x[1] - x[0]) / (y[1] - y[0])
+
+
+def _ranged_axes(results: Results) -> dict:
+    """Equal-aspect embedding axes whose ranges hug the cells."""
+    axes = embedding_axes()
+    axes["xaxis"]["range"], axes["yaxis"]["range"] = embedding_ranges(results.umap)
+    return axes
+
+
+def _drawn_lab(rgb: tuple[int, int, int], alphas: list[float]) -> np.ndarray:
+    """CIELAB (len(alphas), 3) of ``rgb`` drawn at each opacity over the white plot."""
+    return cielab([f"rgb{tuple(255 - a * (255 - v) for v in rgb)}" for a in alphas])
+
+
+def source_colors(results: Results) -> dict[str, tuple[int, int, int]]:
+    """Line colour (RGB) of each velocity source for these results: per source, the first of
+    its ``SOURCE_RGB`` candidates that, as drawn (full confidence; the baseline also as its
+    faint band), stays ``MIN_DELTA_E`` (CIELAB) from the white plot, every cell-type colour
+    and the sources already chosen; else the candidate farthest from them."""
+
+    def choose() -> dict[str, tuple[int, int, int]]:
+        taken = cielab(["#ffffff", *cell_type_colors(results).values()])
+        taken = taken[np.isfinite(taken).all(1)]
+        chosen: dict[str, tuple[int, int, int]] = {}
+        for source, candidates in SOURCE_RGB.items():
+            alphas = [CONFIDENCE_ALPHA[2]]
+            if source != BOTH_ORDER[-1]:  # drawn underneath as a faint band too
+                alphas.append(CONFIDENCE_ALPHA[2] * BASELINE_ALPHA_SCALE)
+            drawn = [_drawn_lab(rgb, alphas) for rgb in candidates]
+            gaps = [
+                np.linalg.norm(d[:, None] - taken[None], axis=2).min(initial=np.inf) for d in drawn
+            ]
+            ok = [i for i, gap in enumerate(gaps) if gap >= MIN_DELTA_E]
+            pick = ok[0] if ok else int(np.argmax(gaps))
+            chosen[source] = candidates[pick]
+            taken = np.vstack([taken, drawn[pick]])
+        return chosen
+
+    return results.memo(("source_colors",), choose)
 
 
 def embedding_figure(
@@ -64,14 +139,16 @@ def embedding_figure(
     ``density`` scales the number of streamlines/arrows (1 = scVelo's stream default; the arrow
     grid then has 30 nodes per axis), ``smooth`` is the Gaussian kernel width in grid spacings.
     ``source``: veloVI's projected velocity, the scVelo baseline's (projected the same way, same
-    density), or both overlaid (veloVI dark grey, scVelo orange). ``confidence`` fades streams
-    where the local extrinsic uncertainty is high (see :mod:`dashboard.projections`). Trace
-    order: cells (one per category), velocity (per source), legend keys.
+    density), or both overlaid (:func:`source_colors`; the baseline a wide faint band underneath,
+    veloVI on top). ``confidence`` fades streams where the local extrinsic uncertainty is high
+    (see :mod:`dashboard.projections`). Trace order: cells (one per category), velocity (per
+    source), legend keys, one per category (out of the legend when the colouring is numeric: its
+    colour bar explains the colours). The axis ranges hug the cells (equal aspect).
     """
     values = color if isinstance(color, ColorValues) else None
     if values is None and color is not None:
         values = results.color_values(color, layer)
-    sources = ["velovi", "scvelo"] if source == "both" else [source]
+    sources = list(BOTH_ORDER) if source == "both" else [source]
     extra: list = []
     missing = []
     if velocity != "none":
@@ -95,8 +172,13 @@ def embedding_figure(
         point_size,
         opacity,
         extra=extra,
+        axes=_ranged_axes(results),
         full_hover=True,
     )
+    if _numeric(values):
+        n_keys = len(split_cells(results, color)[0])
+        for key in fig.data[len(fig.data) - n_keys :]:
+            key.showlegend = False
     if missing:
         fig.add_annotation(
             text="<br>".join(missing),
@@ -110,6 +192,10 @@ def embedding_figure(
     return fig
 
 
+def _numeric(values: ColorValues | None) -> bool:
+    return values is not None and values.kind == "numeric"
+
+
 def recolor_patch(
     results: Results, color: str | None, previous: str | None = None, layer: str = "Ms"
 ) -> dict | None:
@@ -117,15 +203,17 @@ def recolor_patch(
     ``previous`` to ``color``, or None when the cell layer's split changes (rebuild instead).
 
     Returns ``{"markers": [{"color", "coloraxis"} per cell trace, in trace order],
-    "coloraxis": layout.coloraxis dict or None, "title": str}`` with numeric colours as typed
-    arrays; apply with ``patch["data"][i]["marker"]["color"] = m["color"]`` etc.
+    "coloraxis": layout.coloraxis dict or None, "title": str, "legend": bool}`` with numeric
+    colours as typed arrays; apply with ``patch["data"][i]["marker"]["color"] = m["color"]``
+    etc., and ``legend`` as ``showlegend`` of the last ``len(markers)`` traces (the category
+    legend keys, shown only for a categorical colouring).
     """
     if cell_layer_split(results, color) != cell_layer_split(results, previous):
         return None
     values = results.color_values(color, layer) if color is not None else None
     names, groups, colors = split_cells(results, color)
     markers = cell_markers(values, names, groups, colors)
-    numeric = values is not None and values.kind == "numeric"
+    numeric = _numeric(values)
     return {
         "markers": [
             {"color": typed(m["color"]) if numeric else m["color"], "coloraxis": m["coloraxis"]}
@@ -133,6 +221,7 @@ def recolor_patch(
         ],
         "coloraxis": numeric_coloraxis(values.values, values.label) if numeric else None,
         "title": _title(results, values),
+        "legend": not numeric,
     }
 
 
@@ -238,9 +327,9 @@ def _levels(results: Results, x: np.ndarray, y: np.ndarray, confidence: bool) ->
     return np.full(len(x), 2, dtype=np.int8) if levels is None else levels
 
 
-def _rgba(source: str, level: int) -> str:
-    r, g, b = SOURCE_RGB[source]
-    return f"rgba({r}, {g}, {b}, {CONFIDENCE_ALPHA[level]})"
+def _rgba(rgb: tuple[int, int, int], level: int, fade: float = 1.0) -> str:
+    r, g, b = rgb
+    return f"rgba({r}, {g}, {b}, {CONFIDENCE_ALPHA[level] * fade:.3g})"
 
 
 def _velocity_traces(
@@ -253,12 +342,19 @@ def _velocity_traces(
     label: bool,
 ) -> list[go.Scattergl]:
     """Segments as one trace per (width class, confidence level) — every width class even when
-    empty without ``confidence``, so the trace layout is stable — plus one arrowhead trace."""
+    empty without ``confidence``, so the trace layout is stable — plus one arrowhead trace.
+    ``label`` (both sources shown): named by source, the baseline's lines and heads wider and
+    fainter; the legend lists veloVI first whatever the drawing order."""
     speed_cls = _speed_class(geo.speed.astype(np.float64), len(widths))
     mid_x, mid_y = (geo.x0 + geo.x1) / 2, (geo.y0 + geo.y1) / 2
     seg_level = _levels(results, mid_x, mid_y, confidence)
     name = f"{SOURCES[source]} {what}" if label else f"velocity {what}"
     group = "velocity" if source == "velovi" else f"velocity-{source}"
+    rgb = source_colors(results)[source]
+    under = label and source != "velovi"
+    scale, fade, head = (
+        (BASELINE_WIDTH_SCALE, BASELINE_ALPHA_SCALE, BASELINE_HEAD_SCALE) if under else (1, 1, 1)
+    )
     levels = (2, 1, 0) if confidence else (2,)
     traces = []
     for level in levels:
@@ -272,15 +368,16 @@ def _velocity_traces(
                     x=x,
                     y=y,
                     mode="lines",
-                    line={"color": _rgba(source, level), "width": width},
+                    line={"color": _rgba(rgb, level, fade), "width": width * scale},
                     name=name,
                     legendgroup=group,
+                    legendrank=1 + list(SOURCES).index(source),
                     showlegend=not traces,
                     hoverinfo="skip",
                 )
             )
     head_level = _levels(results, geo.head_x, geo.head_y, confidence)
-    head_colors = [_rgba(source, int(lv)) for lv in head_level] if confidence else None
+    head_colors = [_rgba(rgb, int(lv), fade) for lv in head_level] if confidence else None
     traces.append(
         go.Scattergl(
             x=geo.head_x,
@@ -292,8 +389,8 @@ def _velocity_traces(
             marker={
                 "symbol": "arrow",
                 "angle": geo.head_angle,
-                "size": 9 if what == "streams" else 7,
-                "color": head_colors or _rgba(source, 2),
+                "size": (9 if what == "streams" else 7) * head,
+                "color": head_colors or _rgba(rgb, 2, fade),
             },
         )
     )
@@ -317,7 +414,7 @@ def _arrow_traces(
 def agreement_figure(results: Results, point_size: float = 3.0) -> go.Figure:
     """Per cell, the cosine between veloVI's and the scVelo baseline's velocity on the UMAP
     (−1 opposite, 1 same direction; diverging colours fixed to [−1, 1]); the title gives the
-    median and the share of cells with a positive cosine."""
+    median and the share of cells with a positive cosine. Axis ranges as the velocity map's."""
     cos = agreement(results)
     title = "Agreement of veloVI and scVelo on the UMAP (cosine per cell)"
     if cos is None:
@@ -336,6 +433,7 @@ def agreement_figure(results: Results, point_size: float = 3.0) -> go.Figure:
         point_size,
         0.8,
         diverging=True,
+        axes=_ranged_axes(results),
         legend=False,
         subtitle=stats,
     )

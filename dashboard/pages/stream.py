@@ -1,7 +1,9 @@
-"""Velocity view: the UMAP coloured by cell type, an obs column, a gene or a saved selection,
-with streamlines or an arrow grid from veloVI, the scVelo baseline or both (optionally faded
-where extrinsic uncertainty is high), their per-cell agreement, and the selection panel (lasso
-or box). Recolouring sends a typed-array Patch; the view state lives in the URL."""
+"""Velocity view: the UMAP coloured by cell type, an obs column (the few biologists want first,
+the rest under "more"), a gene (named in "Colour by") or a saved selection, with streamlines or
+an arrow grid from veloVI, the scVelo baseline or both (optionally faded where extrinsic
+uncertainty is high), their per-cell agreement, and the selection panel (lasso or box). The
+graphs are sized so that the equal-aspect UMAP fills them. Recolouring sends a typed-array
+Patch; the view state lives in the URL."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dash.exceptions import PreventUpdate
 from dashboard import components as ui
 from dashboard import figures, selection_panel
 from dashboard.exports import cells_table
+from dashboard.figures.embedding import embedding_aspect
 from dashboard.results import ColorValues
 from dashboard.selections import COLOR_PREFIX, SelectionError
 
@@ -31,6 +34,19 @@ SOURCES = [
 CONFIDENCE = [{"label": "fade where extrinsic uncertainty is high", "value": "fade"}]
 DEFAULTS = {"mode": "streams", "density": 1.0, "smooth": 0.5, "source": "velovi", "fade": False}
 SELECTED_COLOR, REST_COLOR = "#d62728", "#c9ced6"
+#: The colourings biologists look at first, after the cell types (obs column -> label); offered
+#: when the results have them, before the file's other categorical annotations. Every other
+#: column is listed under "more" by its own name.
+COLOR_FIRST = {
+    "latent_time": "latent time",
+    "intrinsic_uncertainty": "intrinsic uncertainty",
+    "extrinsic_uncertainty": "extrinsic uncertainty",
+    "velocity_length": "velocity speed",
+    "velocity_confidence": "velocity confidence",
+}
+MORE = {"label": "— more —", "value": "", "disabled": True}
+#: A gene colouring in the "Colour by" dropdown (the gene box holds the gene itself).
+GENE_PREFIX = "gene:"
 
 
 def _number(value, default: float) -> float:
@@ -42,22 +58,36 @@ def _number(value, default: float) -> float:
 
 def split_color(results, color: str | None) -> tuple[str | None, str | None]:
     """(colour-dropdown value, gene) for a URL `color`: an obs column wins over a same-named
-    gene; a saved selection (``sel:ID``) is a dropdown value too."""
+    gene; a saved selection (``sel:ID``) is a dropdown value too; a gene shows in the dropdown
+    as ``gene:NAME``."""
     if color in results.obs_columns() or (color or "").startswith(COLOR_PREFIX):
         return color, None
     if color in results.gene_index:
-        return results.groupby, color
+        return GENE_PREFIX + color, color
     return results.groupby, None
 
 
-def color_options(results, ds: str) -> list[dict]:
-    """Colour choices: the obs columns, then the dataset's saved selections."""
-    columns = [{"label": c, "value": c} for c in results.obs_columns()]
+def _option(column: str, label: str) -> dict:
+    """A dropdown option showing ``label``, found by it or the raw column name (its tooltip)."""
+    return {"label": label, "value": column, "title": column, "search": f"{label} {column}"}
+
+
+def color_options(results, ds: str, gene: str | None = None) -> list[dict]:
+    """Colour choices: the gene colouring the cells (when one does); the cell types,
+    ``COLOR_FIRST``'s columns and the file's other categorical annotations; under "more" every
+    other numeric column; then the dataset's saved selections."""
+    columns = results.obs_columns()
+    group = results.groupby
+    first = [_option(group, f"cell type ({group})")] if group in columns else []
+    first += [_option(c, label) for c, label in COLOR_FIRST.items() if c in columns]
+    first += [_option(c, c) for c, k in columns.items() if k == "categorical" and c != group]
+    more = [_option(c, c) for c, k in columns.items() if k == "numeric" and c not in COLOR_FIRST]
+    genes = [{"label": f"gene: {gene}", "value": GENE_PREFIX + gene}] if gene else []
     selections = [
         {"label": f"selection: {o['label']}", "value": COLOR_PREFIX + o["value"]}
         for o in selection_panel.saved_options(ds)
     ]
-    return columns + selections
+    return genes + first + ([MORE, *more] if more else []) + selections
 
 
 def selection_colors(results, ds: str, color: str) -> ColorValues:
@@ -74,6 +104,19 @@ def selection_colors(results, ds: str, color: str) -> ColorValues:
         categories,
         {"other cells": REST_COLOR, saved.name: SELECTED_COLOR},
     )
+
+
+def graph_height(aspect: float) -> str:
+    """CSS height of a graph showing the UMAP (width / height ``aspect``) on equal axes: tall
+    enough for the cells to span the plot's width (its card's width, ``100cqw``, less about
+    250 px of side margins and legend; plus 116 px of title and axis margins), at most the
+    window's height below the top bar, at least 420 px."""
+    fit_width = f"calc((100cqw - 250px) / {aspect:.3f} + 116px)"
+    return f"max(420px, min(calc(100vh - 80px), {fit_width}))"
+
+
+#: Style of a card whose graphs size themselves by its width (see :func:`graph_height`).
+SIZED_CARD = {"containerType": "inline-size"}
 
 
 def _control(label: str, component) -> html.Div:
@@ -113,15 +156,17 @@ def layout(
     obs_color, gene = split_color(results, color)
     mode = mode if mode in {m["value"] for m in MODES} else "streams"
     source = source if source in {s["value"] for s in SOURCES} else "velovi"
+    height = graph_height(embedding_aspect(results))
     controls = html.Div(
         [
             _control(
                 "Colour by",
                 dcc.Dropdown(
-                    color_options(results, dataset.id),
+                    color_options(results, dataset.id, gene),
                     obs_color,
                     id="stream-color",
                     clearable=False,
+                    maxHeight=360,  # the first choices and the "more" header at a glance
                 ),
             ),
             _control(
@@ -162,7 +207,7 @@ def layout(
                             "stream-graph",
                             dataset,
                             "stream",
-                            "72vh",
+                            height,
                             config={"scrollZoom": True},
                         )
                     ),
@@ -189,12 +234,13 @@ def layout(
                     html.Div(id="stream-gene-link"),
                 ],
                 className="card",
+                style=SIZED_CARD,
             ),
             html.Div(
-                dcc.Loading(ui.graph("stream-agreement", dataset, "agreement", "520px")),
+                dcc.Loading(ui.graph("stream-agreement", dataset, "agreement", height)),
                 id="stream-agreement-card",
                 className="card",
-                style={"display": "block" if source != "velovi" else "none"},
+                style=_agreement_style(source),
             ),
             selection_panel.panel("stream", dataset.id, sel),
         ]
@@ -205,15 +251,16 @@ selection_panel.register("stream", "stream-graph", "stream-ds")
 
 
 @callback(
-    Output("stream-color", "options"),
+    Output("stream-color", "options", allow_duplicate=True),
     Input(selection_panel.ids("stream")["open"], "options"),
     State("stream-ds", "data"),
+    State("stream-gene", "value"),
     prevent_initial_call=True,
 )
-def refresh_colors(_saved: list, ds: str) -> list[dict]:
+def refresh_colors(_saved: list, ds: str, gene: str | None) -> list[dict]:
     """A newly saved selection becomes a colouring."""
     _, results, _ = ui.resolve(ds)
-    return color_options(results, ds)
+    return color_options(results, ds, gene)
 
 
 def _resolve_color(results, ds: str, color: str | None):
@@ -227,6 +274,26 @@ def _resolve_color(results, ds: str, color: str | None):
     return color, None
 
 
+def _agreement_style(source: str) -> dict:
+    """The agreement card: shown when the scVelo baseline is drawn."""
+    return {"display": "block" if source != "velovi" else "none", **SIZED_CARD}
+
+
+def colour_controls(results, ds: str, trigger: str | None, picked: str | None, gene: str | None):
+    """(colour, "Colour by" value, its options, gene box value) after ``trigger`` changed one
+    of the two colour controls (``dash.no_update`` where a control stays): a gene puts
+    "gene: NAME" into Colour by; a column or saved selection picked there clears the gene;
+    clearing the gene goes back to the cell types."""
+    keep = dash.no_update
+    if trigger == "stream-gene":
+        value = GENE_PREFIX + gene if gene else results.groupby
+        return gene or results.groupby, value, color_options(results, ds, gene), keep
+    picked_gene = (picked or "").startswith(GENE_PREFIX)
+    if trigger == "stream-color" and not picked_gene and gene:
+        return picked, keep, color_options(results, ds), None
+    return gene or (picked[len(GENE_PREFIX) :] if picked_gene else picked), keep, keep, keep
+
+
 @callback(
     Output("stream-graph", "figure"),
     Output("stream-shown", "data"),
@@ -234,6 +301,9 @@ def _resolve_color(results, ds: str, color: str | None):
     Output("stream-message", "children"),
     Output("stream-agreement", "figure"),
     Output("stream-agreement-card", "style"),
+    Output("stream-color", "value"),
+    Output("stream-color", "options"),
+    Output("stream-gene", "value"),
     Input("stream-color", "value"),
     Input("stream-gene", "value"),
     Input("stream-mode", "value"),
@@ -244,10 +314,14 @@ def _resolve_color(results, ds: str, color: str | None):
     State("stream-shown", "data"),
     State("stream-ds", "data"),
 )
-def draw(obs_color, gene, mode, density, smooth, source, fade, shown, ds):
-    """Rebuild the embedding, or only recolour it (typed-array Patch) when colour changed."""
+def draw(picked, gene, mode, density, smooth, source, fade, shown, ds):
+    """Rebuild the embedding, or only recolour it (typed-array Patch) when colour changed; keep
+    the two colour controls in step (:func:`colour_controls`)."""
     _, results, _ = ui.resolve(ds)
-    color = gene or obs_color
+    color, picked_out, options, gene_out = colour_controls(
+        results, ds, ctx.triggered_id, picked, gene
+    )
+    gene = None if gene_out is None else gene
     state = {
         "color": color,
         "mode": mode,
@@ -281,14 +355,24 @@ def draw(obs_color, gene, mode, density, smooth, source, fade, shown, ds):
         for i, marker in enumerate(update["markers"]):
             figure["data"][i]["marker"]["color"] = marker["color"]
             figure["data"][i]["marker"]["coloraxis"] = marker["coloraxis"]
+            figure["data"][-1 - i]["showlegend"] = update["legend"]  # the category keys
         if update["coloraxis"] is not None:
             figure["layout"]["coloraxis"] = update["coloraxis"]
         figure["layout"]["title"]["text"] = update["title"]
     link = html.P(["Gene view: ", ui.gene_link(gene, ds)]) if gene else None
     show_agreement = source != "velovi"
     agreement = figures.agreement_figure(results) if show_agreement else dash.no_update
-    card = {"display": "block" if show_agreement else "none"}
-    return figure, state, link, message, agreement, card
+    return (
+        figure,
+        state,
+        link,
+        message,
+        agreement,
+        _agreement_style(source),
+        picked_out,
+        options,
+        gene_out,
+    )
 
 
 @callback(
