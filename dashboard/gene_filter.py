@@ -126,6 +126,6 @@ def unfitted_reason(results: Results, name: str) -> str:
     if "dropped_genes" in results.preprocess_record():
         sentence = f"No gene named '{name.strip()}' in this dataset."
     else:
-        sentence = f"unknown gene '{name.strip()}': not among the fitted genes of this dataset."
+        sentence = f"Unknown gene '{name.strip()}': not among the fitted genes of this dataset."
     close = close_genes(results, name)
     return sentence + (f" Did you mean {', '.join(close)}?" if close else "")

@@ -338,7 +338,7 @@ def test_gene_page_layout_restores_gene_from_url(page_app):
     assert "Gene003" in figs[0].layout.title.text
     # An unknown gene in a shared link explains itself and suggests names.
     _, problem, *_ = genes.show_gene("Gene3", "cell_type", page_app)
-    assert "unknown gene 'Gene3'" in problem.children
+    assert "Unknown gene 'Gene3'" in problem.children
 
 
 def test_gene_table_search_and_row_click(page_app):

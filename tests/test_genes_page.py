@@ -167,7 +167,7 @@ def test_searching_a_name_that_is_not_fitted_explains_instead_of_an_empty_table(
     )
     assert data == [] and box == {"display": "none"}
     # results fitted before the preprocessing record: no step to name
-    assert message.children == "unknown gene 'Sst': not among the fitted genes of this dataset."
+    assert message.children == "Unknown gene 'Sst': not among the fitted genes of this dataset."
     # a typo gets the close fitted names
     *_, message = _triggered(
         "gene-search.value", genes.update_table, "gene0O5", default, selected, ds
@@ -193,7 +193,7 @@ def test_a_shared_link_to_a_gene_that_is_not_fitted_says_why(site, genes):
     ds, _ = site
     title, problem, *figures, _ = genes.show_gene("Sst", "cell_type", ds)
     assert title == "Sst"
-    assert problem.children == "unknown gene 'Sst': not among the fitted genes of this dataset."
+    assert problem.children == "Unknown gene 'Sst': not among the fitted genes of this dataset."
     assert all(len(f.data) == 0 for f in figures)
 
 
