@@ -81,12 +81,12 @@ def submit_job():
         return _error(404, "Unknown dataset id; GET /api/datasets lists them.")
     if dataset.kind == "results":
         return _error(409, f"{dataset.label} is already a results file; there is nothing to fit.")
+    queue = current_queue()
     try:
         params = parse_fit_params(registry.config, body.get("params"))
+        job, created = queue.submit(dataset, params, user.name)
     except InvalidFitOptions as err:
         return _error(400, str(err))
-    queue = current_queue()
-    job, created = queue.submit(dataset, params, user.name)
     return flask.make_response(flask.jsonify(queue.public(job)), 201 if created else 200)
 
 

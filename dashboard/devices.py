@@ -2,16 +2,21 @@
 
 Locally (`velodash run`) fits run on this machine: CUDA is offered when an NVIDIA driver is
 present and the installed torch is not a CPU-only build, found without importing torch in the
-web process. Hosted, fits run on Celery workers: a worker records on start whether the same
-check holds on its machine (a Redis set, left on shutdown), and CUDA is offered while one that
-does is up. A fit that asks for CUDA where there is none fails with a message saying so.
+web process. Hosted, fits run on Celery workers: a worker on a machine where the same check
+holds announces itself in Redis under a key that expires unless it is renewed (`CUDA_TTL_S`),
+so a worker that stops, even by `kill -9` or a reboot, stops offering CUDA within that time.
+`JobQueue.submit` refuses a CUDA fit when none is available, for the page and the API alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
+import os
 import shutil
+import socket
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +25,10 @@ from dashboard.jobstore import QueueUnavailable, RedisJobStore
 if TYPE_CHECKING:
     from dashboard.jobqueue import JobQueue
 
-#: Redis set (under the job store's prefix) of the workers whose torch sees a CUDA GPU.
-CUDA_WORKERS = "cuda-workers"
+#: Key prefix (under the job store's prefix) of the workers that can fit on CUDA.
+CUDA_WORKER = "cuda-worker:"
+#: Seconds a worker's announcement lasts unless renewed (it is renewed every third of this).
+CUDA_TTL_S = 60
 NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
 
 
@@ -36,13 +43,39 @@ def local_cuda() -> bool:
     return driver and "+cpu" not in version
 
 
-def record_worker(store: RedisJobStore, worker: str, has_cuda: bool) -> None:
-    """Record (or forget, when `has_cuda` is false) that `worker` can fit on CUDA."""
-    key = store.prefix + CUDA_WORKERS
+def worker_id() -> str:
+    """`host:pid` of this worker process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def record_worker(store: RedisJobStore, worker: str, has_cuda: bool, ttl: int = CUDA_TTL_S) -> None:
+    """Announce for `ttl` seconds that `worker` can fit on CUDA, or withdraw that."""
+    key = store.prefix + CUDA_WORKER + worker
     if has_cuda:
-        store.client.sadd(key, worker)
+        store.client.set(key, "1", ex=ttl)
     else:
-        store.client.srem(key, worker)
+        store.client.delete(key)
+
+
+def keep_announcing(store: RedisJobStore, worker: str, stop: threading.Event) -> threading.Thread:
+    """Renew `worker`'s CUDA announcement every third of `CUDA_TTL_S` until `stop` is set, then
+    withdraw it (a daemon thread; Redis outages are waited out)."""
+
+    def run() -> None:
+        import redis
+
+        while not stop.is_set():
+            try:
+                record_worker(store, worker, True)
+            except redis.exceptions.RedisError:
+                pass  # the key expires meanwhile; the next renewal restores it
+            stop.wait(CUDA_TTL_S / 3)
+        with contextlib.suppress(redis.exceptions.RedisError):
+            record_worker(store, worker, False)
+
+    thread = threading.Thread(target=run, name="velodash-cuda-announce", daemon=True)
+    thread.start()
+    return thread
 
 
 def cuda_available(queue: JobQueue) -> bool:
@@ -52,6 +85,7 @@ def cuda_available(queue: JobQueue) -> bool:
     import redis
 
     try:
-        return bool(queue.store.client.scard(queue.store.prefix + CUDA_WORKERS))
+        pattern = queue.store.prefix + CUDA_WORKER + "*"
+        return next(queue.store.client.scan_iter(match=pattern, count=100), None) is not None
     except redis.exceptions.RedisError as err:
         raise QueueUnavailable(f"the job queue (Redis) is unreachable: {err}") from err

@@ -17,6 +17,7 @@ from typing import Any
 from core.params import ANALYSES, FitParams
 from dashboard.config import AppConfig
 from dashboard.datasets import Dataset, DatasetRegistry
+from dashboard.devices import cuda_available
 from dashboard.jobstore import (
     ACTIVE,
     Job,
@@ -132,9 +133,12 @@ class JobQueue:
         """The job fitting `dataset` with `params`: existing or new; (job, whether new).
 
         A new job is queued (and published to the workers when hosted). Raises
+        InvalidFitOptions for a CUDA fit where no fit can use CUDA (`dashboard.devices`), and
         QueueUnavailable when the store or the broker cannot be reached.
         """
         output = self.registry.results_path_for_fit(dataset, params)
+        if params.device == "cuda" and not output.exists() and not cuda_available(self):
+            raise InvalidFitOptions("no CUDA GPU is available to the fits here; choose CPU or auto")
         now = time.time()
         common = {
             "key": output.stem,

@@ -22,10 +22,13 @@ def remaining(job: dict[str, Any], now: float | None = None) -> tuple[float, boo
     """(seconds left, whether that is an upper bound) for a running job, or None before there
     is a rate to go by.
 
-    In training, the epoch rate so far times the epochs left (an upper bound: training stops
-    early once the velocity has converged) plus the stages after it at the rate of the stages
-    before it (seconds per share of the progress bar). In the other stages, what is left of the
-    bar at the rate of the stages done. The first stage has no rate yet.
+    The current stage's rate finishes it: in training, the epoch rate so far times the epochs
+    left (an upper bound: training stops early once the velocity has converged); in a stage
+    that reports its own progress (the uncertainty's cell chunks), its rate over its share of
+    the progress bar (`STAGE_SPAN`); otherwise its expected share at the rate of the stages
+    done, less the time it has run. The stages after it go at the rate of the stages done
+    (seconds per share of the bar). The first stage has no rate yet. Times are the worker's
+    clock against `now` (the web server's): hosts must keep their clocks in sync (NTP).
     """
     progress = job.get("progress") or {}
     started, stage_started = progress.get("started"), progress.get("stage_started")
@@ -45,8 +48,13 @@ def remaining(job: dict[str, Any], now: float | None = None) -> tuple[float, boo
         per_epoch = max(0.0, now - stage_started) / epoch
         after = (1.0 - STAGE_SPAN["train"][1]) * per_share
         return (max_epochs - epoch) * per_epoch + after, epoch < max_epochs
-    fraction = float(progress.get("fraction") or 0.0)
-    return max(0.0, (1.0 - fraction) * per_share - (now - stage_started)), False
+    end = STAGE_SPAN.get(progress.get("stage"), (0.0, 1.0))[1]
+    fraction, running_for = float(progress.get("fraction") or 0.0), max(0.0, now - stage_started)
+    if fraction > stage_fraction:
+        this = (end - fraction) * running_for / (fraction - stage_fraction)
+    else:
+        this = max(0.0, (end - stage_fraction) * per_share - running_for)
+    return this + (1.0 - end) * per_share, False
 
 
 def duration(seconds: float) -> str:
@@ -125,9 +133,12 @@ def elapsed(job: dict[str, Any], now: float | None = None) -> str:
 
 def fit_time(job: dict[str, Any], now: float | None = None) -> str:
     """A job's time: for a finished fit, the fit time the home page's summary gives (the
-    results' stage timings), else how long it ran or has been running (`elapsed`)."""
+    results' stage timings); "reused" for a request that found its results already written;
+    else how long it ran or has been running (`elapsed`)."""
     seconds = (job.get("progress") or {}).get("fit_seconds")
-    return duration(seconds) if seconds is not None else elapsed(job, now)
+    if seconds is not None:
+        return duration(seconds)
+    return "reused" if job.get("reused") else elapsed(job, now)
 
 
 def ago(timestamp: float | None, now: float | None = None) -> str:
@@ -145,10 +156,12 @@ def fit_options(params: dict[str, Any]) -> tuple[str, str]:
     """A job's fit options as (the ones that differ from velodash's defaults, "name value"
     joined by " · ", or "defaults"; every option, one "name = value" per line)."""
     defaults = FitParams().to_dict()
-    changed = [f"{k} {_value(v)}" for k, v in params.items() if defaults.get(k, v) != v]
-    changed += [f"{k} {_value(v)}" for k, v in params.items() if k not in defaults]
+    changed = [f"{k} {_value(v)}" for k, v in params.items() if defaults.get(k, _UNSET) != v]
     full = "\n".join(f"{k} = {_value(v)}" for k, v in sorted(params.items()))
     return (" · ".join(changed) or "defaults"), full
+
+
+_UNSET = object()  # an option velodash has no default for (a newer or older version's)
 
 
 def _value(value: Any) -> str:

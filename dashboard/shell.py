@@ -139,15 +139,16 @@ def finished_alert(job: dict | None) -> html.Div:
     return ui.alert(jobview.describe(job), "danger", id="job-error")
 
 
-def show_notice(href: str | None, notice: dict | None) -> html.Div | None:
-    """The shell's notice while the browser is on the page it was meant for, else nothing."""
-    if (
-        not notice
-        or not href
-        or urlsplit(href)._replace(scheme="", netloc="").geturl() != (notice["href"])
-    ):
-        return None
-    return ui.alert(notice["text"], notice.get("color", "info"), id="notice")
+def show_notice(href: str | None, notice: dict | None) -> tuple:
+    """(what the notice area shows, the notice store): the notice while the browser is on the
+    page it was meant for; once it has left that page, nothing, and the notice is dropped so
+    coming back does not show it again."""
+    if not notice:
+        return None, no_update
+    here = urlsplit(href or "")._replace(scheme="", netloc="").geturl()
+    if here == notice["href"]:
+        return ui.alert(notice["text"], notice.get("color", "info"), id="notice"), no_update
+    return None, None
 
 
 def register_callbacks(app: dash.Dash, registry: DatasetRegistry) -> None:
@@ -197,8 +198,10 @@ def register_callbacks(app: dash.Dash, registry: DatasetRegistry) -> None:
     )(finished_alert)
     app.callback(
         Output(ui.NOTICE_AREA, "children"),
+        Output(ui.NOTICE, "data", allow_duplicate=True),
         Input(ui.URL, "href"),
         Input(ui.NOTICE, "data"),
+        prevent_initial_call=True,
     )(show_notice)
 
     @app.callback(

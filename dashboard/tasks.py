@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from dashboard.config import ENV_CONFIG, ENV_REDIS_URL
-from dashboard.devices import local_cuda, record_worker
+from dashboard.devices import keep_announcing, local_cuda, record_worker, worker_id
 from dashboard.jobstore import RedisJobStore
 from dashboard.worker import execute, reap_stale, worker_name
 
@@ -78,23 +79,30 @@ def send_fit(celery_app: Celery, job_id: str) -> None:
     )
 
 
+#: Set when this worker process stops: ends its CUDA announcement (`dashboard.devices`).
+_STOPPING = threading.Event()
+
+
 @worker_ready.connect
 def _reap_on_start(sender: Any = None, **_kwargs: Any) -> None:
-    """A (re)started worker first fails the jobs that a dead worker left *running*, then
-    records whether it can fit on CUDA (`dashboard.devices`)."""
+    """A (re)started worker first fails the jobs that a dead worker left *running*, then,
+    on a machine that can fit on CUDA, keeps announcing that (`dashboard.devices`)."""
     broker = _broker(sender)
     if broker:
         store = RedisJobStore(broker)
         reap_stale(store)
-        record_worker(store, worker_name(), local_cuda())
+        if local_cuda():
+            _STOPPING.clear()
+            keep_announcing(store, worker_id(), _STOPPING)
 
 
 @worker_shutdown.connect
 def _forget_on_shutdown(sender: Any = None, **_kwargs: Any) -> None:
-    """A stopping worker no longer offers CUDA to the web pages."""
+    """A worker stopping warmly withdraws its CUDA announcement at once (otherwise it expires)."""
+    _STOPPING.set()
     broker = _broker(sender)
     if broker:
-        record_worker(RedisJobStore(broker), worker_name(), False)
+        record_worker(RedisJobStore(broker), worker_id(), False)
 
 
 def _broker(sender: Any) -> str | None:

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from fake_results import write_fake_results
+from layout_tree import find
 
 from core.params import FitParams, ProgressEvent, results_key
 from dashboard import app as app_module
@@ -313,25 +314,12 @@ def page_app(config):
         yield DatasetRegistry(config).default_id()
 
 
-def _find(component, component_id):
-    """The component with `component_id` inside a layout tree (or None)."""
-    if getattr(component, "id", None) == component_id:
-        return component
-    children = getattr(component, "children", None)
-    for child in children if isinstance(children, list | tuple) else [children]:
-        if child is not None and hasattr(child, "to_plotly_json"):
-            found = _find(child, component_id)
-            if found is not None:
-                return found
-    return None
-
-
 def test_gene_page_layout_restores_gene_from_url(page_app):
     from dashboard.pages import genes
 
     layout = genes.layout(ds=page_app, gene="Gene003", color_by="state")
-    assert _find(layout, "genes-selected").data == "Gene003"
-    assert _find(layout, "gene-color-by").value == "state"
+    assert find(layout, "genes-selected").data == "Gene003"
+    assert find(layout, "gene-color-by").value == "state"
     title, problem, *figs, search = genes.show_gene("Gene003", "state", page_app)
     assert (title, problem) == ("Gene003", None)
     assert search == f"?ds={page_app}&gene=Gene003&color_by=state"
@@ -408,9 +396,11 @@ def test_home_fit_queues_one_job_and_upload_error(page_app):
     assert message is None and href == "/?ds=sample" == notice["href"]
     assert notice["text"].startswith("'copy.h5ad' is identical to Sample data")
     assert "fitted" in notice["text"]
-    shown = shell.show_notice("http://127.0.0.1:8050/?ds=sample", notice)
-    assert shown.children == notice["text"] and shown.id == "notice"
-    assert shell.show_notice("http://127.0.0.1:8050/genes?ds=sample", notice) is None
+    shown, kept = shell.show_notice("http://127.0.0.1:8050/?ds=sample", notice)
+    assert shown.children == notice["text"] and shown.id == "notice" and kept is dash.no_update
+    # leaving the page drops the notice, so coming back does not show it again
+    assert shell.show_notice("http://127.0.0.1:8050/genes?ds=sample", notice) == (None, None)
+    assert shell.show_notice("http://127.0.0.1:8050/?ds=sample", None) == (None, dash.no_update)
 
 
 def test_unknown_dataset_in_url_shows_an_alert(page_app):

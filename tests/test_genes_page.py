@@ -22,6 +22,7 @@ import scvelo as scv
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from fake_results import make_fake_results
+from layout_tree import find
 from scipy import sparse
 
 from core.preprocess import GENE_FILTER_STEPS, PREPROCESS_UNS_KEY, PreprocessConfig, preprocess
@@ -62,19 +63,6 @@ def site(tmp_path, genes):
     yield from _serve(tmp_path, make_fake_results(n_cells=200, n_genes=60, n_types=8, seed=3))
 
 
-def _find(component, component_id):
-    """The component with `component_id` inside a layout tree (or None)."""
-    if getattr(component, "id", None) == component_id:
-        return component
-    children = getattr(component, "children", None)
-    for child in children if isinstance(children, list | tuple) else [children]:
-        if child is not None and hasattr(child, "to_plotly_json"):
-            found = _find(child, component_id)
-            if found is not None:
-                return found
-    return None
-
-
 def _triggered(prop_id: str, func, *args):
     """Call a callback as Dash would when `prop_id` ("component.property") changed."""
 
@@ -99,13 +87,13 @@ def _highlighted(styles: list[dict]) -> list[str]:
 def test_table_opens_sorted_by_descending_permutation_score(site, genes):
     ds, results = site
     layout = genes.layout(ds=ds)
-    table = _find(layout, "gene-table")
+    table = find(layout, "gene-table")
     expected = _order(results, "permutation_score", descending=True)
     assert [row["gene"] for row in table.data] == expected
     assert table.sort_by == [{"column_id": "permutation_score", "direction": "desc"}]
     assert table.sort_action == "custom"
     # a bare /genes opens the best gene, on the first page, highlighted
-    assert _find(layout, "genes-selected").data == expected[0]
+    assert find(layout, "genes-selected").data == expected[0]
     assert table.page_current == 0
     assert _highlighted(table.style_data_conditional) == [f'{{gene}} = "{expected[0]}"']
 
@@ -126,7 +114,7 @@ def test_a_gene_deep_in_the_list_opens_on_its_page_highlighted(site, genes):
     ds, results = site
     by_score = _order(results, "permutation_score", descending=True)
     gene = by_score[37]  # the 3rd page
-    table = _find(genes.layout(ds=ds, gene=gene), "gene-table")
+    table = find(genes.layout(ds=ds, gene=gene), "gene-table")
     page = table.page_current
     assert page == 2
     assert gene in [row["gene"] for row in table.data[page * PAGE : (page + 1) * PAGE]]
@@ -195,6 +183,11 @@ def test_a_shared_link_to_a_gene_that_is_not_fitted_says_why(site, genes):
     assert title == "Sst"
     assert problem.children == "Unknown gene 'Sst': not among the fitted genes of this dataset."
     assert all(len(f.data) == 0 for f in figures)
+    # a link that writes a fitted gene in another case opens that gene (no "did you mean")
+    fitted = site[1].gene_names[3]
+    assert fitted != fitted.lower()
+    title, problem, portrait, *_ = genes.show_gene(fitted.lower(), "cell_type", ds)
+    assert (title, problem) == (fitted, None) and len(portrait.data) > 0
 
 
 def test_steps_are_core_steps():

@@ -5,7 +5,9 @@ hosted workers on a real redis-server."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import anndata as ad
 import flask
@@ -14,16 +16,17 @@ import pytest
 import scipy.sparse as sp
 from dash.exceptions import PreventUpdate
 from fake_results import write_fake_results
+from layout_tree import find, text
 from servers import RedisServer
 
 from core.options import STAGE_SPAN
-from core.params import ProgressEvent
+from core.params import FitParams, ProgressEvent
 from dashboard import app as app_module
 from dashboard import components as ui
 from dashboard import devices, jobs, jobview, shell
 from dashboard.config import AppConfig
 from dashboard.datasets import DatasetRegistry
-from dashboard.jobqueue import JobQueue
+from dashboard.jobqueue import InvalidFitOptions, JobQueue
 from dashboard.jobstore import RedisJobStore
 from dashboard.users import User
 
@@ -53,17 +56,6 @@ def home(tmp_path):
         yield module, DatasetRegistry(config).default_id()
 
 
-def _text(component) -> str:
-    """All the text inside a Dash component tree."""
-    if component is None:
-        return ""
-    if isinstance(component, str | int | float):
-        return str(component)
-    if isinstance(component, list | tuple):
-        return "".join(_text(c) for c in component)
-    return _text(getattr(component, "children", None))
-
-
 def _as(role: str) -> None:
     flask.g.velodash_user = User(role, role)
 
@@ -82,14 +74,14 @@ def test_not_fitted_message_fits_role_and_page(home, role, on_home, says, never)
     _as(role)
     dataset, results, problem = ui.resolve("sample", on_home=on_home)
     assert results is None and dataset.id == "sample"
-    text = _text(problem)
-    assert text.startswith(f"{dataset.label} has not been fitted yet.")
-    assert says in text and never not in text
+    words = text(problem)
+    assert words.startswith(f"{dataset.label} has not been fitted yet.")
+    assert says in words and never not in words
 
 
 def test_home_summary_of_an_unfitted_dataset_points_at_this_page(home):
     module, _ = home
-    assert "Fit button on this page" in _text(module.summary_view("sample"))
+    assert "Fit button on this page" in text(module.summary_view("sample"))
 
 
 # -- item 14: "Fit queued." lasts while the fit waits ------------------------------------------
@@ -111,7 +103,7 @@ def test_fit_note_stays_while_queued_and_goes_when_running_or_ended(home):
 # -- item 15: one fit time ----------------------------------------------------------------------
 def test_summary_and_finished_banner_give_the_same_fit_time(home, tmp_path):
     module, ds = home
-    stats = _text(module.summary_view(ds))
+    stats = text(module.summary_view(ds))
     assert jobview.duration(FAKE_FIT_SECONDS) == "24 s" and "24 sfit time" in stats
     # the worker reads the results' stage timings back (reused results: nothing is fitted)
     output = write_fake_results(tmp_path / "key.h5ad", n_cells=40, n_genes=4)
@@ -120,7 +112,7 @@ def test_summary_and_finished_banner_give_the_same_fit_time(home, tmp_path):
     job = {"dataset": ds, "label": "L", "state": "done", "device": "cpu"}
     job |= {"started": 0.0, "finished": 215.0, "progress": {"fit_seconds": 208.9}}
     banner = shell.finished_alert(job)
-    assert "(3 min 29 s)" in _text(banner)  # not the job's 3 min 35 s wall time
+    assert "(3 min 29 s)" in text(banner)  # not the job's 3 min 35 s wall time
     assert jobview.duration(208.9) == "3 min 29 s"
 
 
@@ -133,13 +125,30 @@ def test_cuda_is_not_offered_without_a_gpu(home, monkeypatch):
     assert devices.cuda_available(ui.current_queue()) is False
     devices.local_cuda.cache_clear()
     layout = module.layout(ds="sample")
-    radio = _find(layout, "fit-device")
+    radio = find(layout, "fit-device")
     cuda = next(o for o in radio.options if o["value"] == "cuda")
     assert cuda["disabled"] is True and "none found" in cuda["label"]
     # the server refuses a CUDA fit whatever the browser sends
     message, polls = module.submit_fit(1, "sample", "cuda", 5, 0)
-    assert "no CUDA GPU is available" in _text(message) and polls is module.no_update
+    assert "no CUDA GPU is available" in text(message) and polls is module.no_update
     assert ui.current_queue().active_for("sample") == []
+
+
+def test_the_queue_refuses_a_cuda_fit_without_a_gpu(home, monkeypatch):
+    """The same refusal for the page and the API: it is JobQueue.submit's (`home`: a request
+    context of an app with the raw sample)."""
+    monkeypatch.setattr(devices, "local_cuda", lambda: False)
+    sample = ui.current_registry().get("sample")
+    with pytest.raises(InvalidFitOptions, match="no CUDA GPU is available"):
+        ui.current_queue().submit(sample, FitParams(device="cuda"), "ann")
+    job, created = ui.current_queue().submit(sample, FitParams(device="cpu"), "ann")
+    assert created and job.state == "queued"
+
+
+def test_a_reused_result_shows_as_reused_not_zero_seconds():
+    job = {"state": "done", "reused": True, "started": 5.0, "finished": 5.0, "progress": {}}
+    assert jobview.fit_time(job) == "reused"
+    assert jobview.fit_time({**job, "progress": {"fit_seconds": 75.2}}) == "1 min 15 s"
 
 
 def test_hosted_workers_record_whether_they_have_cuda(tmp_path):
@@ -151,38 +160,68 @@ def test_hosted_workers_record_whether_they_have_cuda(tmp_path):
         queue = JobQueue(config)
         store = RedisJobStore(redis.url)
         assert devices.cuda_available(queue) is False
-        devices.record_worker(store, "gpu-box", True)
-        devices.record_worker(store, "cpu-box", False)
+        devices.record_worker(store, "gpu-box:1", True)
+        devices.record_worker(store, "cpu-box:2", False)
         assert devices.cuda_available(queue) is True
-        devices.record_worker(store, "gpu-box", False)  # it shut down
+        devices.record_worker(store, "gpu-box:1", False)  # it shut down
         assert devices.cuda_available(queue) is False
+        # a worker killed outright never withdraws: its announcement expires
+        devices.record_worker(store, "gpu-box:3", True, ttl=1)
+        assert devices.cuda_available(queue) is True
+        time.sleep(1.5)
+        assert devices.cuda_available(queue) is False
+        # the Celery signal handlers: a GPU worker announces itself on start, withdraws on stop
+        from dashboard import tasks
+
+        sender = SimpleNamespace(app=SimpleNamespace(conf={"broker_url": redis.url}))
+        for has_gpu in (False, True):
+            devices.local_cuda.cache_clear()
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(tasks, "local_cuda", lambda has_gpu=has_gpu: has_gpu)
+                tasks._reap_on_start(sender)
+                assert wait_until_true(lambda: devices.cuda_available(queue)) is has_gpu
+                tasks._forget_on_shutdown(sender)
+                assert devices.cuda_available(queue) is False
     finally:
         redis.kill()
 
 
+def wait_until_true(condition, timeout: float = 3.0) -> bool:
+    """Whether `condition()` became true within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 # -- item 18: time left from the stage and epoch rates ------------------------------------------
 def test_time_left_from_epoch_rate_and_earlier_stages():
-    start = 1000.0
-    train_start = start + 30.0  # preprocessing took 30 s for its share of the bar
-    progress = {"stage": "train", "epoch": 50, "max_epochs": 500, "started": start}
-    progress |= {"stage_started": train_start, "stage_fraction": STAGE_SPAN["train"][0]}
-    job = {"state": "running", "progress": progress}
-    now = train_start + 100.0  # 2 s per epoch
-    seconds, bound = jobview.remaining(job, now)
-    per_share = 30.0 / STAGE_SPAN["train"][0]
-    expected = 450 * 2.0 + (1 - STAGE_SPAN["train"][1]) * per_share
-    assert seconds == pytest.approx(expected) and bound  # training may stop early
-    assert jobview.time_left(job, now) == f"at most about {round(expected / 60)} min left"
-    job["label"], job["dataset"] = "P", "p"
-    assert jobview.describe(job, now).endswith("epoch 50 / 500 · at most about 16 min left.")
-    # after training: what is left of the bar at the rate of the stages done
-    post = {"stage": "uncertainty", "fraction": 0.78, "started": start}
-    post |= {"stage_started": start + 700.0, "stage_fraction": 0.78}
-    seconds, bound = jobview.remaining({"state": "running", "progress": post}, start + 705.0)
-    assert seconds == pytest.approx(0.22 * 700.0 / 0.78 - 5.0) and not bound
+    """Hand-worked: preprocessing (the bar's first 0.15) took 30 s, i.e. 200 s per whole bar."""
+    assert STAGE_SPAN["train"] == (0.15, 0.70) and STAGE_SPAN["uncertainty"] == (0.78, 0.92)
+    progress = {"stage": "train", "epoch": 50, "max_epochs": 500, "started": 1000.0}
+    progress |= {"stage_started": 1030.0, "stage_fraction": 0.15}
+    job = {"state": "running", "progress": progress, "label": "P", "dataset": "p"}
+    # 50 epochs in 100 s: 450 left at 2 s = 900 s, then the last 0.30 of the bar at 200 s = 60 s
+    seconds, bound = jobview.remaining(job, now=1130.0)
+    assert seconds == pytest.approx(960.0) and bound  # training may stop early
+    assert jobview.describe(job, now=1130.0).endswith("epoch 50 / 500 · at most about 16 min left.")
+    # halfway through the uncertainty stage (0.78 -> 0.92, reporting its cell chunks): 0.07 of
+    # the bar in 35 s (500 s per bar) leaves 0.07 × 500 = 35 s, then the last 0.08 at the rate
+    # of the stages done (0.78 of the bar in 156 s: 200 s per bar) = 16 s
+    post = {"stage": "uncertainty", "fraction": 0.85, "started": 1000.0}
+    post |= {"stage_started": 1156.0, "stage_fraction": 0.78}
+    seconds, bound = jobview.remaining({"state": "running", "progress": post}, now=1191.0)
+    assert seconds == pytest.approx(51.0) and not bound
+    # a stage that reports only its start: its share at that rate less the time it has run
+    graph = {"stage": "graph", "fraction": 0.75, "started": 1000.0}
+    graph |= {"stage_started": 1150.0, "stage_fraction": 0.75}
+    seconds, _ = jobview.remaining({"state": "running", "progress": graph}, now=1152.0)
+    assert seconds == pytest.approx(0.03 * 200 - 2 + 0.22 * 200)
     # no rate yet in the first stage, and none for a queued job
-    first = {"stage": "preprocess", "fraction": 0.0, "started": start, "stage_started": start}
-    assert jobview.remaining({"state": "running", "progress": first}, start + 5) is None
+    first = {"stage": "preprocess", "fraction": 0.0, "started": 1000.0, "stage_started": 1000.0}
+    assert jobview.remaining({"state": "running", "progress": first}, 1005.0) is None
     assert jobview.time_left({"state": "queued"}) == ""
 
 
@@ -201,37 +240,25 @@ def test_progress_relay_records_when_each_stage_started():
 def test_refresh_after_fit_redraws_the_report_and_download_cards(home):
     module, ds = home
     summary, curve, listing, report, pending = module.refresh_after_fit({"dataset": ds}, ds)
-    assert "fit time" in _text(summary) and len(curve.data) > 0 and len(listing) == 2
-    assert "Download data" in _text(report) and pending is None
-    assert _find(module.html.Div(report), "home-history-csv") is not None
+    assert "fit time" in text(summary) and len(curve.data) > 0 and len(listing) == 2
+    assert "Download data" in text(report) and pending is None
+    assert find(module.html.Div(report), "home-history-csv") is not None
     layout = module.layout(ds=ds)
-    assert _find(layout, "home-report") is not None
+    assert find(layout, "home-report") is not None
 
 
 # -- item 20: names break between words; badges in words ---------------------------------------
 def test_dataset_names_break_only_between_words_and_badges_say_where_from(home):
     module, ds = home
     items = module.dataset_list(ds)
-    texts = {_text(item.children[0]): item for item in items}
+    texts = {text(item.children[0]): item for item in items}
     assert "lab_results.h5ad" in texts and len(texts) == 2
-    link = items[[_text(i.children[0]) for i in items].index("lab_results.h5ad")].children[0]
+    link = items[[text(i.children[0]) for i in items].index("lab_results.h5ad")].children[0]
     pieces = [c for c in link.children.children if isinstance(c, str)]
     assert pieces == ["lab_", "results.", "h5ad"]  # <wbr> between, never inside a word
-    badges = [_text(b) for item in items for b in item.children[1].children]
+    badges = [text(b) for item in items for b in item.children[1].children]
     assert "data_dir" not in badges and "upload" not in badges
     assert {"opened", "sample"} <= set(badges)
-
-
-def _find(component, component_id):
-    if getattr(component, "id", None) == component_id:
-        return component
-    children = getattr(component, "children", None)
-    for child in children if isinstance(children, list | tuple) else [children]:
-        if child is not None and hasattr(child, "to_plotly_json"):
-            found = _find(child, component_id)
-            if found is not None:
-                return found
-    return None
 
 
 def test_the_fit_card_says_why_the_button_is_off(home):
@@ -243,18 +270,18 @@ def test_the_fit_card_says_why_the_button_is_off(home):
     ]:
         _as(role)
         layout = module.layout(ds=dataset)
-        assert _find(layout, "fit-btn").disabled is bool(says)
-        why = _text(_find(layout, "fit-why"))
+        assert find(layout, "fit-btn").disabled is bool(says)
+        why = text(find(layout, "fit-why"))
         assert (says in why) if says else why.strip().startswith("results are cached")
 
 
 def test_time_left_in_words():
-    def job(seconds_per_epoch: float, epoch: int, stage: str = "train") -> dict:
-        progress = {"stage": stage, "epoch": epoch, "max_epochs": 100, "started": 0.0}
-        progress |= {"stage_started": 10.0, "stage_fraction": STAGE_SPAN["train"][0]}
-        return {"state": "running", "progress": progress}
-
-    now = 10.0 + 50 * 2.0  # 50 epochs at 2 s; 50 left (100 s) + the stages after training
-    assert jobview.time_left(job(2.0, 50), now) == "at most about 2 min left"
-    assert jobview.time_left(job(2.0, 99), 10.0 + 99 * 0.1) == "under a minute left"
-    assert jobview.time_left(job(2.0, 50, stage="done"), now) == ""
+    progress = {"stage": "train", "epoch": 50, "max_epochs": 100, "started": 0.0}
+    progress |= {"stage_started": 15.0, "stage_fraction": 0.15}  # 100 s per whole bar
+    job = {"state": "running", "progress": progress}
+    # 50 epochs in 100 s: 50 left = 100 s, + 0.30 × 100 s = 130 s
+    assert jobview.time_left(job, now=115.0) == "at most about 2 min left"
+    job["progress"] = {**progress, "epoch": 99}  # 99 epochs in 10 s: 0.1 s + 30 s
+    assert jobview.time_left(job, now=25.0) == "under a minute left"
+    job["progress"] = {**progress, "stage": "done"}
+    assert jobview.time_left(job, now=115.0) == ""

@@ -271,3 +271,14 @@ def test_axis_ranges_hug_the_cells_and_the_graph_height_follows_the_aspect(page)
     empty = E.embedding_ranges(np.full((3, 2), np.nan))
     assert empty == ([0.0, 1.0], [0.0, 1.0])
     assert isinstance(E.embedding_figure(results, velocity="none"), go.Figure)
+
+
+def test_cielab_matches_published_srgb_values():
+    """Reference CIELAB (D65) of sRGB primaries (e.g. Bruce Lindbloom's calculator)."""
+    from dashboard.figures.common import cielab
+
+    lab = cielab(["#ffffff", "#000000", "#ff0000", "#0000ff", "rgb(0, 255, 0)", "teal"])
+    expected = [[100, 0, 0], [0, 0, 0], [53.24, 80.09, 67.20], [32.30, 79.19, -107.86]]
+    expected.append([87.74, -86.18, 83.18])
+    assert np.allclose(lab[:5], expected, atol=0.05)
+    assert np.isnan(lab[5]).all()  # a colour name is not read

@@ -266,6 +266,7 @@ def numeric_coloraxis(values: np.ndarray, title: str, diverging: bool = False) -
         "xanchor": "center",
         "len": 0.6,
         "thickness": 12,
+        "exponentformat": "power",  # 2×10⁻⁴, not plotly's SI "200μ" (read as micrometres)
     }
     if diverging:
         bound = max(float(np.nanpercentile(np.abs(values), 99)), 1e-12)

@@ -236,7 +236,9 @@ def layout(
     State("genes-ds", "data"),
     prevent_initial_call=True,
 )
-def update_table(search: str | None, sort_by: list[dict] | None, gene: str | None, ds: str):
+def update_table(
+    search: str | None, sort_by: list[dict] | None, gene: str | None, ds: str
+) -> tuple:
     """Rows matching the search in the chosen order (on a new order: its first page; else the
     page with the selected gene, highlighted); in place of an empty table, why nothing matches."""
     _, results, _ = ui.resolve(ds)
@@ -277,8 +279,11 @@ def select_from_table(active_cell: dict | None) -> str:
     State("genes-ds", "data"),
 )
 def show_gene(gene: str, color_by: str, ds: str):
-    """Every figure of the selected gene, and the URL that reopens this view."""
+    """Every figure of the selected gene (a link's name in another case opens the fitted gene),
+    and the URL that reopens this view."""
     _, results, _ = ui.resolve(ds)
+    if gene not in results.gene_index:
+        gene = gene_filter.fitted_gene(results, gene or "") or gene
     search = ui.page_href("", ds, gene=gene, color_by=None if color_by == "cell_type" else color_by)
     if gene not in results.gene_index:
         empty = figures.empty_figure("Pick a gene from the table.")

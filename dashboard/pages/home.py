@@ -29,7 +29,7 @@ from dashboard import auth, devices, figures, jobview, run_report
 from dashboard import components as ui
 from dashboard.app import fit_params
 from dashboard.datasets import Dataset, UnknownDataset, UploadError
-from dashboard.jobqueue import InvalidFitOptions, parse_fit_params
+from dashboard.jobqueue import DEVICES, InvalidFitOptions, parse_fit_params
 from dashboard.jobstore import QueueUnavailable
 
 dash.register_page(__name__, path="/", name="Home", title="velodash", order=0)
@@ -45,18 +45,24 @@ SOURCES = {
 }
 
 
-def device_options(cuda: bool) -> list[dict]:
-    """The Device choices; without a usable CUDA GPU, CUDA is shown but disabled."""
-    if cuda:
-        return [
-            {"label": "auto (GPU when available)", "value": "auto"},
-            {"label": "CPU", "value": "cpu"},
-            {"label": "CUDA GPU", "value": "cuda"},
-        ]
+#: How the Device choices (`jobqueue.DEVICES`) read, with a usable CUDA GPU and without one.
+DEVICE_LABELS = {
+    "auto": ("auto (GPU when available)", "auto (CPU: no CUDA GPU found)"),
+    "cpu": ("CPU", "CPU"),
+    "cuda": ("CUDA GPU", "CUDA GPU (none found)"),
+}
+
+
+def device_options(cuda: bool | None) -> list[dict]:
+    """The Device choices; without a usable CUDA GPU, CUDA is shown but disabled (None: it
+    cannot be told now, every choice is offered and the server decides)."""
     return [
-        {"label": "auto (CPU: no CUDA GPU found)", "value": "auto"},
-        {"label": "CPU", "value": "cpu"},
-        {"label": "CUDA GPU (none found)", "value": "cuda", "disabled": True},
+        {
+            "label": DEVICE_LABELS[device][cuda is False],
+            "value": device,
+            "disabled": device == "cuda" and cuda is False,
+        }
+        for device in DEVICES
     ]
 
 
@@ -123,7 +129,7 @@ def layout(ds: str | None = None, **_query) -> html.Div:
     try:
         cuda = devices.cuda_available(ui.current_queue())
     except QueueUnavailable:
-        cuda = False
+        cuda = None
     upload = (
         dcc.Upload(
             html.Div(
@@ -311,8 +317,6 @@ def submit_fit(clicks, ds, device, epochs, polls):
         if epochs is not None:
             requested["max_epochs"] = epochs
         params = parse_fit_params(ui.current_registry().config, requested)
-        if params.device == "cuda" and not devices.cuda_available(ui.current_queue()):
-            raise InvalidFitOptions("no CUDA GPU is available to the fits here; choose CPU or auto")
         job, created = ui.current_queue().submit(dataset, params, user.name)
     except auth.Forbidden as err:
         return ui.alert(str(err), "danger", id="fit-refused"), no_update
@@ -384,7 +388,7 @@ def summary_follows_job(state: dict | None, ds: str | None, shown: str | None):
     State("fit-status", "children"),
     prevent_initial_call=True,
 )
-def fit_status_follows_job(state: dict | None, ds: str | None, shown):
+def fit_status_follows_job(state: dict | None, ds: str | None, shown: dict | str | None) -> None:
     """The note under the Fit button lasts only while it is true: "Fit queued." goes once
     the fit of this dataset runs (the bar at the top follows it) or has ended."""
     job = (state or {}).get("job")

@@ -16,7 +16,7 @@ from dashboard import components as ui
 from dashboard import figures, selection_panel
 from dashboard.exports import cells_table
 from dashboard.figures.embedding import embedding_aspect
-from dashboard.results import ColorValues
+from dashboard.results import ColorValues, Results
 from dashboard.selections import COLOR_PREFIX, SelectionError
 
 dash.register_page(__name__, path="/stream", name="Velocity", title="velodash · velocity", order=1)
@@ -72,7 +72,7 @@ def _option(column: str, label: str) -> dict:
     return {"label": label, "value": column, "title": column, "search": f"{label} {column}"}
 
 
-def color_options(results, ds: str, gene: str | None = None) -> list[dict]:
+def color_options(results: Results, ds: str, gene: str | None = None) -> list[dict]:
     """Colour choices: the gene colouring the cells (when one does); the cell types,
     ``COLOR_FIRST``'s columns and the file's other categorical annotations; under "more" every
     other numeric column; then the dataset's saved selections."""
@@ -279,7 +279,9 @@ def _agreement_style(source: str) -> dict:
     return {"display": "block" if source != "velovi" else "none", **SIZED_CARD}
 
 
-def colour_controls(results, ds: str, trigger: str | None, picked: str | None, gene: str | None):
+def colour_controls(
+    results: Results, ds: str, trigger: str | None, picked: str | None, gene: str | None
+) -> tuple:
     """(colour, "Colour by" value, its options, gene box value) after ``trigger`` changed one
     of the two colour controls (``dash.no_update`` where a control stays): a gene puts
     "gene: NAME" into Colour by; a column or saved selection picked there clears the gene;
@@ -314,7 +316,17 @@ def colour_controls(results, ds: str, trigger: str | None, picked: str | None, g
     State("stream-shown", "data"),
     State("stream-ds", "data"),
 )
-def draw(picked, gene, mode, density, smooth, source, fade, shown, ds):
+def draw(
+    picked: str | None,
+    gene: str | None,
+    mode: str,
+    density: float,
+    smooth: float,
+    source: str,
+    fade: list[str],
+    shown: dict | None,
+    ds: str,
+) -> tuple:
     """Rebuild the embedding, or only recolour it (typed-array Patch) when colour changed; keep
     the two colour controls in step (:func:`colour_controls`)."""
     _, results, _ = ui.resolve(ds)
