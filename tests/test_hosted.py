@@ -428,7 +428,7 @@ def test_forged_and_traversing_ids_get_clear_refusals(stack):
         values["gene-color-by.value"] = "cell_type"
         response = eddie.post("/_dash-update-component", json=_body(gene, values))
         assert response.status_code == 200
-        assert "unknown gene '../../../etc/passwd'" in _text(response)
+        assert "Unknown gene '../../../etc/passwd'" in _text(response)
         # A forged callback: unknown output, malformed body, not JSON.
         forged = {"output": "nope.children", "inputs": [], "state": []}
         assert eddie.post("/_dash-update-component", json=forged).status_code == 404
