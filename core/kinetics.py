@@ -11,35 +11,60 @@ evaluated as ``t · e^{−min(a,b)t} · expm1(−|a−b|t) / (−|a−b|t)``: no
 and the exact limit ``t·e^{−at}`` at a = b. The three-rate convolution needed by the
 time-dependent rate is the (0, 2) entry of the matrix exponential of a bidiagonal matrix
 (Opitz's formula for divided differences), which is exact for any coincidence of rates.
+
+The constant-rate forms take torch tensors (the model, on any device) or numpy arrays (the
+dashboard's fitted curves, so a web process never imports torch): each call works in the
+namespace of its arguments (`_xp`).
 """
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
+    Array = torch.Tensor | np.ndarray
 
 _SERIES_CUTOFF = 1e-3
 
 
-def _phi1(x: torch.Tensor) -> torch.Tensor:
+def _xp(*arrays: Array) -> ModuleType:
+    """torch when any argument is a torch tensor (torch is then already imported), else numpy."""
+    torch = sys.modules.get("torch")
+    if torch is not None and any(isinstance(a, torch.Tensor) for a in arrays):
+        return torch
+    return np
+
+
+def _phi1(x: Array) -> Array:
     """expm1(x)/x, with its Taylor series near 0 (value 1 and derivative 1/2 at x = 0)."""
-    small = x.abs() < _SERIES_CUTOFF
-    safe = torch.where(small, torch.ones_like(x), x)
+    xp = _xp(x)
+    small = xp.abs(x) < _SERIES_CUTOFF
+    safe = xp.where(small, xp.ones_like(x), x)
     series = 1.0 + x * (0.5 + x / 6.0)
-    return torch.where(small, series, torch.expm1(safe) / safe)
+    return xp.where(small, series, xp.expm1(safe) / safe)
 
 
-def exp_convolution(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def exp_convolution(a: Array, b: Array, t: Array) -> Array:
     """K(a, b, t) = (e^{−at} − e^{−bt})/(b − a) ≥ 0 for rates a, b ≥ 0, exact at a = b."""
-    low = torch.minimum(a, b)
-    gap = (a - b).abs()
-    return t * torch.exp(-low * t) * _phi1(-gap * t)
+    xp = _xp(a, b, t)
+    low = xp.minimum(a, b)
+    gap = xp.abs(a - b)
+    return t * xp.exp(-low * t) * _phi1(-gap * t)
 
 
 def exp_convolution3(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, t: torch.Tensor
 ) -> torch.Tensor:
-    """∫∫ of three exponentials e^{−a·}, e^{−b·}, e^{−c·} convolved up to t (exact for ties)."""
+    """∫∫ of three exponentials e^{−a·}, e^{−b·}, e^{−c·} convolved up to t (exact for ties;
+    torch tensors only)."""
+    import torch
+
     a, b, c, t = torch.broadcast_tensors(a, b, c, t)
     zero = torch.zeros_like(a)
     one = torch.ones_like(a)
@@ -53,24 +78,21 @@ def exp_convolution3(
     return torch.linalg.matrix_exp(-t[..., None, None] * torch.stack(rows, dim=-2))[..., 0, 2]
 
 
-def _decays(
-    beta: torch.Tensor, gamma: torch.Tensor, t: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _decays(beta: Array, gamma: Array, t: Array) -> tuple[Array, Array, Array]:
     """(e^{−βt} − 1, e^{−γt} − 1, K(β, γ, t)) from two expm1 evaluations (and one for K).
 
     K = t·e^{−min(β,γ)t}·φ₁(−|γ−β|t) reuses whichever of the two decays is the slower one, so
     induction and repression cost three transcendental evaluations per element instead of
     the five of separate :func:`exp_convolution` calls.
     """
-    decay_b = torch.expm1(-beta * t)
-    decay_g = torch.expm1(-gamma * t)
-    slower = torch.where(beta <= gamma, decay_b, decay_g) + 1.0
-    return decay_b, decay_g, t * slower * _phi1(-(gamma - beta).abs() * t)
+    xp = _xp(beta, gamma, t)
+    decay_b = xp.expm1(-beta * t)
+    decay_g = xp.expm1(-gamma * t)
+    slower = xp.where(beta <= gamma, decay_b, decay_g) + 1.0
+    return decay_b, decay_g, t * slower * _phi1(-xp.abs(gamma - beta) * t)
 
 
-def induction(
-    alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, t: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def induction(alpha: Array, beta: Array, gamma: Array, t: Array) -> tuple[Array, Array]:
     """(u(t), s(t)) of the induction phase from (0, 0) with constant transcription rate α.
 
     u = α(1 − e^{−βt})/β and s = α[(1 − e^{−γt})/γ − K(β, γ, t)], for rates β, γ > 0.
@@ -79,9 +101,7 @@ def induction(
     return alpha * (-decay_b / beta), alpha * (-decay_g / gamma - k)
 
 
-def repression(
-    u0: torch.Tensor, s0: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, t: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def repression(u0: Array, s0: Array, beta: Array, gamma: Array, t: Array) -> tuple[Array, Array]:
     """(u(t), s(t)) of the repression phase (α = 0) from (u0, s0), t counted from the switch."""
     decay_b, decay_g, k = _decays(beta, gamma, t)
     return u0 * (decay_b + 1.0), s0 * (decay_g + 1.0) + beta * u0 * k
@@ -95,7 +115,10 @@ def induction_time_dependent(
     gamma: torch.Tensor,
     t: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Induction from (0, 0) with α(t) = α₁ − (α₁ − α)e^{−λt} (veloVI paper, Fig. 5)."""
+    """Induction from (0, 0) with α(t) = α₁ − (α₁ − α)e^{−λt} (veloVI paper, Fig. 5; torch
+    tensors only)."""
+    import torch
+
     zero = torch.zeros_like(beta)
     drop = alpha_1 - alpha
     unspliced = alpha_1 * exp_convolution(zero, beta, t) - drop * exp_convolution(
@@ -120,6 +143,7 @@ def trajectory(
 
     Induction from (0, 0) up to ``t_switch`` then repression up to ``t_max``; returns three
     float64 arrays (t, u, s) of length ``n_points`` (the switch time is always one of the points).
+    Computed in numpy: no torch import.
     """
     if n_points < 3:
         raise ValueError(f"n_points must be at least 3, got {n_points}.")
@@ -128,11 +152,12 @@ def trajectory(
     n_ind = min(n_ind, n_points - 1)
     t_ind = np.linspace(0.0, t_switch, n_ind)
     t_rep = np.linspace(t_switch, t_max, n_points - n_ind + 1)[1:]
-    a, b, g = (torch.tensor(float(x), dtype=torch.float64) for x in (alpha, beta, gamma))
-    u_ind, s_ind = induction(a, b, g, torch.from_numpy(t_ind))
-    u0, s0 = induction(a, b, g, torch.tensor(t_switch, dtype=torch.float64))
-    u_rep, s_rep = repression(u0, s0, b, g, torch.from_numpy(t_rep - t_switch))
-    t = np.concatenate([t_ind, t_rep])
-    u = torch.cat([u_ind, u_rep]).numpy()
-    s = torch.cat([s_ind, s_rep]).numpy()
-    return t, u, s
+    a, b, g = (np.float64(x) for x in (alpha, beta, gamma))
+    u_ind, s_ind = induction(a, b, g, t_ind)
+    u0, s0 = induction(a, b, g, np.float64(t_switch))
+    u_rep, s_rep = repression(u0, s0, b, g, t_rep - t_switch)
+    return (
+        np.concatenate([t_ind, t_rep]),
+        np.concatenate([u_ind, u_rep]),
+        np.concatenate([s_ind, s_rep]),
+    )

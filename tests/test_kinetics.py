@@ -30,6 +30,18 @@ def _t64(x):
     return torch.tensor(x, dtype=torch.float64)
 
 
+def _np64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def _values(x) -> np.ndarray:
+    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+#: The constant-rate forms run on torch tensors (the model) and numpy arrays (the dashboard).
+BACKENDS = pytest.mark.parametrize("array", [_t64, _np64], ids=["torch", "numpy"])
+
+
 RATE_CASES = [
     (2.0, 1.3, 0.4),  # generic
     (1.0, 0.7, 0.7),  # γ = β exactly
@@ -40,21 +52,23 @@ RATE_CASES = [
 ]
 
 
+@BACKENDS
 @pytest.mark.parametrize(("alpha", "beta", "gamma"), RATE_CASES)
-def test_induction_matches_ode(alpha, beta, gamma):
-    u, s = induction(_t64(alpha), _t64(beta), _t64(gamma), _t64(TIMES))
+def test_induction_matches_ode(alpha, beta, gamma, array):
+    u, s = induction(array(alpha), array(beta), array(gamma), array(TIMES))
     u_ref, s_ref = _ode(lambda t: alpha, beta, gamma, TIMES)
-    np.testing.assert_allclose(u.numpy(), u_ref, rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(s.numpy(), s_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(_values(u), u_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(_values(s), s_ref, rtol=1e-8, atol=1e-12)
 
 
+@BACKENDS
 @pytest.mark.parametrize(("alpha", "beta", "gamma"), RATE_CASES)
-def test_repression_matches_ode(alpha, beta, gamma):
+def test_repression_matches_ode(alpha, beta, gamma, array):
     u0, s0 = 0.8 * alpha / beta, 0.6 * alpha / gamma
-    u, s = repression(_t64(u0), _t64(s0), _t64(beta), _t64(gamma), _t64(TIMES))
+    u, s = repression(array(u0), array(s0), array(beta), array(gamma), array(TIMES))
     u_ref, s_ref = _ode(lambda t: 0.0, beta, gamma, TIMES, y0=(u0, s0))
-    np.testing.assert_allclose(u.numpy(), u_ref, rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(s.numpy(), s_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(_values(u), u_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(_values(s), s_ref, rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize(
