@@ -37,6 +37,12 @@ MAX_REQUEST_BYTES = 8 * 2**20
 SYSTEM_OWNER = "velodash"
 
 log = logging.getLogger(__name__)
+#: Logged when gunicorn (or any importer of `server`) builds the app without a hosting file.
+NO_SIGN_IN_WARNING = (
+    "velodash: SIGN-IN IS OFF: %s is not set, so this server has no users file and everyone "
+    "who can reach it acts as an admin (fits, uploads, cancelling). To share it, point %s at "
+    "the hosting TOML (docs/hosting.md) or run `velodash serve --config FILE`."
+)
 
 
 def fit_params(config: AppConfig, requested: dict[str, Any] | None = None) -> FitParams:
@@ -157,7 +163,10 @@ def _default_app() -> Dash:
         from dashboard.hosting_config import load_config
 
         return create_app(load_config(Path(config_path)).app)
-    return create_app(AppConfig.from_env())
+    config = AppConfig.from_env()
+    if config.auth == "none":
+        log.warning(NO_SIGN_IN_WARNING, ENV_CONFIG, ENV_CONFIG)
+    return create_app(config)
 
 
 def __getattr__(name: str) -> Any:

@@ -106,14 +106,19 @@ def test_local_queue_by_default_redis_when_configured(tmp_path):
     assert not any(cb.get("background") for cb in hosted.callback_map.values())
 
 
-def test_module_level_server_for_gunicorn(monkeypatch, tmp_path):
+def test_module_level_server_for_gunicorn(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("VELODASH_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("VELODASH_CONFIG", raising=False)
     app_module._default_app.cache_clear()
     try:
-        server = app_module.server
+        with caplog.at_level("WARNING", logger="dashboard.app"):
+            server = app_module.server
         assert server is app_module.app.server
         assert server.config[ui.CONFIG_KEY].cache_dir == tmp_path
         assert server.secret_key == (tmp_path / "secret_key").read_text()
+        # without a hosting file there is no sign-in, and the log says so loudly (issue 14)
+        (warning,) = [r.getMessage() for r in caplog.records if "SIGN-IN IS OFF" in r.getMessage()]
+        assert "VELODASH_CONFIG is not set" in warning and "docs/hosting.md" in warning
     finally:
         app_module._default_app.cache_clear()
 
