@@ -20,13 +20,12 @@ from typing import Any
 
 from dash import Dash
 
-from core.params import FitParams
 from dashboard import auth, protection, shell
 from dashboard import components as ui
 from dashboard.api import api
 from dashboard.config import ENV_CONFIG, REPO_ROOT, AppConfig, resolve_secret_key
 from dashboard.datasets import DatasetRegistry
-from dashboard.jobqueue import JobQueue
+from dashboard.jobqueue import JobQueue, parse_fit_params
 from dashboard.jobstore import QueueUnavailable, SqliteJobStore
 from dashboard.worker import LocalWorker
 
@@ -43,11 +42,6 @@ NO_SIGN_IN_WARNING = (
     "who can reach it acts as an admin (fits, uploads, cancelling). To share it, point %s at "
     "the hosting TOML (docs/hosting.md) or run `velodash serve --config FILE`."
 )
-
-
-def fit_params(config: AppConfig, requested: dict[str, Any] | None = None) -> FitParams:
-    """The fit options: FitParams defaults, then `config.fit_overrides`, then the UI's choices."""
-    return FitParams.from_dict({**dict(config.fit_overrides), **(requested or {})})
 
 
 def _health(queue: JobQueue) -> dict[str, str]:
@@ -100,7 +94,7 @@ def enqueue_sample_fit(app: Dash) -> None:
     if sample is None or sample.kind != "raw" or registry.results_for(sample) is not None:
         return
     job, created = app.server.extensions[ui.QUEUE_KEY].submit(
-        sample, fit_params(config), SYSTEM_OWNER
+        sample, parse_fit_params(config, {}), SYSTEM_OWNER
     )
     if created:
         print(f"velodash: fitting {sample.label} in the background (job {job.id})", flush=True)

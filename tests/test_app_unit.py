@@ -31,6 +31,7 @@ from dashboard.datasets import (
     UploadError,
     decode_upload,
 )
+from dashboard.jobqueue import InvalidFitOptions, parse_fit_params
 from dashboard.jobstore import RedisJobStore, SqliteJobStore
 
 
@@ -125,8 +126,11 @@ def test_module_level_server_for_gunicorn(monkeypatch, tmp_path, caplog):
 
 def test_fit_params_merge_ui_over_config_over_defaults():
     config = AppConfig(fit_overrides={"max_epochs": 7, "skip": ["permutation"]})
-    params = app_module.fit_params(config, {"device": "cpu", "max_epochs": 3, "bogus": 1})
+    params = parse_fit_params(config, {"device": "cpu", "max_epochs": 3})
     assert params == FitParams(max_epochs=3, device="cpu", skip=("permutation",))
+    assert parse_fit_params(config, {}) == FitParams(max_epochs=7, skip=("permutation",))
+    with pytest.raises(InvalidFitOptions, match="unknown fit option"):
+        parse_fit_params(config, {"bogus": 1})
 
 
 # -- dataset registry --------------------------------------------------------------------------

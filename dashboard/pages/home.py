@@ -27,7 +27,6 @@ from dash.exceptions import PreventUpdate
 from core.options import in_pipeline_order
 from dashboard import auth, devices, figures, jobview, run_report
 from dashboard import components as ui
-from dashboard.app import fit_params
 from dashboard.datasets import Dataset, UnknownDataset, UploadError
 from dashboard.jobqueue import DEVICES, InvalidFitOptions, parse_fit_params
 from dashboard.jobstore import QueueUnavailable
@@ -125,7 +124,7 @@ def layout(ds: str | None = None, **_query) -> html.Div:
     dataset, _, _ = ui.resolve(ds)
     active = dataset.id if dataset else None
     can_fit = user.can("editor") and dataset is not None and dataset.kind == "raw"
-    defaults = fit_params(config)
+    defaults = parse_fit_params(config, {})
     try:
         cuda = devices.cuda_available(ui.current_queue())
     except QueueUnavailable:
