@@ -18,6 +18,8 @@ TIME_STATISTICS = ("mean", "max")
 #: :mod:`core.convergence`, or the reference's ELBO patience fires) or "elbo" (the reference
 #: veloVI's rule alone); the first is the default.
 STOPPING_RULES = ("velocity", "elbo")
+#: Where a fit runs: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu" or "cuda".
+DEVICES = ("auto", "cpu", "cuda")
 #: The fit's stages in the order the pipeline runs them (``uns['velodash']['timings']`` keys;
 #: the results file stores them in alphabetical order).
 STAGES = (

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from core.model import ModelConfig, VeloVAE, switch_targets
-from core.options import TIME_STATISTICS
+from core.options import DEVICES, TIME_STATISTICS
 from core.posterior import (
     Posterior,
     expression_fit,
@@ -27,7 +27,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         requested = device
     elif device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda"):
+    elif isinstance(device, str) and device.split(":")[0] in DEVICES[1:]:
         requested = torch.device(device)
     else:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}.")

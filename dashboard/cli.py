@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from core.options import (
+    DEVICES,
     PI_ESTIMATORS,
     POSTERIOR_MODES,
     STOPPING_RULES,
@@ -17,6 +18,7 @@ from core.options import (
     in_pipeline_order,
 )
 from core.params import ANALYSES, FitParams, ProgressEvent
+from dashboard.config import ROLES
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
 
@@ -35,7 +37,7 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int, default=d.max_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
+    p.add_argument("--device", choices=DEVICES, default=d.device)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--n-samples", type=int, default=d.n_samples, help="posterior samples")
     p.add_argument(
@@ -178,7 +180,7 @@ def _users_parser(sub: argparse._SubParsersAction) -> None:
         "add", help="add a user or change their role/password (password from stdin or a prompt)"
     )
     add.add_argument("name")
-    add.add_argument("--role", choices=["viewer", "editor", "admin"], default="viewer")
+    add.add_argument("--role", choices=ROLES, default=ROLES[0])
     add.add_argument(
         "--no-password", action="store_true", help="role only, for OpenID Connect sign-in"
     )

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PATH = REPO_ROOT / "sample_data" / "velodash_sample.h5ad"
@@ -27,7 +27,7 @@ ENV_CONFIG = "VELODASH_CONFIG"
 
 Role = Literal["viewer", "editor", "admin"]
 #: Roles in increasing order of rights: each role can do everything the previous ones can.
-ROLES: tuple[Role, ...] = ("viewer", "editor", "admin")
+ROLES: tuple[Role, ...] = get_args(Role)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import time
 import typing
 from typing import Any
 
+from core.options import DEVICES
 from core.params import ANALYSES, FitParams
 from dashboard.config import AppConfig
 from dashboard.datasets import Dataset, DatasetRegistry
@@ -32,7 +33,6 @@ from dashboard.worker import reap_stale
 
 #: Minimum seconds between two checks for lost workers by one web process.
 REAP_INTERVAL_S = 2.0
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class JobNotFound(LookupError):

@@ -24,11 +24,11 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
-from core.options import in_pipeline_order
+from core.options import DEVICES, in_pipeline_order
 from dashboard import auth, devices, figures, jobview, run_report
 from dashboard import components as ui
 from dashboard.datasets import Dataset, UnknownDataset, UploadError
-from dashboard.jobqueue import DEVICES, InvalidFitOptions, parse_fit_params
+from dashboard.jobqueue import InvalidFitOptions, parse_fit_params
 from dashboard.jobstore import QueueUnavailable
 
 dash.register_page(__name__, path="/", name="Home", title="velodash", order=0)
@@ -44,7 +44,7 @@ SOURCES = {
 }
 
 
-#: How the Device choices (`jobqueue.DEVICES`) read, with a usable CUDA GPU and without one.
+#: How the Device choices (`core.options.DEVICES`) read, with a usable CUDA GPU and without one.
 DEVICE_LABELS = {
     "auto": ("auto (GPU when available)", "auto (CPU: no CUDA GPU found)"),
     "cpu": ("CPU", "CPU"),
