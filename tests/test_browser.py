@@ -114,8 +114,16 @@ def _figure_title(duo, graph_id: str) -> str:
 
 
 def _job_processes() -> list[psutil.Process]:
-    """Python child processes of this test process (background jobs; chromedriver excluded)."""
-    return [p for p in psutil.Process().children(recursive=True) if "python" in p.name().lower()]
+    """Python child processes of this test process (background jobs; chromedriver excluded);
+    a child that ends while it is being looked at is not counted."""
+    alive = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "python" in proc.name().lower():
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
 
 
 def _query(duo) -> dict[str, str]:
