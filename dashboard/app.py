@@ -128,7 +128,7 @@ def serve(
         data=tuple(data or ()),
         data_dir=data_dir,
         cache_dir=cache_dir,
-        allow_upload=None if allow_upload else False,  # VELODASH_NO_UPLOAD still applies
+        allow_upload=None if allow_upload else False,  # VELODASH_ALLOW_UPLOAD still applies
         debug=debug,
         redis_url="",  # one user, one machine: always the local queue
     )

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Mapping
@@ -15,12 +16,16 @@ from typing import Any, Literal, get_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PATH = REPO_ROOT / "sample_data" / "velodash_sample.h5ad"
+log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = REPO_ROOT / ".velodash"
 
 ENV_CACHE_DIR = "VELODASH_CACHE_DIR"
 ENV_SECRET_KEY = "VELODASH_SECRET_KEY"
 ENV_REDIS_URL = "VELODASH_REDIS_URL"
 ENV_MAX_UPLOAD_MB = "VELODASH_MAX_UPLOAD_MB"
+#: Uploads on or off: the hosted configuration's key `allow_upload`, read the same way locally.
+ENV_ALLOW_UPLOAD = "VELODASH_ALLOW_UPLOAD"
+#: The old local name (VELODASH_NO_UPLOAD=1): still honoured, with a warning naming the new one.
 ENV_NO_UPLOAD = "VELODASH_NO_UPLOAD"
 #: A TOML config file; when set, `dashboard.app:server` and `dashboard.tasks:celery_app` use it.
 ENV_CONFIG = "VELODASH_CONFIG"
@@ -89,8 +94,15 @@ class AppConfig:
             values["secret_key"] = os.environ[ENV_SECRET_KEY]
         if os.environ.get(ENV_MAX_UPLOAD_MB):
             values["max_upload_mb"] = float(os.environ[ENV_MAX_UPLOAD_MB])
-        if os.environ.get(ENV_NO_UPLOAD, "").lower() in ("1", "true", "yes"):
-            values["allow_upload"] = False
+        if os.environ.get(ENV_NO_UPLOAD):
+            log.warning(
+                "%s is deprecated: set %s=false instead (the hosted configuration's name)",
+                ENV_NO_UPLOAD,
+                ENV_ALLOW_UPLOAD,
+            )
+            values["allow_upload"] = not _env_bool(ENV_NO_UPLOAD)
+        if os.environ.get(ENV_ALLOW_UPLOAD):
+            values["allow_upload"] = _env_bool(ENV_ALLOW_UPLOAD)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "data" in values:
             values["data"] = tuple(Path(p) for p in values["data"])
@@ -103,6 +115,26 @@ class AppConfig:
     def max_upload_bytes(self) -> int:
         """Upload size limit in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+def parse_bool(value: Any) -> bool:
+    """A boolean setting: a bool, or 1/true/yes/on and 0/false/no/off in any case (ValueError
+    saying so otherwise; the caller names the setting)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _env_bool(name: str) -> bool:
+    """Environment variable `name` as a boolean (ValueError naming it when it is not one)."""
+    try:
+        return parse_bool(os.environ[name])
+    except ValueError as err:
+        raise ValueError(f"environment variable {name} {err}") from None
 
 
 def resolve_secret_key(config: AppConfig) -> str:

@@ -19,7 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from core.io import SUPPORTED_SUFFIXES
-from dashboard.config import DEFAULT_CACHE_DIR, ROLES, SAMPLE_PATH, AppConfig, OIDCSettings
+from dashboard.config import (
+    DEFAULT_CACHE_DIR,
+    ROLES,
+    SAMPLE_PATH,
+    AppConfig,
+    OIDCSettings,
+    parse_bool,
+)
 from dashboard.users import UsersFileError, read_users
 
 if sys.version_info >= (3, 11):
@@ -68,16 +75,6 @@ class HostedConfig:
 
 
 # -- value parsers: each takes the raw value and returns the parsed one or raises ValueError ------
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false, got {value!r}")
-
-
 def _int_at_least(low: int, high: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         try:
@@ -156,11 +153,11 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "users_file": _text,
     "secret_key_file": _text,
     "redis_url": _redis_url,
-    "allow_upload": _bool,
+    "allow_upload": parse_bool,
     "max_upload_mb": _positive_number,
     "job_concurrency": _int_at_least(1, 64),
-    "https": _bool,
-    "include_sample": _bool,
+    "https": parse_bool,
+    "include_sample": parse_bool,
     "auth": _choice("basic", "oidc"),
     "oidc_name": _oidc_name,
     "oidc_client_id": _text,

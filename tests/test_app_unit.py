@@ -67,16 +67,25 @@ def config(tmp_path: Path) -> AppConfig:
 
 
 # -- configuration -----------------------------------------------------------------------------
-def test_config_from_env_and_overrides(monkeypatch, tmp_path):
+def test_config_from_env_and_overrides(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("VELODASH_CACHE_DIR", str(tmp_path / "c"))
     monkeypatch.setenv(ENV_REDIS_URL, "redis://example:6379/0")
-    monkeypatch.setenv("VELODASH_NO_UPLOAD", "1")
+    monkeypatch.setenv("VELODASH_ALLOW_UPLOAD", "false")  # the hosted configuration's name
     config = AppConfig.from_env(data=["x.h5ad"], cache_dir=None)
     assert config.cache_dir == tmp_path / "c"  # a None override never masks the environment
     assert config.redis_url == "redis://example:6379/0"
     assert config.data == (Path("x.h5ad"),)
     assert config.allow_upload is False
     assert config.max_upload_bytes == 500 * 2**20
+    monkeypatch.setenv("VELODASH_ALLOW_UPLOAD", "perhaps")
+    with pytest.raises(ValueError, match="VELODASH_ALLOW_UPLOAD must be true or false"):
+        AppConfig.from_env()
+    # the old local name still works, and says which name to use
+    monkeypatch.delenv("VELODASH_ALLOW_UPLOAD")
+    monkeypatch.setenv("VELODASH_NO_UPLOAD", "1")
+    with caplog.at_level("WARNING", logger="dashboard.config"):
+        assert AppConfig.from_env().allow_upload is False
+    assert "set VELODASH_ALLOW_UPLOAD=false instead" in caplog.text
 
 
 def test_secret_key_from_env_else_generated_once_per_cache_dir(monkeypatch, tmp_path):
