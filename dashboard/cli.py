@@ -18,9 +18,7 @@ from core.options import (
     in_pipeline_order,
 )
 from core.params import ANALYSES, FitParams, ProgressEvent
-from dashboard.config import ROLES
-
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
+from dashboard.config import ROLES, SAMPLE_PATH
 
 
 def _fit_parser(sub: argparse._SubParsersAction) -> None:
@@ -115,7 +113,7 @@ def _simulate_parser(sub: argparse._SubParsersAction) -> None:
         description="Write the deterministic branching simulation that velodash ships as sample "
         "data (raw spliced/unspliced counts plus true time, lineage, rates and velocity).",
     )
-    p.add_argument("out", type=Path, nargs="?", default=SAMPLE_DATA)
+    p.add_argument("out", type=Path, nargs="?", default=SAMPLE_PATH)
     p.add_argument("--n-cells", type=int, default=2400)
     p.add_argument("--n-genes", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)

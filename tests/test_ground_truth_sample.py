@@ -15,7 +15,8 @@ import pytest
 
 from core.ground_truth import direction_error
 from dashboard import figures as F
-from dashboard.cli import SAMPLE_DATA, main
+from dashboard.cli import main
+from dashboard.config import SAMPLE_PATH
 from dashboard.results import Results
 
 #: Reference veloVI on the sample: median direction error, and per uncertainty the Spearman
@@ -31,7 +32,7 @@ REFERENCE = {
 def sample_result(tmp_path_factory) -> anndata.AnnData:
     """The sample fitted as `make run` fits it (every default)."""
     out = tmp_path_factory.mktemp("sample") / "sample.velodash.h5ad"
-    assert main(["fit", str(SAMPLE_DATA), "--out", str(out), "--quiet"]) == 0
+    assert main(["fit", str(SAMPLE_PATH), "--out", str(out), "--quiet"]) == 0
     return anndata.read_h5ad(out)
 
 
