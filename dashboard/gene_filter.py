@@ -8,8 +8,6 @@ written before that record get the message without the step.
 
 from __future__ import annotations
 
-import difflib
-import heapq
 from typing import NamedTuple
 
 from dashboard.results import Results
@@ -42,41 +40,6 @@ STEPS = {
         "n_genes_velocity",
     ),
 }
-
-
-def _by_lower_name(results: Results) -> dict[str, str]:
-    """Lower-case name -> fitted gene (the first in file order when two differ only in case)."""
-
-    def build() -> dict[str, str]:
-        lower: dict[str, str] = {}
-        for gene in results.gene_names:
-            lower.setdefault(gene.lower(), gene)
-        return lower
-
-    return results.memo(("genes_by_lower_name",), build)
-
-
-def fitted_gene(results: Results, name: str) -> str | None:
-    """The fitted gene called ``name`` ignoring case and surrounding spaces, or None."""
-    return _by_lower_name(results).get(name.strip().lower())
-
-
-def close_genes(results: Results, name: str, limit: int = 5, cutoff: float = 0.6) -> list[str]:
-    """Up to ``limit`` fitted genes whose names are close to ``name``, ignoring case: difflib's
-    similarity ratio (at least ``cutoff``, as ``difflib.get_close_matches``), ties broken by
-    the number of letters in the same place (a typo beats a shifted name), then file order."""
-    lower = _by_lower_name(results)
-    query = name.strip().lower()
-    matcher = difflib.SequenceMatcher(b=query)
-    scored = []
-    for order, candidate in enumerate(lower):
-        matcher.set_seq1(candidate)
-        if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff:
-            ratio = matcher.ratio()
-            if ratio >= cutoff:
-                in_place = sum(a == b for a, b in zip(candidate, query, strict=False))
-                scored.append((-ratio, -in_place, order, candidate))
-    return [lower[c] for *_, c in heapq.nsmallest(limit, scored)]
 
 
 def dropped_at(results: Results, name: str) -> tuple[str, str] | None:
@@ -127,5 +90,5 @@ def unfitted_reason(results: Results, name: str) -> str:
         sentence = f"No gene named '{name.strip()}' in this dataset."
     else:
         sentence = f"Unknown gene '{name.strip()}': not among the fitted genes of this dataset."
-    close = close_genes(results, name)
+    close = results.close_genes(name)
     return sentence + (f" Did you mean {', '.join(close)}?" if close else "")

@@ -97,7 +97,7 @@ def parse_gene_list(results: Results, text: str | None, limit: int = MAX_GENES) 
         if match is None:
             if name not in unknown:
                 unknown.append(name)
-                close = results.search_genes(name, limit=3) or results.search_genes(name[:3], 3)
+                close = results.close_genes(name, limit=3)
                 if close:
                     suggestions[name] = close
         elif match not in genes:

@@ -13,6 +13,8 @@ an empty state instead of failing.
 
 from __future__ import annotations
 
+import difflib
+import heapq
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -336,27 +338,41 @@ class Results:
         return {g: j for j, g in enumerate(self.gene_names)}
 
     @cached_property
-    def _lower_names(self) -> np.ndarray:
-        return np.char.lower(np.asarray(self.gene_names, dtype=str))
+    def _by_lower_name(self) -> dict[str, str]:
+        """Lower-case name -> gene (the first in file order when two differ only in case)."""
+        lower: dict[str, str] = {}
+        for gene in self.gene_names:
+            lower.setdefault(gene.lower(), gene)
+        return lower
+
+    def gene_ignoring_case(self, name: str) -> str | None:
+        """The gene called ``name`` ignoring case and surrounding spaces, or None."""
+        return self._by_lower_name.get(name.strip().lower())
+
+    def close_genes(self, name: str, limit: int = 5, cutoff: float = 0.6) -> list[str]:
+        """Up to ``limit`` genes whose names are close to ``name``, ignoring case (the "did you
+        mean" of every unknown gene): difflib's similarity ratio (at least ``cutoff``, as
+        ``difflib.get_close_matches``), ties broken by the number of letters in the same place
+        (a typo beats a shifted name), then file order."""
+        query = name.strip().lower()
+        matcher = difflib.SequenceMatcher(b=query)
+        scored = []
+        for order, candidate in enumerate(self._by_lower_name):
+            matcher.set_seq1(candidate)
+            if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff:
+                ratio = matcher.ratio()
+                if ratio >= cutoff:
+                    in_place = sum(a == b for a, b in zip(candidate, query, strict=False))
+                    scored.append((-ratio, -in_place, order, candidate))
+        return [self._by_lower_name[c] for *_, c in heapq.nsmallest(limit, scored)]
 
     def resolve_gene(self, gene: str) -> int:
         """Column index of ``gene``; raises KeyError with close matches when it is unknown."""
         if gene in self.gene_index:
             return self.gene_index[gene]
-        close = self.search_genes(gene, limit=5) or self.search_genes(gene[:3], limit=5)
+        close = self.close_genes(gene)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown gene {gene!r} (the results hold {self.n_genes} genes).{hint}")
-
-    def search_genes(self, query: str, limit: int = 20) -> list[str]:
-        """Type-ahead: genes whose name starts with ``query`` (case-insensitive), then those that
-        contain it, each group in file order; at most ``limit`` names."""
-        q = query.strip().lower()
-        if not q:
-            return self.gene_names[:limit]
-        starts = np.char.startswith(self._lower_names, q)
-        contains = np.char.find(self._lower_names, q) >= 0
-        order = np.concatenate([np.flatnonzero(starts), np.flatnonzero(contains & ~starts)])
-        return [self.gene_names[j] for j in order[:limit]]
 
     def gene_arrays(self, gene: str) -> GeneArrays:
         """One gene's per-cell arrays and fit (memoised per gene)."""

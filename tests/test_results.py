@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 
@@ -99,13 +100,18 @@ def test_color_values_for_obs_and_genes(adata, results):
         results.color_values("no_such_thing")
 
 
-def test_search_genes_prefix_then_substring_case_insensitive(adata):
+def test_close_genes_ignore_case_and_rank_as_difflib(adata):
     adata = adata.copy()
     adata.var_names = ["Sox9", "sox2", "Pax6", "Nsox1"] + [f"G{i}" for i in range(adata.n_vars - 4)]
     r = Results(adata)
-    assert r.search_genes("SOX") == ["Sox9", "sox2", "Nsox1"]
-    assert r.search_genes("sox", limit=2) == ["Sox9", "sox2"]
-    assert r.search_genes("zzz") == []
+    lower = [g.lower() for g in r.gene_names]
+    # the same genes as difflib's own close matches (ties in file order), in the names' spelling
+    expected = difflib.get_close_matches("sox", lower, n=5, cutoff=0.6)
+    assert sorted(r.close_genes("SOX")) == sorted(r.gene_names[lower.index(g)] for g in expected)
+    assert r.close_genes("sox", limit=2) == ["Sox9", "sox2"]
+    assert r.close_genes("Sxo9")[0] == "Sox9"  # a typo
+    assert r.close_genes("zzz") == []
+    assert r.gene_ignoring_case(" PAX6 ") == "Pax6" and r.gene_ignoring_case("pax") is None
     with pytest.raises(KeyError, match="Did you mean Sox9"):
         r.resolve_gene("sox")
 

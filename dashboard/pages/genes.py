@@ -98,7 +98,7 @@ def search_message(results: Results, search: str | None, n_rows: int) -> html.Di
     """What to say about a search: why a name that is not a fitted gene is missing (in place of
     an empty table, or above the genes whose names merely contain it); None otherwise."""
     name = (search or "").strip()
-    if not name or gene_filter.fitted_gene(results, name) is not None:
+    if not name or results.gene_ignoring_case(name) is not None:
         return None
     if n_rows and gene_filter.dropped_at(results, name) is None:
         return None  # part of a name: the rows are the answer
@@ -283,7 +283,7 @@ def show_gene(gene: str, color_by: str, ds: str):
     and the URL that reopens this view."""
     _, results, _ = ui.resolve(ds)
     if gene not in results.gene_index:
-        gene = gene_filter.fitted_gene(results, gene or "") or gene
+        gene = results.gene_ignoring_case(gene or "") or gene
     search = ui.page_href("", ds, gene=gene, color_by=None if color_by == "cell_type" else color_by)
     if gene not in results.gene_index:
         empty = figures.empty_figure("Pick a gene from the table.")
