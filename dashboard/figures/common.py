@@ -19,6 +19,7 @@ Conventions shared by all figures:
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import plotly.colors as pcolors
 import plotly.graph_objects as go
 from _plotly_utils.utils import to_typed_array_spec
+from plotly.exceptions import PlotlyError
 
 from dashboard.results import ColorValues, Results
 
@@ -138,27 +140,23 @@ def palette(n: int) -> list[str]:
     return pcolors.sample_colorscale("Turbo", np.linspace(0, 1, n).tolist())
 
 
-def _css_rgb(text: str) -> tuple[float, float, float]:
-    """(r, g, b) in 0–255 of a ``#rgb``/``#rrggbb[aa]``/``rgb[a](…)`` colour, else NaNs."""
+def _rgb(color: str) -> tuple[float, float, float]:
+    """(r, g, b) in 0–1 of a ``#rgb``/``#rrggbb[aa]``/``rgb[a](…)`` colour (plotly's parser; an
+    alpha is dropped), else NaNs."""
     try:
-        if text.startswith("#") and len(text) in (4, 7, 9):
-            short = len(text) == 4
-            pairs = [c * 2 for c in text[1:4]] if short else [text[1:3], text[3:5], text[5:7]]
-            r, g, b = (int(pair, 16) for pair in pairs)
-            return r, g, b
-        if text.startswith("rgb") and text.endswith(")"):
-            r, g, b = (float(v) for v in text[text.index("(") + 1 : -1].split(",")[:3])
-            return r, g, b
-    except ValueError:
-        pass
-    return np.nan, np.nan, np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "#rrggbbaa": alpha ignored, as meant
+            (rgb,), _ = pcolors.convert_colors_to_same_type([color], colortype="tuple")
+    except (ValueError, TypeError, PlotlyError):
+        return np.nan, np.nan, np.nan
+    return rgb
 
 
 def cielab(colors: list[str]) -> np.ndarray:
     """CIELAB (D65) coordinates (n, 3) of CSS colours written ``#rgb``, ``#rrggbb[aa]`` or
     ``rgb[a](r, g, b[, a])``; a colour in any other form (a name) gives a NaN row. Euclidean
     distance between rows is ΔE*76 (about 2.3 is a just-noticeable difference)."""
-    rgb = np.array([_css_rgb(str(c).strip().lower()) for c in colors], dtype=float) / 255.0
+    rgb = np.array([_rgb(str(c).strip().lower()) for c in colors], dtype=float)
     linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
     to_xyz = np.array(
         [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
