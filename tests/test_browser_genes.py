@@ -20,10 +20,7 @@ from fake_results import make_fake_results
 from selenium.webdriver.common.keys import Keys
 from test_browser import CHROMIUM
 from test_browser import dash_duo as dash_duo  # the headless dash_duo fixture
-
-from dashboard.app import create_app
-from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
+from test_browser_explore import _start, _viewport
 
 pytestmark = [
     pytest.mark.browser,
@@ -57,19 +54,6 @@ def results_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("genes") / "fit.h5ad"
     adata.write_h5ad(path)
     return path
-
-
-def _start(duo, tmp_path: Path, results: Path) -> str:
-    config = AppConfig(data=(results,), cache_dir=tmp_path / "cache", sample_path=None)
-    duo.start_server(create_app(config))
-    return DatasetRegistry(config).default_id()
-
-
-def _viewport(duo, width: int, height: int) -> None:
-    duo.driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-    )
 
 
 def _order(results: Path, column: str, descending: bool) -> list[str]:

@@ -19,6 +19,7 @@ from dash.testing.wait import until
 from fake_results import write_fake_results
 from test_browser import CHROMIUM, _figure_points
 from test_browser import dash_duo as dash_duo  # the headless dash_duo fixture
+from test_browser_explore import PAGE_GRAPHS
 
 from dashboard.app import create_app
 from dashboard.config import AppConfig
@@ -27,18 +28,8 @@ from dashboard.users import add_user
 
 HSTS = "Strict-Transport-Security"
 CSP = "Content-Security-Policy"
-#: page -> a graph (or element) that must have rendered
-PAGES = {
-    "/jobs": None,
-    "/": "training-curve",
-    "/stream": "stream-graph",
-    "/uncertainty": "uncertainty-maps",
-    "/genes": "phase-portrait",
-    "/coherence": "coherence-cdf",
-    "/permutation": "permutation-heatmap",
-    "/portraits": "portraits-grid",
-    "/heatmap": "heatmap-graph",
-}
+#: page -> a graph that must have rendered (the jobs page has none)
+PAGES = {"/jobs": None, **PAGE_GRAPHS}
 needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists() or shutil.which("chromedriver") is None,
     reason="needs Chromium: apt-get install chromium chromium-driver",
