@@ -188,6 +188,8 @@ def test_a_shared_link_to_a_gene_that_is_not_fitted_says_why(site, genes):
     assert fitted != fitted.lower()
     title, problem, portrait, *_ = genes.show_gene(fitted.lower(), "cell_type", ds)
     assert (title, problem) == (fitted, None) and len(portrait.data) > 0
+    # … and the page opens with it selected, so the table goes to its page and highlights it
+    assert find(genes.layout(ds=ds, gene=fitted.lower()), "genes-selected").data == fitted
 
 
 def test_steps_are_core_steps():

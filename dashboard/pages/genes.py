@@ -204,11 +204,12 @@ def _figures(dataset, results: Results, color_by: str) -> html.Div:
 def layout(
     ds: str | None = None, gene: str | None = None, color_by: str = "cell_type", **_query
 ) -> html.Div:
-    """The gene page; `gene` and `color_by` come from the URL query string."""
+    """The gene page; `gene` (a fitted gene written in another case opens that gene, on its
+    table page) and `color_by` come from the URL query string."""
     dataset, results, problem = ui.resolve(ds)
     if problem is not None:
         return problem
-    gene = gene or default_gene(results)
+    gene = (results.gene_ignoring_case(gene) or gene) if gene else default_gene(results)
     color_by = color_by if color_by in {c["value"] for c in COLOR_BY} else "cell_type"
     return html.Div(
         [
