@@ -88,7 +88,7 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
         },
         // The shape of a lasso or box selection ({kind, x, y}) from a dcc.Graph's selectedData,
         // so that only the polygon goes to the server, never the list of selected points
-        // (dashboard.selections.geometry_from_event is the same in Python). A cleared
+        // (dashboard.data.selections.geometry_from_event is the same in Python). A cleared
         // selection (null) changes nothing: the panel has its own Clear button.
         selectionShape: function (selected) {
             if (!selected) {

@@ -41,7 +41,7 @@ POLICIES = {
 STREAMS_LOOP = """
 import itertools, sys
 from dashboard import figures
-from dashboard.results import load_results
+from dashboard.data.results import load_results
 results = load_results(sys.argv[1])
 for i in itertools.count():
     figures.embedding_figure(results, density=1.0 + (i % 40) / 20, smooth=0.3 + (i % 7) / 10)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_results import make_fake_results
 
 from dashboard import figures as F
-from dashboard.genesets import rank_genes
-from dashboard.results import Results
+from dashboard.data.genesets import rank_genes
+from dashboard.data.results import Results
 
 N_GENES = 300
 N_TRIALS = 10

@@ -304,8 +304,8 @@ def self_host(folder: Path, workers: int, n_cells: int, n_genes: int):
     from fake_results import write_fake_results
     from servers import REDIS_SERVER, RedisServer, WebServer
 
-    from dashboard.datasets import fingerprint
-    from dashboard.users import add_user
+    from dashboard.data.datasets import fingerprint
+    from dashboard.hosting.users import add_user
 
     data = folder / "datasets"
     data.mkdir()

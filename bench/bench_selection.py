@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from plotly.utils import PlotlyJSONEncoder
 
-from dashboard.results import Results
-from dashboard.selection_panel import panel_body
-from dashboard.selections import mask_from_geometry
+from dashboard.data.results import Results
+from dashboard.data.selections import mask_from_geometry
+from dashboard.web.selection_panel import panel_body
 
 OUT = Path(__file__).resolve().parent / "out"
 N_TYPES = 8

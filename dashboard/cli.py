@@ -279,7 +279,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from dashboard.app import serve
+    from dashboard.web.app import serve
 
     serve(
         data=list(args.data),
@@ -294,7 +294,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from dashboard.hosting_config import check, load_config
+    from dashboard.hosting.settings import check, load_config
 
     hosted = load_config(
         args.config, host=args.host, port=args.port, workers=args.workers, threads=args.threads
@@ -303,15 +303,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         text, status = check(hosted)
         print(text)
         return status
-    from dashboard.hosting import serve
+    from dashboard.hosting.server import serve
+    from dashboard.web.app import create_app
 
-    serve(hosted)
+    serve(hosted, create_app)
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from dashboard.hosting import run_worker
-    from dashboard.hosting_config import load_config
+    from dashboard.hosting.server import run_worker
+    from dashboard.hosting.settings import load_config
 
     if args.concurrency is not None and args.concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
@@ -330,7 +331,7 @@ def _read_password() -> str:
 
 
 def _cmd_users(args: argparse.Namespace) -> int:
-    from dashboard.users import add_user, read_users, remove_user, users_table
+    from dashboard.hosting.users import add_user, read_users, remove_user, users_table
 
     if args.action == "add":
         password = None if args.no_password else _read_password()

@@ -1,7 +1,7 @@
 """Dashboard configuration: one frozen dataclass built from CLI arguments and environment.
 
 `velodash run` builds it from arguments and `VELODASH_*` variables (`AppConfig.from_env`);
-`velodash serve` / `worker` build it from a TOML file (`dashboard.hosting_config.load_config`).
+`velodash serve` / `worker` build it from a TOML file (`dashboard.hosting.settings.load_config`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ ENV_MAX_UPLOAD_MB = "VELODASH_MAX_UPLOAD_MB"
 ENV_ALLOW_UPLOAD = "VELODASH_ALLOW_UPLOAD"
 #: The old local name (VELODASH_NO_UPLOAD=1): still honoured, with a warning naming the new one.
 ENV_NO_UPLOAD = "VELODASH_NO_UPLOAD"
-#: A TOML config file; when set, `dashboard.app:server` and `dashboard.tasks:celery_app` use it.
+#: A TOML config file; when set, `dashboard.web.app:server` (gunicorn) and
+#: `dashboard.hosting.server:celery_app` (``celery -A``) use it.
 ENV_CONFIG = "VELODASH_CONFIG"
 
 Role = Literal["viewer", "editor", "admin"]

@@ -20,19 +20,20 @@ from fake_results import write_fake_results
 from layout_tree import find
 
 from core.params import FitParams, ProgressEvent, results_key
-from dashboard import app as app_module
-from dashboard import components as ui
-from dashboard import jobs, jobview, shell
 from dashboard.config import ENV_REDIS_URL, ENV_SECRET_KEY, AppConfig, resolve_secret_key
-from dashboard.datasets import (
+from dashboard.data.datasets import (
     SAMPLE_ID,
     DatasetRegistry,
     UnknownDataset,
     UploadError,
     decode_upload,
 )
-from dashboard.jobqueue import InvalidFitOptions, parse_fit_params
-from dashboard.jobstore import RedisJobStore, SqliteJobStore
+from dashboard.jobs import runner as jobs
+from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
+from dashboard.jobs.store import RedisJobStore, SqliteJobStore
+from dashboard.web import app as app_module
+from dashboard.web import context, jobview, shell
+from dashboard.web import widgets as ui
 
 
 def _raw_counts(path: Path, n_cells: int = 40, n_genes: int = 12, seed: int = 0) -> Path:
@@ -102,13 +103,13 @@ def test_secret_key_from_env_else_generated_once_per_cache_dir(monkeypatch, tmp_
 
 def test_local_queue_by_default_redis_when_configured(tmp_path):
     app = app_module.create_app(AppConfig(cache_dir=tmp_path))
-    store = app.server.extensions[ui.QUEUE_KEY].store
+    store = app.server.extensions[context.QUEUE_KEY].store
     assert isinstance(store, SqliteJobStore)
     assert store.path == tmp_path / "jobs.sqlite"
     # Port 1 has no Redis: building the app must not try to reach it.
     url = "redis://127.0.0.1:1/0"
     hosted = app_module.create_app(AppConfig(cache_dir=tmp_path, redis_url=url))
-    queue = hosted.server.extensions[ui.QUEUE_KEY]
+    queue = hosted.server.extensions[context.QUEUE_KEY]
     assert isinstance(queue.store, RedisJobStore)
     assert queue._celery.conf.broker_url == url
     # No background callback is left: fits are queue jobs, never per-visitor processes.
@@ -121,10 +122,10 @@ def test_module_level_server_for_gunicorn(monkeypatch, tmp_path, caplog):
     monkeypatch.delenv("VELODASH_CONFIG", raising=False)
     app_module._default_app.cache_clear()
     try:
-        with caplog.at_level("WARNING", logger="dashboard.app"):
+        with caplog.at_level("WARNING", logger="dashboard.web.app"):
             server = app_module.server
         assert server is app_module.app.server
-        assert server.config[ui.CONFIG_KEY].cache_dir == tmp_path
+        assert server.config[context.CONFIG_KEY].cache_dir == tmp_path
         assert server.secret_key == (tmp_path / "secret_key").read_text()
         # without a hosting file there is no sign-in, and the log says so loudly (issue 14)
         (warning,) = [r.getMessage() for r in caplog.records if "SIGN-IN IS OFF" in r.getMessage()]
@@ -333,7 +334,7 @@ def page_app(config):
 
 
 def test_gene_page_layout_restores_gene_from_url(page_app):
-    from dashboard.pages import genes
+    from dashboard.web.pages import genes
 
     layout = genes.layout(ds=page_app, gene="Gene003", color_by="state")
     assert find(layout, "genes-selected").data == "Gene003"
@@ -348,9 +349,9 @@ def test_gene_page_layout_restores_gene_from_url(page_app):
 
 
 def test_gene_table_search_and_row_click(page_app):
-    from dashboard.pages import genes
+    from dashboard.web.pages import genes
 
-    _, results, _ = ui.resolve(page_app)
+    _, results, _ = context.resolve(page_app)
     rows = genes.table_records(results, "gene00")
     assert [r["gene"] for r in rows] == [f"Gene00{i}" for i in range(8)]
     assert all(r["id"] == r["gene"] for r in rows)
@@ -360,9 +361,9 @@ def test_gene_table_search_and_row_click(page_app):
 
 
 def test_stream_recolour_sends_typed_patch_and_url(page_app):
-    from dashboard.pages import stream
+    from dashboard.web.pages import stream
 
-    _, results, _ = ui.resolve(page_app)
+    _, results, _ = context.resolve(page_app)
     # a gene shows in "Colour by" as the gene, not as the cell types (issue 15)
     assert stream.split_color(results, "Gene002") == ("gene:Gene002", "Gene002")
     assert stream.split_color(results, "clusters") == ("clusters", None)
@@ -391,11 +392,11 @@ def test_stream_recolour_sends_typed_patch_and_url(page_app):
 
 
 def test_home_fit_queues_one_job_and_upload_error(page_app):
-    from dashboard.pages import home
+    from dashboard.web.pages import home
 
     message, polls = home.submit_fit(1, "sample", "cpu", 12, 4)
     assert (message.children, message.className, polls) == ("Fit queued.", home.FIT_NOTE, 5)
-    queue = ui.current_queue()
+    queue = context.current_queue()
     (job,) = queue.active_for("sample")
     assert (job.params["device"], job.params["max_epochs"], job.owner) == ("cpu", 12, "local")
     # Asking again (another tab, another visitor) joins the same job.
@@ -409,7 +410,7 @@ def test_home_fit_queues_one_job_and_upload_error(page_app):
     assert notice is dash.no_update and href is dash.no_update
     # an upload identical to the sample says so and opens it (issue 15); the message is a
     # shell notice for the page it opens, shown there and gone on the next navigation
-    sample = ui.current_registry().get("sample")
+    sample = context.current_registry().get("sample")
     message, notice, href = home.receive_upload(_data_url(sample.path.read_bytes()), "../copy.h5ad")
     assert message is None and href == "/?ds=sample" == notice["href"]
     assert notice["text"].startswith("'copy.h5ad' is identical to Sample data")
@@ -422,7 +423,7 @@ def test_home_fit_queues_one_job_and_upload_error(page_app):
 
 
 def test_unknown_dataset_in_url_shows_an_alert(page_app):
-    from dashboard.pages import uncertainty
+    from dashboard.web.pages import uncertainty
 
     layout = uncertainty.layout(ds="deadbeef0000")
     assert "Unknown dataset 'deadbeef0000'" in layout.children[0]
@@ -444,7 +445,7 @@ def test_web_process_never_touches_cuda(monkeypatch, config):
     with app.server.test_request_context("/"):
         for page in dash.page_registry.values():
             page["layout"](ds=ds)
-        from dashboard.pages import genes, stream
+        from dashboard.web.pages import genes, stream
 
         genes.show_gene("Gene001", "state", ds)
         _triggered(

@@ -23,10 +23,10 @@ from dash.testing.wait import until
 from fake_results import write_fake_results
 from selenium.common.exceptions import StaleElementReferenceException
 
-from dashboard.app import create_app
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
-from dashboard.results import load_results
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.results import load_results
+from dashboard.web.app import create_app
 
 CHROMIUM = os.environ.get("DASH_TEST_CHROMEPATH", "/usr/bin/chromium")
 pytestmark = [

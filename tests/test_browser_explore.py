@@ -23,9 +23,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from test_browser import CHROMIUM
 from test_browser import dash_duo as dash_duo  # the headless dash_duo fixture
 
-from dashboard.app import create_app
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.web.app import create_app
 
 pytestmark = [
     pytest.mark.browser,

@@ -25,9 +25,9 @@ from test_browser import (  # noqa: F401 - fixtures
     tiny_counts,
 )
 
-from dashboard.app import create_app, start_local_queue
-from dashboard.datasets import DatasetRegistry
-from dashboard.users import add_user
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.hosting.users import add_user
+from dashboard.web.app import create_app, start_local_queue
 
 
 @pytest.fixture

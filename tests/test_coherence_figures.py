@@ -10,11 +10,11 @@ from fake_results import make_fake_results
 from test_explore_pages import _call
 
 from dashboard import figures as F
-from dashboard.app import create_app
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.results import Results
 from dashboard.figures.coherence import coherence_view_range
-from dashboard.results import Results
+from dashboard.web.app import create_app
 
 N_GENES = 300
 WIDE, NARROW, DISCRETE = 0, 1, 2  # columns of the constructed coherence
@@ -112,7 +112,7 @@ def test_top_and_bottom_lists_print_each_genes_coherence(tmp_path, adata, result
     config = AppConfig(data=(path,), cache_dir=tmp_path / "cache", sample_path=tmp_path / "x")
     app = create_app(config)
     ds = DatasetRegistry(config).default_id()
-    from dashboard.pages import coherence
+    from dashboard.web.pages import coherence
 
     cell_type = results.cell_types[WIDE]
     lists, _ = _call(app, coherence.top_bottom, cell_type, ds)

@@ -14,13 +14,13 @@ from scipy import stats
 
 from core.graph import add_velocity_graph
 from core.ground_truth import column_pearson, column_spearman, recovery
-from dashboard import components as ui
 from dashboard import figures as F
-from dashboard import projections as P
-from dashboard.datasets import Dataset
-from dashboard.exports import cells_table, fit_parameters
-from dashboard.genesets import parse_gene_list, rank_genes
-from dashboard.results import Results
+from dashboard.data import projections as P
+from dashboard.data.datasets import Dataset
+from dashboard.data.exports import cells_table, fit_parameters
+from dashboard.data.genesets import parse_gene_list, rank_genes
+from dashboard.data.results import Results
+from dashboard.web import widgets as ui
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from fake_results import make_fake_results, write_fake_results
 
-from dashboard import selection_panel
-from dashboard.app import create_app
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
-from dashboard.multigene import LIST, resolve_genes
-from dashboard.results import load_results
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.results import load_results
+from dashboard.web import selection_panel
+from dashboard.web.app import create_app
+from dashboard.web.multigene import LIST, resolve_genes
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_panel_explains_bad_selections_instead_of_failing(app_and_ds):
 
 
 def test_saved_selection_is_a_colouring_and_a_shareable_id(app_and_ds):
-    from dashboard.pages import stream
+    from dashboard.web.pages import stream
 
     app, ds, results = app_and_ds
     mask = np.zeros(results.n_cells, bool)
@@ -95,7 +95,7 @@ def test_gene_choices_resolve_with_messages(app_and_ds):
 def test_clicks_on_the_grid_and_heatmap_open_the_gene(app_and_ds):
     from dash.exceptions import PreventUpdate
 
-    from dashboard.pages import heatmap, portraits
+    from dashboard.web.pages import heatmap, portraits
 
     app, ds, results = app_and_ds
     gene = results.gene_names[5]
@@ -114,7 +114,8 @@ def test_clicks_on_the_grid_and_heatmap_open_the_gene(app_and_ds):
 def test_home_report_shows_the_uncertainty_calibration_when_the_data_carry_a_truth(tmp_path):
     """The home page's "Uncertainty against the truth" card shows the numbers the figure layer
     computes (two digits); without a true velocity there is no such card."""
-    from dashboard import figures, run_report
+    from dashboard import figures
+    from dashboard.web import run_report
 
     plain = make_fake_results(n_cells=200, n_genes=20, seed=1)
     truth = plain.copy()
@@ -146,7 +147,7 @@ def test_only_editors_save_selections_and_viewers_are_told_why(app_and_ds):
     save records them as its owner."""
     import flask
 
-    from dashboard.users import User
+    from dashboard.hosting.users import User
 
     app, ds, _ = app_and_ds
     box = {"geometry": {"kind": "box", "x": [-1e6, 1e6], "y": [-1e6, 0]}}
@@ -176,7 +177,7 @@ def test_summary_lists_the_stages_in_the_order_the_fit_ran_them(app_and_ds):
     """Issue 15: the results file keeps the stage timings alphabetically ("baseline …
     train"); the summary lists them in pipeline order."""
     from core.options import STAGES
-    from dashboard.pages import home
+    from dashboard.web.pages import home
 
     app, ds, _ = app_and_ds
     text = str(_call(app, home.summary_view, ds))
@@ -189,7 +190,7 @@ def test_every_slider_shows_its_value(app_and_ds):
     """Issue 15: the portraits' "How many" and the heatmap's smoothing showed no value."""
     from dash import dcc
 
-    from dashboard.pages import heatmap, portraits, stream
+    from dashboard.web.pages import heatmap, portraits, stream
 
     app, ds, _ = app_and_ds
 

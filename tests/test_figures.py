@@ -14,7 +14,7 @@ from fake_results import STATES, closed_form_induction, closed_form_repression, 
 import core.streams
 from core.kinetics import trajectory
 from dashboard import figures as F
-from dashboard.results import Results
+from dashboard.data.results import Results
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,11 @@ from scipy import sparse
 
 from core.preprocess import GENE_FILTER_STEPS, PREPROCESS_UNS_KEY, PreprocessConfig, preprocess
 from core.simulate import simulate_branching
-from dashboard import app as app_module
-from dashboard import gene_filter
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
-from dashboard.results import Results, load_results
+from dashboard.data import gene_filter
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.results import Results, load_results
+from dashboard.web import app as app_module
 
 PAGE = 15  # rows per table page
 
@@ -41,7 +41,7 @@ def genes(tmp_path_factory):
     """The gene page module (pages register once an app exists)."""
     cache = tmp_path_factory.mktemp("cache")
     app_module.create_app(AppConfig(cache_dir=cache, auto_fit_sample=False, sample_path=None))
-    from dashboard.pages import genes
+    from dashboard.web.pages import genes
 
     return genes
 

@@ -17,7 +17,7 @@ from core.ground_truth import direction_error
 from dashboard import figures as F
 from dashboard.cli import main
 from dashboard.config import SAMPLE_PATH
-from dashboard.results import Results
+from dashboard.data.results import Results
 
 #: Reference veloVI on the sample: median direction error, and per uncertainty the Spearman
 #: correlation with the error and the AUROC for the worst 10 % of cells (1,800 cells scored).

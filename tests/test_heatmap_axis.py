@@ -9,8 +9,8 @@ import pytest
 from fake_results import make_fake_results
 
 from dashboard import figures as F
+from dashboard.data.results import Results
 from dashboard.figures.heatmap import MAX_TICK_GAP, MIN_TICK_GAP, latent_time_ticks
-from dashboard.results import Results
 
 N_CELLS = 600
 

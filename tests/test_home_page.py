@@ -21,14 +21,16 @@ from servers import RedisServer
 
 from core.options import STAGE_SPAN
 from core.params import FitParams, ProgressEvent
-from dashboard import app as app_module
-from dashboard import components as ui
-from dashboard import devices, jobs, jobview, shell
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
-from dashboard.jobqueue import InvalidFitOptions, JobQueue
-from dashboard.jobstore import RedisJobStore
-from dashboard.users import User
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.hosting.users import User
+from dashboard.jobs import devices
+from dashboard.jobs import runner as jobs
+from dashboard.jobs.queue import InvalidFitOptions, JobQueue
+from dashboard.jobs.store import RedisJobStore
+from dashboard.web import app as app_module
+from dashboard.web import context, jobview, shell
+from dashboard.web import widgets as ui
 
 FAKE_FIT_SECONDS = 23.6  # the sum of tests/fake_results.py's stage timings
 
@@ -50,7 +52,7 @@ def home(tmp_path):
         sample_path=_raw(tmp_path / "sample.h5ad"),
     )
     app = app_module.create_app(config)
-    from dashboard.pages import home as module
+    from dashboard.web.pages import home as module
 
     with app.server.test_request_context("/"):
         yield module, DatasetRegistry(config).default_id()
@@ -72,7 +74,7 @@ def _as(role: str) -> None:
 )
 def test_not_fitted_message_fits_role_and_page(home, role, on_home, says, never):
     _as(role)
-    dataset, results, problem = ui.resolve("sample", on_home=on_home)
+    dataset, results, problem = context.resolve("sample", on_home=on_home)
     assert results is None and dataset.id == "sample"
     words = text(problem)
     assert words.startswith(f"{dataset.label} has not been fitted yet.")
@@ -122,7 +124,7 @@ def test_cuda_is_not_offered_without_a_gpu(home, monkeypatch):
     devices.local_cuda.cache_clear()
     monkeypatch.setattr(devices, "NVIDIA_DRIVER", Path("/nonexistent/nvidia/version"))
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert devices.cuda_available(ui.current_queue()) is False
+    assert devices.cuda_available(context.current_queue()) is False
     devices.local_cuda.cache_clear()
     layout = module.layout(ds="sample")
     radio = find(layout, "fit-device")
@@ -131,17 +133,17 @@ def test_cuda_is_not_offered_without_a_gpu(home, monkeypatch):
     # the server refuses a CUDA fit whatever the browser sends
     message, polls = module.submit_fit(1, "sample", "cuda", 5, 0)
     assert "no CUDA GPU is available" in text(message) and polls is module.no_update
-    assert ui.current_queue().active_for("sample") == []
+    assert context.current_queue().active_for("sample") == []
 
 
 def test_the_queue_refuses_a_cuda_fit_without_a_gpu(home, monkeypatch):
     """The same refusal for the page and the API: it is JobQueue.submit's (`home`: a request
     context of an app with the raw sample)."""
     monkeypatch.setattr(devices, "local_cuda", lambda: False)
-    sample = ui.current_registry().get("sample")
+    sample = context.current_registry().get("sample")
     with pytest.raises(InvalidFitOptions, match="no CUDA GPU is available"):
-        ui.current_queue().submit(sample, FitParams(device="cuda"), "ann")
-    job, created = ui.current_queue().submit(sample, FitParams(device="cpu"), "ann")
+        context.current_queue().submit(sample, FitParams(device="cuda"), "ann")
+    job, created = context.current_queue().submit(sample, FitParams(device="cpu"), "ann")
     assert created and job.state == "queued"
 
 
@@ -171,7 +173,7 @@ def test_hosted_workers_record_whether_they_have_cuda(tmp_path):
         time.sleep(1.5)
         assert devices.cuda_available(queue) is False
         # the Celery signal handlers: a GPU worker announces itself on start, withdraws on stop
-        from dashboard import tasks
+        from dashboard.jobs import celery_app as tasks
 
         sender = SimpleNamespace(app=SimpleNamespace(conf={"broker_url": redis.url}))
         for has_gpu in (False, True):

@@ -22,7 +22,7 @@ import pytest
 from fake_results import make_fake_results
 from servers import REDIS_SERVER, CeleryWorker, RedisServer, WebServer, wait_until
 
-from dashboard.users import add_user
+from dashboard.hosting.users import add_user
 
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="needs redis-server: apt-get install redis-server (make test)"
@@ -142,11 +142,11 @@ def _wait_epoch(client: httpx.Client, job_id: str, timeout: float = 120) -> dict
 
 
 def _fit_processes(stack: Stack) -> list[psutil.Process]:
-    """Fit interpreters (`python -m dashboard.jobs ...`) writing into this stack's cache."""
+    """Fit interpreters (`python -m dashboard.jobs.runner ...`) writing into this stack's cache."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "dashboard.jobs" in cmdline and any(str(stack.cache) in arg for arg in cmdline):
+        if "dashboard.jobs.runner" in cmdline and any(str(stack.cache) in arg for arg in cmdline):
             found.append(proc)
     return found
 

@@ -17,11 +17,11 @@ import pytest
 from fake_results import write_fake_results
 from servers import REDIS_SERVER, RedisServer
 
-from dashboard.app import create_app
 from dashboard.cli import main
 from dashboard.config import OIDCSettings
-from dashboard.hosting_config import ConfigError, describe, load_config
-from dashboard.users import UsersFile, UsersFileError, add_user, read_users, remove_user
+from dashboard.hosting.settings import ConfigError, describe, load_config
+from dashboard.hosting.users import UsersFile, UsersFileError, add_user, read_users, remove_user
+from dashboard.web.app import create_app
 
 
 @pytest.fixture

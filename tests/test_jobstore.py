@@ -15,7 +15,7 @@ import pytest
 from fake_results import write_fake_results
 from servers import REDIS_SERVER, RedisServer
 
-from dashboard.jobstore import (
+from dashboard.jobs.store import (
     Job,
     QueueUnavailable,
     RedisJobStore,
@@ -23,7 +23,7 @@ from dashboard.jobstore import (
     new_job_id,
     valid_job_id,
 )
-from dashboard.worker import STALE_AFTER_S, LocalWorker, execute, reap_stale
+from dashboard.jobs.worker import STALE_AFTER_S, LocalWorker, execute, reap_stale
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_execute_records_bad_input_as_failed_with_the_reason(tmp_path):
 
 
 def test_error_messages_lose_server_paths():
-    from dashboard.worker import _without_paths
+    from dashboard.jobs.worker import _without_paths
 
     job = _job("p", input_path="/srv/data/raw.h5ad", output_path="/var/cache/results/k.h5ad")
     message = "cannot read /srv/data/raw.h5ad; wrote /var/cache/results/.k.h5ad.1.tmp"

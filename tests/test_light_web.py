@@ -26,9 +26,9 @@ import dash
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 
-from dashboard import app as app_module
+from dashboard.web import app as app_module
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
+from dashboard.data.datasets import DatasetRegistry
 
 results, cache, heavy = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
 config = AppConfig(data=(results,), cache_dir=cache, sample_path=None)
@@ -37,7 +37,7 @@ ds = DatasetRegistry(config).default_id()
 with app.server.test_request_context("/"):
     for page in dash.page_registry.values():
         page["layout"](ds=ds)
-    from dashboard.pages import genes, stream
+    from dashboard.web.pages import genes, stream
 
     genes.show_gene("Gene001", "state", ds)
 

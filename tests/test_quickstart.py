@@ -22,8 +22,8 @@ import httpx
 import pytest
 from servers import REDIS_SERVER, CeleryWorker, Process, WebServer, free_port, wait_until
 
-from dashboard.hosting_config import load_config
-from dashboard.tasks import make_celery
+from dashboard.hosting.settings import load_config
+from dashboard.jobs.celery_app import make_celery
 
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="needs redis-server: apt-get install redis-server"

@@ -1,4 +1,4 @@
-"""dashboard.results: validation, memoised loading, typed accessors, graceful absences."""
+"""dashboard.data.results: validation, memoised loading, typed accessors, graceful absences."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from fake_results import STATES, make_fake_results, write_fake_results
 
-from dashboard.results import REQUIRED_SLOTS, Results, ResultsError, load_results, validate_results
+from dashboard.data.results import (
+    REQUIRED_SLOTS,
+    Results,
+    ResultsError,
+    load_results,
+    validate_results,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""HSTS and the Content-Security-Policy of ``https = true`` (dashboard.security_headers).
+"""HSTS and the Content-Security-Policy of ``https = true`` (dashboard.hosting.security_headers).
 
 The headers are checked with Flask's test client; the policy itself in a real headless Chromium
 that opens every page over plain http on loopback (as behind a TLS proxy) and must log no CSP
@@ -21,10 +21,10 @@ from test_browser import CHROMIUM, _figure_points
 from test_browser import dash_duo as dash_duo  # the headless dash_duo fixture
 from test_browser_explore import PAGE_GRAPHS
 
-from dashboard.app import create_app
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
-from dashboard.users import add_user
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.hosting.users import add_user
+from dashboard.web.app import create_app
 
 HSTS = "Strict-Transport-Security"
 CSP = "Content-Security-Policy"
@@ -103,7 +103,7 @@ def test_sign_in_refusals_carry_the_headers_too(tmp_path, fake_results):
 
 def test_without_https_neither_hsts_nor_csp(tmp_path, fake_results):
     """Local `velodash run` and plain-http instances: no CSP (Dash's --debug tools need inline
-    scripts), no HSTS; the defensive headers of dashboard.protection stay."""
+    scripts), no HSTS; the defensive headers of dashboard.hosting.protection stay."""
     client = create_app(_config(tmp_path, fake_results)).server.test_client()
     response = client.get("/", base_url="https://localhost")
     assert response.status_code == 200

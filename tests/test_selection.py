@@ -13,8 +13,8 @@ from fake_results import make_fake_results
 from scipy import stats
 
 from core import selection as S
-from dashboard import selections as D
-from dashboard.results import Results
+from dashboard.data import selections as D
+from dashboard.data.results import Results
 
 
 @pytest.fixture(scope="module")

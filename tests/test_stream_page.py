@@ -19,13 +19,13 @@ from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from fake_results import make_fake_results
 
-from dashboard import components as ui
-from dashboard.app import create_app
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.results import Results
 from dashboard.figures import embedding as E
 from dashboard.figures.common import cell_type_colors, cielab
-from dashboard.results import Results
+from dashboard.web import context
+from dashboard.web.app import create_app
 
 #: scanpy's default palette for up to 20 categories (scanpy.plotting.palettes.default_20)
 SCANPY_20 = [
@@ -59,7 +59,7 @@ def page(tmp_path_factory):
     app = create_app(config)
     ds = DatasetRegistry(config).default_id()
     with app.server.test_request_context("/"):
-        _, results, _ = ui.resolve(ds)
+        _, results, _ = context.resolve(ds)
     return app, ds, results
 
 
@@ -95,7 +95,7 @@ def _legend(figure: dict) -> list[str]:
 
 # -- "Colour by" ----------------------------------------------------------------------------------
 def test_colour_options_put_what_biologists_want_first_and_the_rest_under_more(page):
-    from dashboard.pages import stream
+    from dashboard.web.pages import stream
 
     app, ds, results = page
     mask = np.arange(results.n_cells) < 40
@@ -135,7 +135,7 @@ def test_colour_options_put_what_biologists_want_first_and_the_rest_under_more(p
 
 # -- a gene colours the cells ---------------------------------------------------------------------
 def test_colour_controls_follow_the_gene_and_a_column_clears_it(page):
-    from dashboard.pages import stream
+    from dashboard.web.pages import stream
 
     app, ds, results = page
     gene = results.gene_names[3]
@@ -163,7 +163,7 @@ def test_colour_controls_follow_the_gene_and_a_column_clears_it(page):
 
 
 def test_a_gene_colouring_leaves_only_its_colour_bar_in_place_of_the_category_legend(page):
-    from dashboard.pages import stream
+    from dashboard.web.pages import stream
 
     app, ds, results = page
     gene = results.gene_names[5]
@@ -251,7 +251,7 @@ def test_source_colours_stand_apart_from_every_cell_type_and_velovi_is_on_top(pa
 
 # -- the UMAP fills the plot ---------------------------------------------------------------------
 def test_axis_ranges_hug_the_cells_and_the_graph_height_follows_the_aspect(page):
-    from dashboard.pages import stream
+    from dashboard.web.pages import stream
 
     _, _, results = page
     xy = results.umap

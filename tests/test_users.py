@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from dashboard.cli import main
-from dashboard.users import UsersFileError, add_user, read_users, remove_user
+from dashboard.hosting.users import UsersFileError, add_user, read_users, remove_user
 
 
 def test_add_and_remove_leave_nothing_beside_the_users_file(tmp_path, monkeypatch, capsys):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from dashboard.data.results import Results
 from dashboard.figures.common import base_layout, cell_type_colors, empty_figure
-from dashboard.results import Results
 
 ECDF_POINTS = 512
 #: percentiles of the shown cell types' coherence (all genes and types together) the x axis spans

@@ -29,7 +29,7 @@ import plotly.graph_objects as go
 from _plotly_utils.utils import to_typed_array_spec
 from plotly.exceptions import PlotlyError
 
-from dashboard.results import ColorValues, Results
+from dashboard.data.results import ColorValues, Results
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"

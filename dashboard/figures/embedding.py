@@ -11,6 +11,14 @@ from typing import Literal
 import numpy as np
 import plotly.graph_objects as go
 
+from dashboard.data.projections import (
+    SOURCES,
+    agreement,
+    baseline_missing_reason,
+    confidence_levels,
+    projected_velocity,
+)
+from dashboard.data.results import ColorValues, Results
 from dashboard.figures.common import (
     cell_figure,
     cell_layer_split,
@@ -23,14 +31,6 @@ from dashboard.figures.common import (
     split_cells,
     typed,
 )
-from dashboard.projections import (
-    SOURCES,
-    agreement,
-    baseline_missing_reason,
-    confidence_levels,
-    projected_velocity,
-)
-from dashboard.results import ColorValues, Results
 
 #: Line colours (RGB) each velocity source may take, in order of preference: veloVI dark, the
 #: scVelo baseline a saturated hue; :func:`source_colors` takes the first one that stands apart
@@ -141,7 +141,7 @@ def embedding_figure(
     ``source``: veloVI's projected velocity, the scVelo baseline's (projected the same way, same
     density), or both overlaid (:func:`source_colors`; the baseline a wide faint band underneath,
     veloVI on top). ``confidence`` fades streams where the local extrinsic uncertainty is high
-    (see :mod:`dashboard.projections`). Trace order: cells (one per category), velocity (per
+    (see :mod:`dashboard.data.projections`). Trace order: cells (one per category), velocity (per
     source), legend keys, one per category (out of the legend when the colouring is numeric: its
     colour bar explains the colours). The axis ranges hug the cells (equal aspect).
     """

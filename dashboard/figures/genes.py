@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.kinetics import trajectory
+from dashboard.data.results import STATES, ColorValues, Results
 from dashboard.figures.common import (
     base_layout,
     cell_figure,
@@ -18,7 +19,6 @@ from dashboard.figures.common import (
     group_indices,
     plot_axes,
 )
-from dashboard.results import STATES, ColorValues, Results
 
 STATE_COLORS = dict(zip(STATES, ("#1f77b4", "#9ecae1", "#d62728", "#fcae91"), strict=True))
 FIT_COLORS = {"induction": "#6a3d9a", "repression": "#b15928", "steady": "#444444"}

@@ -10,8 +10,8 @@ from plotly.subplots import make_subplots
 from scipy.stats import spearmanr
 
 from core.ground_truth import direction_error, recovery, uncertainty_calibration
+from dashboard.data.results import Results
 from dashboard.figures.common import base_layout, empty_figure
-from dashboard.results import Results
 
 NO_TRUTH = "The data carry no ground truth (only simulated data such as the sample do)."
 LABELS = {

@@ -26,6 +26,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard.data.results import Results
 from dashboard.figures.common import (
     SEQUENTIAL,
     base_layout,
@@ -33,7 +34,6 @@ from dashboard.figures.common import (
     empty_figure,
     legend_keys,
 )
-from dashboard.results import Results
 
 N_CONVOLVE = 30
 MAX_COLUMNS = 600

@@ -7,8 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 from scipy.stats import gaussian_kde
 
+from dashboard.data.results import Results
 from dashboard.figures.common import base_layout, empty_figure
-from dashboard.results import Results
 
 KDE_POINTS = 512
 

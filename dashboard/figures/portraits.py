@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard.data.results import Results
 from dashboard.figures.common import (
     SEQUENTIAL,
     base_layout,
@@ -26,7 +27,6 @@ from dashboard.figures.common import (
     robust_range,
 )
 from dashboard.figures.genes import FIT_COLORS, fitted_curve
-from dashboard.results import Results
 
 POINTS_PER_PANEL = 400
 PANEL_HEIGHT = 230  # px per row of panels

@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard.data.results import Results
 from dashboard.figures.common import (
     SEQUENTIAL,
     base_layout,
@@ -17,7 +18,6 @@ from dashboard.figures.common import (
     group_indices,
     robust_range,
 )
-from dashboard.results import Results
 
 #: Unit line of every uncertainty axis: the paper's measure, drawn on its log scale.
 UNIT = "cosine variance (log scale)"

@@ -23,11 +23,11 @@ import numpy as np
 from selenium import webdriver
 from werkzeug.serving import make_server
 
-from dashboard.app import create_app
 from dashboard.config import AppConfig
-from dashboard.datasets import DatasetRegistry
-from dashboard.results import load_results
-from dashboard.selections import SelectionStore
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.results import load_results
+from dashboard.data.selections import SelectionStore
+from dashboard.web.app import create_app
 
 OUT = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"

@@ -1,0 +1,1 @@
+"""The browser side: the Dash app, its shell, pages, widgets and JSON API."""
