@@ -140,20 +140,18 @@ def welch_t(
     var_b: np.ndarray,
     n_b: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Welch's t statistic of a − b and its two-sided p-value, elementwise.
+    """Welch's t statistic of a − b and its two-sided p-value, elementwise, from the groups'
+    means, variances (ddof = 1) and sizes.
 
-    Equals ``scipy.stats.ttest_ind(a, b, equal_var=False)``; NaN where a group has fewer than
-    two values or both groups are constant.
+    ``scipy.stats.ttest_ind_from_stats(equal_var=False)``, except NaN (never ±inf) where a group
+    has fewer than two values or both groups are constant, so such genes rank last.
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        va, vb = var_a / n_a, var_b / n_b
-        se2 = va + vb
-        t = (mean_a - mean_b) / np.sqrt(se2)
-        dof = se2**2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
-    undefined = (n_a < 2) | (n_b < 2) | ~(se2 > 0)
-    t = np.where(undefined, np.nan, t)
-    p = np.where(undefined, np.nan, 2.0 * stats.t.sf(np.abs(t), np.where(undefined, 1, dof)))
-    return t, p
+        result = stats.ttest_ind_from_stats(
+            mean_a, np.sqrt(var_a), n_a, mean_b, np.sqrt(var_b), n_b, equal_var=False
+        )
+        undefined = (n_a < 2) | (n_b < 2) | ~(var_a / n_a + var_b / n_b > 0)
+    return np.where(undefined, np.nan, result.statistic), np.where(undefined, np.nan, result.pvalue)
 
 
 def _bh(p: np.ndarray) -> np.ndarray:

@@ -73,6 +73,28 @@ def test_welch_comparison_matches_scipy_per_gene(data, fraction):
     np.testing.assert_allclose(got.q[defined], _bh(got.p[defined]), rtol=1e-12)
 
 
+def test_welch_t_matches_scipy_and_is_nan_for_tiny_or_constant_groups():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(1.0, 1.5, 9), rng.normal(0.0, 1.2, 7)
+    constant, varied = np.full(5, 1.0), np.array([0.0, 1.0, -1.0, 2.0, -2.0])
+    # Columns: two samples, a constant side, a group of one, both sides constant with equal and
+    # with different means. scipy gives a finite t or ±inf for the last three: NaN here.
+    mean_a = np.array([a.mean(), 1.0, 1.0, 1.0, 2.0])
+    var_a = np.array([a.var(ddof=1), 0.0, np.nan, 0.0, 0.0])
+    n_a = np.array([9, 5, 1, 5, 5])
+    mean_b = np.array([b.mean(), 0.0, 0.0, 1.0, 0.0])
+    var_b = np.array([b.var(ddof=1), varied.var(ddof=1), 1.0, 0.0, 0.0])
+    n_b = np.array([7, 5, 5, 5, 5])
+    t, p = S.welch_t(mean_a, var_a, n_a, mean_b, var_b, n_b)
+    for column, (x, y) in enumerate([(a, b), (constant, varied)]):
+        with warnings.catch_warnings():  # scipy warns about the constant sample
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = stats.ttest_ind(x, y, equal_var=False)
+        assert t[column] == pytest.approx(want.statistic, rel=1e-12)
+        assert p[column] == pytest.approx(want.pvalue, rel=1e-12)
+    assert np.isnan(t[2:]).all() and np.isnan(p[2:]).all()
+
+
 def test_non_finite_values_are_left_out_like_nan_policy_omit(data):
     X, mask = data
     X = X.copy()
