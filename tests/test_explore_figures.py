@@ -17,7 +17,7 @@ from core.ground_truth import column_pearson, column_spearman, recovery
 from dashboard import figures as F
 from dashboard.data import projections as P
 from dashboard.data.datasets import Dataset
-from dashboard.data.exports import cells_table, fit_parameters
+from dashboard.data.exports import cell_type_labels, cells_table, fit_parameters
 from dashboard.data.genesets import parse_gene_list, rank_genes
 from dashboard.data.results import Results
 from dashboard.web import widgets as ui
@@ -344,3 +344,17 @@ def test_export_names_config_and_tables(tmp_path, adata, results):
     params = fit_parameters(results, [adata.var_names[4], adata.var_names[1]])
     assert params["gene"].tolist() == [adata.var_names[4], adata.var_names[1]]
     assert params["alpha"].iloc[0] == pytest.approx(adata.var["fit_alpha"].iloc[4])
+
+
+def test_cell_type_labels_per_cell_subset_and_unlisted(adata):
+    other = adata.copy()
+    clusters = other.obs["clusters"].astype(str).to_numpy()
+    clusters[[0, 9]] = "Not in the fit"  # a type the fit never listed: code -1
+    other.obs["clusters"] = pd.Categorical(clusters)
+    results = Results(other)
+    want = np.where(clusters == "Not in the fit", "", clusters)
+    np.testing.assert_array_equal(cell_type_labels(results), want)
+    mask = np.arange(other.n_obs) % 3 == 0
+    np.testing.assert_array_equal(cell_type_labels(results, mask), want[mask])
+    np.testing.assert_array_equal(cell_type_labels(results, np.array([9, 4])), want[[9, 4]])
+    assert cells_table(results)["cell_type"].tolist() == want.tolist()

@@ -208,3 +208,23 @@ def test_every_slider_shows_its_value(app_and_ds):
         assert found, page.__name__
         for slider in found:
             assert slider.tooltip and slider.tooltip.get("always_visible"), slider.id
+
+
+def test_gene_and_portrait_downloads_name_each_cells_type(app_and_ds):
+    import io
+
+    import pandas as pd
+
+    from dashboard.web.pages import genes, portraits
+
+    app, ds, results = app_and_ds
+    gene = results.gene_names[1]
+    obs = results.adata.obs
+    types = dict(zip(obs.index, obs["clusters"].astype(str), strict=True))
+    for sent in (
+        _call(app, genes.download_gene, 1, gene, ds),
+        _call(app, portraits.download, 1, [gene], ds),
+    ):
+        table = pd.read_csv(io.StringIO(sent["content"]))
+        assert len(table) > 0
+        assert table["cell_type"].tolist() == [types[c] for c in table["cell_id"]]

@@ -10,9 +10,10 @@ from dashboard.data.projections import agreement, projected_velocity
 from dashboard.data.results import ColorValues, Results
 
 
-def _cell_types(results: Results) -> np.ndarray:
-    """Cell-type name per cell ("" for cells without one)."""
-    return np.asarray([*results.cell_types, ""])[results.cell_type_codes]
+def cell_type_labels(results: Results, cells: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """Cell-type name (str array) of each of ``cells`` (indices or a boolean mask; default all),
+    "" for a cell whose type is not one of the fit's (code -1 picks the trailing "")."""
+    return np.asarray([*results.cell_types, ""])[results.cell_type_codes[cells]]
 
 
 def cells_table(
@@ -23,7 +24,7 @@ def cells_table(
     table = pd.DataFrame(
         {
             "cell_id": results.cell_ids,
-            "cell_type": _cell_types(results),
+            "cell_type": cell_type_labels(results),
             "umap_1": results.umap[:, 0],
             "umap_2": results.umap[:, 1],
             "latent_time": results.latent_time,

@@ -19,6 +19,7 @@ from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboard import figures
+from dashboard.data.exports import cell_type_labels
 from dashboard.data.results import Results
 from dashboard.data.selections import (
     SavedSelection,
@@ -381,10 +382,7 @@ def register(prefix: str, graph_id: str, ds_store: str) -> None:
             cells = pd.DataFrame(
                 {
                     "cell_id": results.cell_ids[mask],
-                    # code -1 (no type) picks the trailing ""
-                    "cell_type": np.asarray([*results.cell_types, ""])[
-                        results.cell_type_codes[mask]
-                    ],
+                    "cell_type": cell_type_labels(results, mask),
                     "latent_time": results.latent_time[mask],
                 }
             )

@@ -13,6 +13,7 @@ from dash.exceptions import PreventUpdate
 
 from dashboard import figures
 from dashboard.data import gene_filter
+from dashboard.data.exports import cell_type_labels
 from dashboard.data.results import STATES, Results
 from dashboard.figures.genes import gene_graph_height
 from dashboard.web import context
@@ -342,7 +343,7 @@ def download_gene(clicks: int | None, gene: str | None, ds: str):
     table = pd.DataFrame(
         {
             "cell_id": results.cell_ids,
-            "cell_type": np.asarray([*results.cell_types, ""])[results.cell_type_codes],
+            "cell_type": cell_type_labels(results),
             "latent_time": results.latent_time,
             **columns,
         }

@@ -4,13 +4,12 @@ ranking, or for a gene list typed or pasted; a click on a panel opens that gene.
 from __future__ import annotations
 
 import dash
-import numpy as np
 import pandas as pd
 from dash import Input, Output, State, callback, dcc, html
 from dash.exceptions import PreventUpdate
 
 from dashboard import figures
-from dashboard.data.exports import fit_parameters
+from dashboard.data.exports import cell_type_labels, fit_parameters
 from dashboard.web import context
 from dashboard.web import widgets as ui
 from dashboard.web.multigene import gene_choice_controls, number, resolve_genes
@@ -137,7 +136,7 @@ def download(clicks: int, genes: list[str] | None, ds: str):
         raise PreventUpdate
     dataset, results, _ = context.resolve(ds)
     cells = figures.portrait_cells(results)
-    types = np.asarray([*results.cell_types, ""])[results.cell_type_codes[cells]]
+    types = cell_type_labels(results, cells)
     points = pd.concat(
         [
             pd.DataFrame(
