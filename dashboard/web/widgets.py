@@ -177,3 +177,24 @@ def graph(graph_id: str, dataset: Dataset | None, view: str, height: str, **kwar
 def download_button(button_id: str, label: str = "Download data (CSV)") -> html.Button:
     """The "download data" button every page has (pair it with a ``dcc.Download``)."""
     return html.Button(label, id=button_id, className="btn btn-outline btn-small", n_clicks=0)
+
+
+def card_foot(caveat: str | list, download_id: str) -> html.Div:
+    """The foot of a page's figure card: the caveat (text or components) beside the page's
+    "download data" button ``download_id``."""
+    return html.Div(
+        [html.P(caveat, className="caveat"), download_button(download_id)], className="card-foot"
+    )
+
+
+def graph_card(page: str, figure: dcc.Graph, caveat: str | list) -> html.Div:
+    """A page's figure card: alerts in ``{page}-message``, ``figure`` under a loading spinner,
+    and the :func:`card_foot` with ``caveat`` and the ``{page}-csv`` button."""
+    return html.Div(
+        [
+            html.Div(id=f"{page}-message"),
+            dcc.Loading(figure),
+            card_foot(caveat, f"{page}-csv"),
+        ],
+        className="card",
+    )

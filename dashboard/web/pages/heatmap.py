@@ -57,27 +57,14 @@ def layout(
             dcc.Download(id="heatmap-download"),
             ui.url_state_store(),
             html.Div([*controls, smoothing], className="controls card"),
-            html.Div(
-                [
-                    html.Div(id="heatmap-message"),
-                    dcc.Loading(ui.graph("heatmap-graph", dataset, "heatmap", "auto")),
-                    html.Div(
-                        [
-                            html.P(
-                                "As scv.pl.heatmap: cells sorted by latent time, Ms smoothed "
-                                "with a moving average, scaled to [0, 1] per gene, genes "
-                                "sorted by where they peak. Every column holds about the "
-                                "same number of cells, so a tick marks where latent time reaches "
-                                "its value and equal steps in time are unevenly spaced. "
-                                "Click a row to open the gene.",
-                                className="caveat",
-                            ),
-                            ui.download_button("heatmap-csv"),
-                        ],
-                        className="card-foot",
-                    ),
-                ],
-                className="card",
+            ui.graph_card(
+                "heatmap",
+                ui.graph("heatmap-graph", dataset, "heatmap", "auto"),
+                "As scv.pl.heatmap: cells sorted by latent time, Ms smoothed with a moving "
+                "average, scaled to [0, 1] per gene, genes sorted by where they peak. Every "
+                "column holds about the same number of cells, so a tick marks where latent time "
+                "reaches its value and equal steps in time are unevenly spaced. Click a row to "
+                "open the gene.",
             ),
         ]
     )

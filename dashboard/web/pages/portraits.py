@@ -60,24 +60,12 @@ def layout(
                 ],
                 className="controls card",
             ),
-            html.Div(
-                [
-                    html.Div(id="portraits-message"),
-                    dcc.Loading(ui.graph("portraits-grid", dataset, "portraits", "auto")),
-                    html.Div(
-                        [
-                            html.P(
-                                "Click a panel (or its title) to open the gene. Each panel shows "
-                                "the same deterministic subsample of cells, stratified by cell "
-                                "type; the curves are the exact fitted kinetics.",
-                                className="caveat",
-                            ),
-                            ui.download_button("portraits-csv"),
-                        ],
-                        className="card-foot",
-                    ),
-                ],
-                className="card",
+            ui.graph_card(
+                "portraits",
+                ui.graph("portraits-grid", dataset, "portraits", "auto"),
+                "Click a panel (or its title) to open the gene. Each panel shows the same "
+                "deterministic subsample of cells, stratified by cell type; the curves are the "
+                "exact fitted kinetics.",
             ),
         ]
     )
