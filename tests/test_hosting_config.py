@@ -68,6 +68,62 @@ def test_config_file_paths_env_and_cli_overrides(site, monkeypatch):
     assert env_only.app.allow_upload and env_only.app.https and env_only.app.redis_url is None
 
 
+def test_velodash_run_reads_the_same_settings_with_local_defaults(tmp_path, caplog):
+    """One configuration path: `velodash run` (local=True) reads the same VELODASH_<KEY>
+    names through the same parsers, with the one-user defaults, and ignores (logging
+    which) the keys only a shared server reads."""
+    environ = {
+        "VELODASH_CACHE_DIR": str(tmp_path / "c"),
+        "VELODASH_MAX_UPLOAD_MB": "12",
+        "VELODASH_PORT": "8123",
+        "VELODASH_REDIS_URL": "redis://example:6379/0",
+        "VELODASH_AUTH": "basic",
+    }
+    with caplog.at_level("WARNING", logger="dashboard.hosting.settings"):
+        local = load_config(None, environ, local=True, cache_dir=None, host="0.0.0.0")
+    app = local.app
+    assert app.cache_dir == tmp_path / "c"  # a None override never masks the environment
+    assert (app.max_upload_mb, local.serve.port, local.serve.host) == (12.0, 8123, "0.0.0.0")
+    assert (app.auth, app.redis_url, app.allow_upload, app.auto_fit_sample) == (
+        "none",
+        None,
+        True,
+        True,
+    )
+    assert app.sample_path is not None and app.sample_path.name == "velodash_sample.h5ad"
+    assert "ignores VELODASH_AUTH, VELODASH_REDIS_URL" in caplog.text
+    # The CLI's --no-upload and the environment's allow_upload are the same setting.
+    assert not load_config(None, environ, local=True, allow_upload=False).app.allow_upload
+    off = {**environ, "VELODASH_ALLOW_UPLOAD": "false"}
+    assert not load_config(None, off, local=True).app.allow_upload
+    # A bad value names the key and where it came from, in both modes alike.
+    with pytest.raises(ConfigError, match=r"'max_upload_mb' \(VELODASH_MAX_UPLOAD_MB\): must be"):
+        load_config(None, {**environ, "VELODASH_MAX_UPLOAD_MB": "lots"}, local=True)
+    with pytest.raises(ConfigError, match=r"'allow_upload' \(VELODASH_ALLOW_UPLOAD\): must be"):
+        load_config(None, {**environ, "VELODASH_ALLOW_UPLOAD": "perhaps"}, local=True)
+
+
+def test_the_old_upload_variable_still_works_and_names_the_new_one(tmp_path, caplog):
+    environ = {"VELODASH_CACHE_DIR": str(tmp_path), "VELODASH_NO_UPLOAD": "1"}
+    with caplog.at_level("WARNING", logger="dashboard.hosting.settings"):
+        assert load_config(None, environ, local=True).app.allow_upload is False
+    assert "set VELODASH_ALLOW_UPLOAD=false instead" in caplog.text
+    # the new name wins when both are set
+    both = {**environ, "VELODASH_ALLOW_UPLOAD": "true"}
+    assert load_config(None, both, local=True).app.allow_upload is True
+    with pytest.raises(ConfigError, match=r"'allow_upload' \(VELODASH_NO_UPLOAD\): must be"):
+        load_config(None, {**environ, "VELODASH_NO_UPLOAD": "maybe"}, local=True)
+
+
+def test_a_secret_key_from_the_environment(tmp_path, site):
+    environ = {"VELODASH_CACHE_DIR": str(tmp_path), "VELODASH_SECRET_KEY": "s3cret"}
+    assert load_config(None, environ, local=True).app.secret_key == "s3cret"
+    with pytest.raises(ConfigError, match=r"'secret_key' .*32"):  # hosted: a strong key only
+        load_config(site, {"VELODASH_SECRET_KEY": "short"})
+    with pytest.raises(ConfigError, match="either secret_key or secret_key_file"):
+        load_config(site, {"VELODASH_SECRET_KEY": "k" * 40})
+
+
 @pytest.mark.parametrize(
     ("line", "env", "message"),
     [

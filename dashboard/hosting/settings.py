@@ -1,14 +1,19 @@
-"""The hosted configuration: a TOML file of flat keys, each also settable as ``VELODASH_<KEY>``.
+"""Every setting of velodash, read one way for both modes: a TOML file of flat keys (hosted
+only), each key also settable as ``VELODASH_<KEY>``, and command-line options on top.
 
-`load_config(path)` reads the file, then the environment (which wins), validates every key and
-returns the app's `AppConfig` plus the `ServeSettings` of `velodash serve`. A bad value stops
-with one `ConfigError` line naming the key, where it came from and what is wrong. Relative paths
-in the file are relative to the file's folder. `describe` is what ``velodash serve --check``
-prints.
+`load_config(path)` reads the file, then the environment (which wins), then the CLI's
+overrides, validates every key and returns the app's `AppConfig` plus the `ServeSettings`.
+`velodash serve`, `velodash worker` and gunicorn's ``dashboard.web.app:server`` use it with
+the hosted defaults; `velodash run` uses it with ``local=True``: the same keys and names, local
+defaults (no sign-in, uploads on, the bundled sample), and the keys only a shared server reads
+(`HOSTED_ONLY`) ignored with a warning. A bad value stops with one `ConfigError` line naming
+the key, where it came from and what is wrong. Relative paths in the file are relative to the
+file's folder. `describe` is what ``velodash serve --check`` prints.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -34,7 +39,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+log = logging.getLogger(__name__)
 ENV_PREFIX = "VELODASH_"
+#: The old name of ``VELODASH_ALLOW_UPLOAD=false`` (``VELODASH_NO_UPLOAD=1``): still honoured
+#: when the new one is not set, with a warning naming it.
+ENV_NO_UPLOAD = "VELODASH_NO_UPLOAD"
 MIN_SECRET_KEY_LENGTH = 32
 OIDC_NAME = re.compile(r"^[\w\-. ]+$")
 
@@ -66,7 +75,7 @@ class ServeSettings:
 
 @dataclass(frozen=True)
 class HostedConfig:
-    """A validated hosted configuration and the file it came from."""
+    """A validated configuration (hosted, or local for `velodash run`) and its file if any."""
 
     app: AppConfig
     serve: ServeSettings
@@ -152,6 +161,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "cache_dir": _text,
     "users_file": _text,
     "secret_key_file": _text,
+    "secret_key": _text,
     "redis_url": _redis_url,
     "allow_upload": parse_bool,
     "max_upload_mb": _positive_number,
@@ -172,6 +182,12 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "timeout": _int_at_least(10, 3600),
 }
 PATH_KEYS = ("datasets_dir", "cache_dir", "users_file", "secret_key_file")
+#: Keys only a shared server reads: `velodash run` (one user, this machine, the local queue)
+#: ignores them and says so.
+HOSTED_ONLY = frozenset(
+    {"auth", "users_file", "redis_url", "https", "workers", "threads", "timeout"}
+    | {key for key in PARSERS if key.startswith("oidc_")}
+)
 
 
 def mask_url(url: str) -> str:
@@ -207,6 +223,13 @@ def _raw_values(path: Path | None, environ: Mapping[str, str]) -> dict[str, tupl
                     reason = f"unknown key; known keys: {', '.join(sorted(PARSERS))}"
                 raise ConfigError(key, str(path), reason)
             values[key] = (value, str(path), path.parent)
+    if environ.get(ENV_NO_UPLOAD) and not environ.get(ENV_PREFIX + "ALLOW_UPLOAD"):
+        log.warning("%s is deprecated: set %sALLOW_UPLOAD=false instead", ENV_NO_UPLOAD, ENV_PREFIX)
+        try:
+            no_upload = parse_bool(environ[ENV_NO_UPLOAD])
+        except ValueError as err:
+            raise ConfigError("allow_upload", ENV_NO_UPLOAD, str(err)) from err
+        values["allow_upload"] = (not no_upload, ENV_NO_UPLOAD, Path.cwd())
     for key in PARSERS:
         name = ENV_PREFIX + key.upper()
         if environ.get(name):
@@ -285,18 +308,32 @@ def _oidc(values: dict[str, Any], sources: dict[str, str]) -> OIDCSettings:
 
 
 def load_config(
-    path: Path | None, environ: Mapping[str, str] | None = None, **overrides: Any
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    local: bool = False,
+    **overrides: Any,
 ) -> HostedConfig:
     """Validate the TOML file `path` (may be None), the environment and CLI `overrides`.
 
-    `overrides` (host, port, workers, ...) win over both; None values are ignored. Raises
-    ConfigError for the first bad key.
+    `overrides` (host, port, workers, cache_dir, ...) win over both; None values are ignored.
+    `local` reads them for `velodash run`: no sign-in, uploads on and the sample included by
+    default, `HOSTED_ONLY` keys ignored (logged). Raises ConfigError for the first bad key.
     """
     environ = os.environ if environ is None else environ
     raw = _raw_values(path, environ)
     for key, value in overrides.items():
         if value is not None:
+            value = str(value) if isinstance(value, Path) else value
             raw[key] = (value, f"--{key.replace('_', '-')}", Path.cwd())
+    if local and (ignored := sorted(key for key in raw if key in HOSTED_ONLY)):
+        log.warning(
+            "velodash run ignores %s: only a shared server reads them "
+            "(velodash serve --config FILE, docs/hosting.md)",
+            ", ".join(raw[key][1] for key in ignored),
+        )
+        for key in ignored:
+            del raw[key]
     sources = {key: source for key, (_, source, _) in raw.items()}
     values: dict[str, Any] = {}
     for key, (value, source, base) in raw.items():
@@ -311,7 +348,7 @@ def load_config(
     datasets_dir = values.get("datasets_dir")
     if datasets_dir is not None:
         _check_dir("datasets_dir", datasets_dir, sources["datasets_dir"], create=False)
-    auth = values.get("auth", "basic")
+    auth = "none" if local else values.get("auth", "basic")
     oidc = _oidc(values, sources) if auth == "oidc" else None
     users_file = values.get("users_file")
     if auth == "basic" and users_file is None:
@@ -324,16 +361,26 @@ def load_config(
     if users_file is not None:
         _check_users_file(users_file, sources["users_file"], need_passwords=auth == "basic")
     secret_key_file = values.get("secret_key_file")
+    if not local and len(values.get("secret_key", "x" * MIN_SECRET_KEY_LENGTH)) < (
+        MIN_SECRET_KEY_LENGTH
+    ):
+        raise ConfigError(
+            "secret_key", sources["secret_key"], f"needs {MIN_SECRET_KEY_LENGTH}+ characters"
+        )
+    if secret_key_file and "secret_key" in values:
+        raise ConfigError(
+            "secret_key", sources["secret_key"], "set either secret_key or secret_key_file"
+        )
     secret = _secret_key(secret_key_file, sources["secret_key_file"]) if secret_key_file else None
     app = AppConfig(
         data_dir=datasets_dir,
         cache_dir=cache_dir,
-        sample_path=SAMPLE_PATH if values.get("include_sample") else None,
-        allow_upload=values.get("allow_upload", False),
+        sample_path=SAMPLE_PATH if values.get("include_sample", local) else None,
+        allow_upload=values.get("allow_upload", local),
         max_upload_mb=values.get("max_upload_mb", 500.0),
-        auto_fit_sample=False,
+        auto_fit_sample=local,
         redis_url=values.get("redis_url"),
-        secret_key=secret,
+        secret_key=secret or values.get("secret_key"),
         auth=auth,
         users_file=users_file,
         oidc=oidc,
