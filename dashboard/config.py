@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 import secrets
@@ -14,10 +15,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_PATH = REPO_ROOT / "sample_data" / "velodash_sample.h5ad"
+#: The `dashboard` package's folder: in a source checkout, or in site-packages from a wheel.
+PACKAGE_DIR = Path(str(importlib.resources.files("dashboard")))
+#: The source checkout velodash runs from (an editable install), None when it is installed.
+CHECKOUT_ROOT = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else None
+
+
+def bundled_folder(name: str) -> Path:
+    """A folder shipped with velodash (`assets`, `sample_data`): at the top of the source
+    checkout, or inside the installed package (pyproject.toml's package-dir puts it there)."""
+    packaged = PACKAGE_DIR / name
+    if packaged.is_dir() or CHECKOUT_ROOT is None:
+        return packaged
+    return CHECKOUT_ROOT / name
+
+
+def default_cache_dir() -> Path:
+    """`.velodash` in the source checkout; installed, the user's cache folder
+    (`$XDG_CACHE_HOME/velodash`, else `~/.cache/velodash`), never site-packages."""
+    if CHECKOUT_ROOT is not None:
+        return CHECKOUT_ROOT / ".velodash"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "velodash"
+
+
+SAMPLE_PATH = bundled_folder("sample_data") / "velodash_sample.h5ad"
 log = logging.getLogger(__name__)
-DEFAULT_CACHE_DIR = REPO_ROOT / ".velodash"
+DEFAULT_CACHE_DIR = default_cache_dir()
 
 ENV_CACHE_DIR = "VELODASH_CACHE_DIR"
 ENV_SECRET_KEY = "VELODASH_SECRET_KEY"

@@ -20,7 +20,7 @@ from typing import Any
 
 from dash import Dash
 
-from dashboard.config import ENV_CONFIG, REPO_ROOT, AppConfig, resolve_secret_key
+from dashboard.config import ENV_CONFIG, AppConfig, bundled_folder, resolve_secret_key
 from dashboard.data.datasets import DatasetRegistry
 from dashboard.hosting import auth, protection
 from dashboard.jobs.queue import JobQueue, parse_fit_params
@@ -30,7 +30,7 @@ from dashboard.web import context, shell
 from dashboard.web.api import api
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
-ASSETS_FOLDER = REPO_ROOT / "assets"
+ASSETS_FOLDER = bundled_folder("assets")
 #: Largest request without uploads (callback bodies are small).
 MAX_REQUEST_BYTES = 8 * 2**20
 SYSTEM_OWNER = "velodash"
