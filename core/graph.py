@@ -1,12 +1,13 @@
-"""Velocity graph, transition matrix and embedding projection, equal to scVelo's.
+"""Velocity graph and transition matrix, equal to scVelo's.
 
 scVelo (``scv.tl.velocity_graph``) loops over cells in Python; here the cosines of all cells
 against their kNN-of-kNN candidates are one gather plus one batched matmul per chunk of cells
 (torch, so it runs on a GPU when there is one), and a posterior's S velocity samples share the
 candidate pattern and the normalised displacements. ``approx=True`` computes the cosines in
 scVelo's 30-component PCA of X (:class:`PcaSpace`), as the reference's extrinsic uncertainty
-does; the default is exact cosines over genes, as ``scv.tl.velocity_graph``'s. Streams in the
-embedding are :mod:`core.streams`. Deliberate differences from scVelo:
+does; the default is exact cosines over genes, as ``scv.tl.velocity_graph``'s. What the graph
+means in an embedding (the projected velocities, their grid and streams) is :mod:`core.streams`.
+Deliberate differences from scVelo:
 
 - ``random_neighbors_at_max`` (off by default in scVelo) and ``tkey`` are not offered.
 - ``add_velocity_graph`` raises when the ``xkey`` layer is missing instead of silently using
@@ -22,7 +23,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from core.streams import quiver_autoscale
+from core.streams import velocity_embedding
 
 MAX_CHUNK_BYTES = 256 * 2**20
 """Upper bound on the gathered displacement block (cells × candidates × genes, float32)."""
@@ -270,41 +271,6 @@ def transition_matrix(
     row_abs = np.asarray(abs(T).sum(axis=1)).ravel()
     inverse = np.divide(1.0, row_abs, out=np.zeros_like(row_abs), where=row_abs > 0)
     return sp.csr_matrix(sp.diags(inverse) @ T)
-
-
-def velocity_embedding(T: sp.spmatrix, X_emb: np.ndarray, autoscale: bool = True) -> np.ndarray:
-    """Velocities projected into an embedding, (N, D), equal to ``scv.tl.velocity_embedding``.
-
-    ν_i = Σ_j T_ij δ_ij − mean_j(T_ij) Σ_j δ_ij over the stored off-diagonal entries of T,
-    with δ_ij = (x_j − x_i)/‖x_j − x_i‖ in ``X_emb`` (N, D) (0 for coinciding cells). Cells
-    without any transition get NaN, as in scVelo. ``autoscale`` divides by 3 × matplotlib's
-    quiver autoscale factor (see :func:`quiver_autoscale`), as scVelo does by default.
-    """
-    X_emb = np.asarray(X_emb, dtype=np.float64)
-    T = sp.csr_matrix(T, dtype=np.float64)
-    if T.shape != (X_emb.shape[0], X_emb.shape[0]):
-        raise ValueError(
-            f"T has shape {T.shape} but X_emb has {X_emb.shape[0]} cells; use the transition "
-            "matrix of the same cells as the embedding."
-        )
-    T = sp.csr_matrix(T - sp.diags(T.diagonal()))
-    T.eliminate_zeros()
-    n_cells = X_emb.shape[0]
-    rows = np.repeat(np.arange(n_cells), np.diff(T.indptr))
-    delta = X_emb[T.indices] - X_emb[rows]
-    norm = np.linalg.norm(delta, axis=1, keepdims=True)
-    delta = np.divide(delta, norm, out=np.zeros_like(delta), where=norm > 0)
-    count = np.bincount(rows, minlength=n_cells).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_prob = np.bincount(rows, weights=T.data, minlength=n_cells) / count
-    weighted = np.stack(
-        [np.bincount(rows, weights=T.data * d, minlength=n_cells) for d in delta.T], axis=1
-    )
-    summed = np.stack([np.bincount(rows, weights=d, minlength=n_cells) for d in delta.T], axis=1)
-    V_emb = weighted - mean_prob[:, None] * summed
-    if autoscale:
-        V_emb /= 3 * quiver_autoscale(X_emb, V_emb)
-    return V_emb
 
 
 def add_velocity_graph(

@@ -20,6 +20,9 @@ TIME_STATISTICS = ("mean", "max")
 STOPPING_RULES = ("velocity", "elbo")
 #: Where a fit runs: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu" or "cuda".
 DEVICES = ("auto", "cpu", "cuda")
+#: The scVelo baseline veloVI is compared with (see :mod:`core.baseline`): "steady_state" (the
+#: default) or "dynamical" (scVelo's EM: slow).
+BASELINES = ("steady_state", "dynamical")
 #: The fit's stages in the order the pipeline runs them (``uns['velodash']['timings']`` keys;
 #: the results file stores them in alphabetical order).
 STAGES = (

@@ -6,80 +6,128 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from core import __version__
-from core.options import PI_ESTIMATORS, POSTERIOR_MODES, STOPPING_RULES, TIME_STATISTICS
+from core.fit_options import FitOption, describe, option
+from core.options import (
+    BASELINES,
+    DEVICES,
+    PI_ESTIMATORS,
+    POSTERIOR_MODES,
+    STOPPING_RULES,
+    TIME_STATISTICS,
+)
 
 #: Analyses run after the posterior, in order; each can be left out with ``skip``.
 ANALYSES = ("graph", "intrinsic", "extrinsic", "coherence", "permutation", "baseline")
 #: Analyses that need another one: coherence and extrinsic uncertainty use the velocity graph.
 REQUIRES = {"extrinsic": "graph", "coherence": "graph"}
+#: numpy's largest seed (scanpy seeds numpy's legacy generator).
+_MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
 class FitParams:
-    """Every option of a fit; all of it is recorded in ``uns['velodash']['params']``."""
+    """Every option of a fit, each declared once here (type, default, help, range): the command
+    line, the JSON API, the home page and the pipeline's configs derive from it (`FIT_OPTIONS`).
+    All of it is recorded in ``uns['velodash']['params']`` and addresses the results
+    (`results_key`): renaming a field or changing a default orphans cached results."""
 
-    groupby: str | None = None
+    groupby: str | None = option(None, "obs column with cell types (default: auto-detect)")
     # preprocessing
-    normalize: bool = True
-    min_shared_counts: int = 20
-    n_top_genes: int = 2000
-    n_pcs: int = 30
-    n_neighbors: int = 30
-    compute_umap: bool = True
+    normalize: bool = option(
+        True,
+        "gene filtering, per-cell normalisation and HVG selection; simulated or "
+        "already-normalised data need none",
+    )
+    min_shared_counts: int = option(
+        20, "genes need this many spliced + unspliced counts (scVelo filter_genes)", min=0
+    )
+    n_top_genes: int = option(2000, "highly variable genes kept", min=1)
+    n_pcs: int = option(30, "principal components for the kNN graph", min=1)
+    n_neighbors: int = option(30, "neighbours for the kNN graph and the moments", min=2)
+    compute_umap: bool = option(True, "a UMAP when the data has none", cli=False)
     # model
-    n_hidden: int = 256
-    n_latent: int = 10
-    time_dependent_rate: bool = False
+    n_hidden: int = option(256, "hidden units of the encoder", min=1, cli=False)
+    n_latent: int = option(10, "latent dimensions", min=1, cli=False)
+    time_dependent_rate: bool = option(
+        False, "time-dependent transcription rate α(t) (veloVI paper, Fig. 5)"
+    )
     # training
-    max_epochs: int = 500
-    batch_size: int = 256
-    lr: float = 1e-2
-    weight_decay: float = 1e-2
-    patience: int = 45
-    early_stopping: bool = True
-    stopping: str = STOPPING_RULES[0]
-    pi_estimator: str = PI_ESTIMATORS[0]
-    device: str = "auto"
-    seed: int = 0
+    max_epochs: int = option(500, "most training epochs", min=1, max=100_000)
+    batch_size: int = option(256, "cells per training batch", min=2)
+    lr: float = option(1e-2, "Adam learning rate", min=1e-6, max=1.0, cli=False)
+    weight_decay: float = option(1e-2, "Adam weight decay", min=0.0, max=1.0, cli=False)
+    patience: int = option(45, "early-stopping patience", min=1)
+    early_stopping: bool = option(True, "early stopping (else training runs max_epochs)", cli=False)
+    stopping: str = option(
+        STOPPING_RULES[0],
+        "'velocity': stop once the velocity field has converged (or the ELBO stops "
+        "improving; the default); 'elbo': the reference veloVI's ELBO patience alone",
+        choices=STOPPING_RULES,
+    )
+    pi_estimator: str = option(
+        PI_ESTIMATORS[0],
+        "state weights in the training loss: 'sampled' (the reference veloVI's "
+        "reparameterised Dirichlet draw, the default) or 'expected' (E[log π], no sampling: "
+        "about 1.5x faster per epoch, but intrinsic uncertainty comes out too low and "
+        "extrinsic unlike the reference's)",
+        choices=PI_ESTIMATORS,
+    )
+    device: str = option(
+        DEVICES[0],
+        "where to fit: 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu' or 'cuda'",
+        choices=DEVICES,
+    )
+    seed: int = option(0, "random seed of every stage", min=0, max=_MAX_SEED)
     # posterior and analyses
-    n_samples: int = 25
-    posterior_mode: str = POSTERIOR_MODES[0]
-    time_statistic: str = TIME_STATISTICS[0]
-    n_samples_intrinsic: int = 100
-    n_samples_extrinsic: int = 25
-    permutation_cells: int = 200
-    baseline: str = "steady_state"
-    skip: tuple[str, ...] = field(default_factory=tuple)
+    n_samples: int = option(25, "posterior samples", min=1)
+    posterior_mode: str = option(
+        POSTERIOR_MODES[0],
+        "posterior estimator: 'rao-blackwell' (exact over the state weights, the default), "
+        "'sample' (the reference veloVI's Monte-Carlo) or 'mean' (deterministic, no sampling)",
+        choices=POSTERIOR_MODES,
+    )
+    time_statistic: str = option(
+        TIME_STATISTICS[0],
+        "latent time per cell and gene: 'mean', the reference veloVI's state-weighted mean "
+        "(the default), or 'max', the time of the most probable state (recovers simulated "
+        "time better; the velocity's per-gene scaling follows it)",
+        choices=TIME_STATISTICS,
+    )
+    n_samples_intrinsic: int = option(
+        100, "velocity draws per cell for the intrinsic uncertainty", min=1, cli=False
+    )
+    n_samples_extrinsic: int = option(
+        25, "future states per cell for the extrinsic uncertainty", min=1, cli=False
+    )
+    permutation_cells: int = option(
+        200, "most cells per cell type in the permutation score's t-tests", min=1, cli=False
+    )
+    baseline: str = option(
+        BASELINES[0],
+        "scVelo baseline to compare with ('dynamical' runs scVelo's EM: slow)",
+        choices=BASELINES,
+    )
+    skip: tuple[str, ...] = option(
+        (),
+        f"leave an analysis out (repeatable): {', '.join(ANALYSES)}",
+        choices=ANALYSES,
+        item="analysis",
+    )
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.skip) - set(ANALYSES))
-        if unknown:
-            raise ValueError(
-                f"unknown analysis to skip: {', '.join(unknown)}; choose from {', '.join(ANALYSES)}"
-            )
-        for name, value, choices in (
-            ("posterior_mode", self.posterior_mode, POSTERIOR_MODES),
-            ("pi_estimator", self.pi_estimator, PI_ESTIMATORS),
-            ("stopping", self.stopping, STOPPING_RULES),
-            ("time_statistic", self.time_statistic, TIME_STATISTICS),
-        ):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        if self.baseline not in ("steady_state", "dynamical"):
-            raise ValueError("baseline must be 'steady_state' or 'dynamical'")
+        for name, declared in FIT_OPTIONS.items():
+            declared.check(getattr(self, name))
+        object.__setattr__(self, "skip", tuple(self.skip))
 
     @classmethod
-    def from_dict(cls, values: dict) -> FitParams:
-        """Build from a (JSON) dict, ignoring unknown keys; lists become tuples."""
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in values.items() if k in names}
-        if "skip" in kwargs:
-            kwargs["skip"] = tuple(kwargs["skip"])
-        return cls(**kwargs)
+    def from_dict(cls, values: Mapping[str, Any]) -> FitParams:
+        """Build from a (JSON) dict, ignoring unknown keys (a record of an older version)."""
+        return cls(**{k: v for k, v in values.items() if k in FIT_OPTIONS})
 
     def to_dict(self) -> dict:
         """JSON-able dict of every option."""
@@ -87,9 +135,34 @@ class FitParams:
         values["skip"] = list(self.skip)
         return values
 
+    def for_config(self, config: type) -> dict[str, Any]:
+        """The options that dataclass `config` (PreprocessConfig, ModelConfig, TrainConfig) has a
+        field of the same name for, with their values: ``config(**params.for_config(config))``."""
+        return {f.name: getattr(self, f.name) for f in fields(config) if f.name in FIT_OPTIONS}
+
     def analyses(self) -> list[str]:
         """Analyses that will run: not skipped, and with what they need not skipped."""
         return [a for a in ANALYSES if a not in self.skip and REQUIRES.get(a) not in self.skip]
+
+
+#: Every fit option, in declaration order (see `core.fit_options.FitOption`).
+FIT_OPTIONS: dict[str, FitOption] = describe(FitParams)
+
+
+def parse_fit_options(values: Mapping[str, Any]) -> FitParams:
+    """`FitParams` from option names and values (a request's JSON object, a configuration's
+    overrides); options not given keep their defaults. Raises ValueError naming unknown
+    options, or an option with its bad value and what it allows."""
+    if not isinstance(values, Mapping):
+        raise ValueError(
+            f"fit options must be an object of option names and values; got {type(values).__name__}"
+        )
+    unknown = sorted(set(map(str, values)) - set(FIT_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown fit option(s): {', '.join(unknown)}; known: {', '.join(sorted(FIT_OPTIONS))}"
+        )
+    return FitParams(**values)
 
 
 @dataclass

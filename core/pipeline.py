@@ -149,18 +149,7 @@ def _prepare(adata: AnnData, params: FitParams, stages: _Stages) -> _Prepared:
         stages.stage("preprocess", "preprocessing: filter, normalise, moments, embedding"),
         _quiet_libraries(),
     ):
-        result = preprocess(
-            adata,
-            PreprocessConfig(
-                min_shared_counts=params.min_shared_counts,
-                n_top_genes=params.n_top_genes,
-                n_pcs=params.n_pcs,
-                n_neighbors=params.n_neighbors,
-                normalize=params.normalize,
-                compute_umap=params.compute_umap,
-                seed=params.seed,
-            ),
-        )
+        result = preprocess(adata, PreprocessConfig(**params.for_config(PreprocessConfig)))
     return _Prepared(result, groupby, notes)
 
 
@@ -200,26 +189,14 @@ def _fit_prepared(
         model = VeloVI(
             result.layers["Ms"],
             result.layers["Mu"],
-            ModelConfig(
-                n_hidden=params.n_hidden,
-                n_latent=params.n_latent,
-                time_dependent_rate=params.time_dependent_rate,
-            ),
+            ModelConfig(**params.for_config(ModelConfig)),
             device=params.device,
             seed=params.seed,
         )
         history = model.train(
             TrainConfig(
-                max_epochs=params.max_epochs,
-                batch_size=params.batch_size,
-                lr=params.lr,
-                weight_decay=params.weight_decay,
-                patience=params.patience,
-                early_stopping=params.early_stopping,
+                **params.for_config(TrainConfig),
                 convergence=ConvergenceRule() if params.stopping == "velocity" else None,
-                pi_estimator=params.pi_estimator,
-                time_statistic=params.time_statistic,
-                seed=params.seed,
             ),
             progress=on_epoch,
             should_stop=should_stop,

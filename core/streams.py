@@ -1,10 +1,12 @@
-"""Velocity streams in an embedding: scVelo's velocity grid and matplotlib's streamlines.
+"""Velocity in an embedding: scVelo's projection, velocity grid and matplotlib's streamlines.
 
-``velocity_grid`` is scVelo's ``compute_velocity_on_grid`` with the neighbour count capped
-(scVelo's N/50 is 20 000 per grid node at 1M cells); ``streamlines`` runs matplotlib's
-``streamplot`` integrator off-screen and returns flat float32 polylines and arrowheads for
-plotly; ``quiver_autoscale`` is scVelo's arrow scale. numpy/scipy/matplotlib only (no torch), so
-the web process draws streams without loading the model's libraries.
+``velocity_embedding`` projects a transition matrix (:mod:`core.graph`) into the embedding as
+``scv.tl.velocity_embedding``; ``velocity_grid`` is scVelo's ``compute_velocity_on_grid`` with
+the neighbour count capped (scVelo's N/50 is 20 000 per grid node at 1M cells);
+``streamlines`` runs matplotlib's ``streamplot`` integrator off-screen and returns flat float32
+polylines and arrowheads for plotly; ``quiver_autoscale`` is scVelo's arrow scale, which both
+the projection and the arrow grid divide by. numpy/scipy/matplotlib only (no torch), so the web
+process draws streams without loading the model's libraries.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 from matplotlib.figure import Figure
 from scipy.interpolate import RegularGridInterpolator
 from scipy.stats import norm
@@ -39,6 +42,41 @@ def quiver_autoscale(X_emb: np.ndarray, V_emb: np.ndarray) -> float:
     )
     quiver._init()
     return float(quiver.scale / scale_factor)
+
+
+def velocity_embedding(T: sp.spmatrix, X_emb: np.ndarray, autoscale: bool = True) -> np.ndarray:
+    """Velocities projected into an embedding, (N, D), equal to ``scv.tl.velocity_embedding``.
+
+    ν_i = Σ_j T_ij δ_ij − mean_j(T_ij) Σ_j δ_ij over the stored off-diagonal entries of T,
+    with δ_ij = (x_j − x_i)/‖x_j − x_i‖ in ``X_emb`` (N, D) (0 for coinciding cells). Cells
+    without any transition get NaN, as in scVelo. ``autoscale`` divides by 3 × matplotlib's
+    quiver autoscale factor (see :func:`quiver_autoscale`), as scVelo does by default.
+    """
+    X_emb = np.asarray(X_emb, dtype=np.float64)
+    T = sp.csr_matrix(T, dtype=np.float64)
+    if T.shape != (X_emb.shape[0], X_emb.shape[0]):
+        raise ValueError(
+            f"T has shape {T.shape} but X_emb has {X_emb.shape[0]} cells; use the transition "
+            "matrix of the same cells as the embedding."
+        )
+    T = sp.csr_matrix(T - sp.diags(T.diagonal()))
+    T.eliminate_zeros()
+    n_cells = X_emb.shape[0]
+    rows = np.repeat(np.arange(n_cells), np.diff(T.indptr))
+    delta = X_emb[T.indices] - X_emb[rows]
+    norm = np.linalg.norm(delta, axis=1, keepdims=True)
+    delta = np.divide(delta, norm, out=np.zeros_like(delta), where=norm > 0)
+    count = np.bincount(rows, minlength=n_cells).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prob = np.bincount(rows, weights=T.data, minlength=n_cells) / count
+    weighted = np.stack(
+        [np.bincount(rows, weights=T.data * d, minlength=n_cells) for d in delta.T], axis=1
+    )
+    summed = np.stack([np.bincount(rows, weights=d, minlength=n_cells) for d in delta.T], axis=1)
+    V_emb = weighted - mean_prob[:, None] * summed
+    if autoscale:
+        V_emb /= 3 * quiver_autoscale(X_emb, V_emb)
+    return V_emb
 
 
 @dataclass

@@ -7,17 +7,13 @@ import argparse
 import getpass
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from core.options import (
-    DEVICES,
-    PI_ESTIMATORS,
-    POSTERIOR_MODES,
-    STOPPING_RULES,
-    TIME_STATISTICS,
-    in_pipeline_order,
-)
-from core.params import ANALYSES, FitParams, ProgressEvent
+from core.fit_options import FitOption
+from core.options import in_pipeline_order
+from core.params import FIT_OPTIONS, FitParams, ProgressEvent
 from dashboard.config import ROLES, SAMPLE_PATH
 
 
@@ -28,82 +24,56 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
         description="Fit veloVI on INPUT (.h5ad or .loom with layers 'spliced' and 'unspliced') "
         "and write the results AnnData (velocity, uncertainty, coherence, permutation scores).",
     )
-    d = FitParams()
     p.add_argument("input", type=Path, help="raw dataset (.h5ad or .loom)")
     p.add_argument("--out", type=Path, help="results file (default: ./<input>.velodash.h5ad)")
-    p.add_argument("--groupby", help="obs column with cell types (default: auto-detect)")
-    p.add_argument("--max-epochs", type=int, default=d.max_epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience")
-    p.add_argument("--device", choices=DEVICES, default=d.device)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--n-samples", type=int, default=d.n_samples, help="posterior samples")
-    p.add_argument(
-        "--posterior-mode",
-        choices=POSTERIOR_MODES,
-        default=d.posterior_mode,
-        help="posterior estimator: 'rao-blackwell' (exact over the state weights, the default), "
-        "'sample' (the reference veloVI's Monte-Carlo) or 'mean' (deterministic, no sampling)",
-    )
-    p.add_argument(
-        "--pi-estimator",
-        choices=PI_ESTIMATORS,
-        default=d.pi_estimator,
-        help="state weights in the training loss: 'sampled' (the reference veloVI's "
-        "reparameterised Dirichlet draw, the default) or 'expected' (E[log π], no sampling: "
-        "about 1.5x faster per epoch, but intrinsic uncertainty comes out too low and "
-        "extrinsic unlike the reference's)",
-    )
-    p.add_argument(
-        "--time-statistic",
-        choices=TIME_STATISTICS,
-        default=d.time_statistic,
-        help="latent time per cell and gene: 'mean', the reference veloVI's state-weighted mean "
-        "(the default), or 'max', the time of the most probable state (recovers simulated "
-        "time better; the velocity's per-gene scaling follows it)",
-    )
-    p.add_argument(
-        "--stopping",
-        choices=STOPPING_RULES,
-        default=d.stopping,
-        help="'velocity': stop once the velocity field has converged (or the ELBO stops "
-        "improving; the default); 'elbo': the reference veloVI's ELBO patience alone",
-    )
+    for option in FIT_OPTIONS.values():
+        if option.cli:
+            p.add_argument(option.flag, dest=option.name, **_fit_argument(option))
     p.add_argument(
         "--threads",
         type=int,
         help="CPU threads for torch (default: $VELODASH_THREADS, else every core)",
     )
-    p.add_argument(
-        "--no-normalize",
-        action="store_true",
-        help="skip gene filtering, normalisation and HVG selection (simulated or normalised data)",
-    )
-    p.add_argument("--min-shared-counts", type=int, default=d.min_shared_counts)
-    p.add_argument("--n-top-genes", type=int, default=d.n_top_genes)
-    p.add_argument("--n-pcs", type=int, default=d.n_pcs)
-    p.add_argument("--n-neighbors", type=int, default=d.n_neighbors)
-    p.add_argument(
-        "--time-dependent-rate",
-        action="store_true",
-        help="time-dependent transcription rate α(t) (veloVI paper, Fig. 5)",
-    )
-    p.add_argument(
-        "--skip",
-        action="append",
-        default=[],
-        choices=ANALYSES,
-        metavar="NAME",
-        help=f"leave an analysis out (repeatable): {', '.join(ANALYSES)}",
-    )
-    p.add_argument(
-        "--baseline",
-        choices=["steady_state", "dynamical"],
-        default=d.baseline,
-        help="scVelo baseline to compare with ('dynamical' runs scVelo's EM: slow)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
+
+
+def _fit_argument(option: FitOption) -> dict[str, Any]:
+    """`add_argument` keywords for a fit option, from its declaration in `core.params`."""
+    if option.kind is bool:
+        if option.default:
+            return {"action": "store_false", "help": f"switch off {option.help}"}
+        return {"action": "store_true", "help": option.help}
+    if option.kind is tuple:
+        return {
+            "action": "append",
+            "default": [],
+            "choices": option.choices,
+            "metavar": "NAME",
+            "help": option.help,
+        }
+    if option.choices:
+        return {"choices": option.choices, "default": option.default, "help": option.help}
+    if option.kind in (int, float):
+        help = f"{option.help} (default: %(default)s)"
+        return {"type": _checked_number(option), "default": option.default, "help": help}
+    return {"default": option.default, "help": option.help}
+
+
+def _checked_number(option: FitOption) -> Callable[[str], int | float]:
+    """An argparse `type` reading a number for `option` and refusing values it does not allow."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = option.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {option.allowed()}; got {text!r}") from None
+        problem = option.problem(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
 
 
 def _simulate_parser(sub: argparse._SubParsersAction) -> None:
@@ -219,30 +189,15 @@ class _FitReporter:
             self.stage = event.stage
 
 
+def fit_params(args: argparse.Namespace) -> FitParams:
+    """The `FitParams` of parsed `velodash fit` arguments (options without a flag: defaults)."""
+    return FitParams(**{name: getattr(args, name) for name, o in FIT_OPTIONS.items() if o.cli})
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from core.pipeline import fit_file
 
-    params = FitParams(
-        groupby=args.groupby,
-        normalize=not args.no_normalize,
-        min_shared_counts=args.min_shared_counts,
-        n_top_genes=args.n_top_genes,
-        n_pcs=args.n_pcs,
-        n_neighbors=args.n_neighbors,
-        time_dependent_rate=args.time_dependent_rate,
-        max_epochs=args.max_epochs,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        device=args.device,
-        seed=args.seed,
-        n_samples=args.n_samples,
-        posterior_mode=args.posterior_mode,
-        pi_estimator=args.pi_estimator,
-        time_statistic=args.time_statistic,
-        stopping=args.stopping,
-        baseline=args.baseline,
-        skip=tuple(args.skip),
-    )
+    params = fit_params(args)
     out = args.out or Path.cwd() / f"{args.input.stem}.velodash.h5ad"
     start = time.perf_counter()
     path = fit_file(

@@ -1,5 +1,6 @@
-"""core.graph against scVelo itself (velocity_graph, get_transition_matrix, velocity_embedding)
-on the same scVelo-preprocessed simulation and the same neighbours."""
+"""core.graph against scVelo itself (velocity_graph, get_transition_matrix) and the embedding
+projection (core.streams.velocity_embedding, through add_velocity_graph) against
+velocity_embedding, on the same scVelo-preprocessed simulation and the same neighbours."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from core import graph
+from core.streams import velocity_embedding
 
 scv = pytest.importorskip("scvelo")
 scv.settings.verbosity = 0
@@ -133,7 +135,7 @@ def test_embedding_matches_scvelo(simulated):
 def test_embedding_of_cells_without_transitions_is_nan():
     T = sp.csr_matrix(np.array([[0.0, 0.6, 0.4], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
     X = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
-    V = graph.velocity_embedding(T, X, autoscale=False)
+    V = velocity_embedding(T, X, autoscale=False)
     # cell 0: 0.6·(1,0) + 0.4·(0,1) − mean(0.6, 0.4)·((1,0) + (0,1)); cell 2 has only itself
     np.testing.assert_allclose(V[:2], [[0.1, -0.1], [0.0, 0.0]], atol=1e-12)
     assert np.isnan(V[2]).all()

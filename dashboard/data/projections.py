@@ -3,8 +3,9 @@
 * veloVI: ``obsm['velocity_umap']``, written by the fit.
 * scVelo baseline: ``obsm['velocity_baseline_umap']`` when a fit wrote it, else projected here
   from ``layers['velocity_baseline']`` exactly as the fit projects veloVI's velocity (velocity
-  graph over the kNN-of-kNN candidates, transition matrix with negative cosines, embedding
-  projection: :mod:`core.graph`), so both streams come from the same procedure.
+  graph over the kNN-of-kNN candidates, transition matrix with negative cosines:
+  :mod:`core.graph`; embedding projection: :mod:`core.streams`), so both streams come from the
+  same procedure.
 * Their per-cell agreement (cosine of the two 2-D vectors) and the local confidence of a
   stream point (from extrinsic uncertainty of the nearest cells).
 
@@ -40,12 +41,8 @@ def baseline_missing_reason(results: Results) -> str | None:
 
 
 def _project_baseline(results: Results) -> np.ndarray:
-    from core.graph import (
-        candidate_neighbors,
-        transition_matrix,
-        velocity_embedding,
-        velocity_graph,
-    )
+    from core.graph import candidate_neighbors, transition_matrix, velocity_graph
+    from core.streams import velocity_embedding
 
     V = results.layer_matrix("velocity_baseline")
     X = results.layer_matrix("Ms")
