@@ -8,7 +8,8 @@
    and the colouring chosen vary), and time the whole interaction. Each user also polls the
    job state every 4 s, as an open page does.
 3. **Report.** Per interaction: count, errors, p50/p95/p99 (ms); server RSS and PSS (summed
-   over gunicorn's master and workers) before and after; the 1-minute load average.
+   over gunicorn's master and workers, and per process) before and after; the 1-minute load
+   average.
 
 Self-hosted (default): starts redis-server and ``velodash serve --workers 2`` on a fake
 results file (5,000 cells × 300 genes, tests/fake_results.py) in a temp folder::
@@ -135,6 +136,7 @@ def _wait(condition, timeout: float = 60.0) -> None:
 def capture(url: str, auth_header: str, dataset: str, genes: list[str]) -> list[Flow]:
     """Record the requests of each interaction with the real app in headless Chromium.
 
+    `genes` (≥ 2) are the gene names replay varies; empty: those of the gene table's first page.
     The job-state polls a page makes on its own timer are kept apart (the first one as the
     "job poll" flow): replay sends them on their own schedule, not as part of a click.
     """
@@ -152,6 +154,7 @@ def capture(url: str, auth_header: str, dataset: str, genes: list[str]) -> list[
 
         title = driver.find_element("css selector", "#gene-title").text
         cells = driver.find_elements("css selector", '#gene-table td[data-dash-column="gene"]')
+        genes = genes or [c.text for c in cells]  # a running server's dataset: its table's genes
         target = next(c for c in cells if c.text != title)
         clicked = target.text
         target.click()
@@ -262,16 +265,27 @@ def _describe(request: Request) -> str:
 
 
 # -- server measurements and report ----------------------------------------------------------------
-def server_memory(pid: int) -> dict[str, float]:
-    """RSS and PSS (MB) summed over process `pid` and its descendants, and their count."""
+def server_memory(pid: int) -> dict:
+    """RSS and PSS (MB) summed over process `pid` and its descendants, their count, and
+    `per_process`: pid, role and RSS/PSS/USS (MB) of each. Roles: "master" (`pid`), "worker"
+    (a fork with the master's command line: a gunicorn worker), "child" (any other process,
+    e.g. the local queue's worker)."""
     root = psutil.Process(pid)
-    processes = [root, *root.children(recursive=True)]
-    rss = pss = 0.0
-    for proc in processes:
+    each = []
+    for proc in [root, *root.children(recursive=True)]:
         info = proc.memory_full_info()
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
-    return {"rss_mb": rss / 2**20, "pss_mb": pss / 2**20, "processes": len(processes)}
+        same = proc.cmdline() == root.cmdline()
+        each.append({
+            "pid": proc.pid,
+            "role": "master" if proc.pid == pid else ("worker" if same else "child"),
+            **{f"{k}_mb": getattr(info, k, info.rss) / 2**20 for k in ("rss", "pss", "uss")},
+        })  # fmt: skip
+    return {
+        "rss_mb": sum(p["rss_mb"] for p in each),
+        "pss_mb": sum(p["pss_mb"] for p in each),
+        "processes": len(each),
+        "per_process": each,
+    }
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -358,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             header = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             print(f"capturing the browser's requests from {url} ...", flush=True)
-            flows = capture(url, header, dataset, genes or ["?", "?"])
+            flows = capture(url, header, dataset, genes)
             for flow in flows:
                 print(f"  {flow.name}: {len(flow.requests)} requests", flush=True)
             before = server_memory(pid) if pid else None
@@ -386,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
             f"server ({before['processes']} processes): RSS {before['rss_mb']:.0f} → "
             f"{after['rss_mb']:.0f} MB, PSS {before['pss_mb']:.0f} → {after['pss_mb']:.0f} MB"
         )
+        started = {p["pid"]: p for p in before["per_process"]}
+        for now in after["per_process"]:
+            was = started.get(now["pid"], {"rss_mb": float("nan"), "pss_mb": float("nan")})
+            print(f"  {now['role']} {now['pid']}: RSS {was['rss_mb']:.0f} → {now['rss_mb']:.0f} "
+                  f"MB, PSS {was['pss_mb']:.0f} → {now['pss_mb']:.0f} MB")  # fmt: skip
     for error in sorted(set(errors))[:10]:
         print("  error:", error)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -394,16 +394,16 @@ def test_stream_recolour_sends_typed_patch_and_url(page_app):
 def test_home_fit_queues_one_job_and_upload_error(page_app):
     from dashboard.web.pages import home
 
-    message, polls = home.submit_fit(1, "sample", "cpu", 12, 4)
+    message, polls = home.submit_fit(1, "sample", 4, {"device": "cpu", "max_epochs": 12})
     assert (message.children, message.className, polls) == ("Fit queued.", home.FIT_NOTE, 5)
     queue = context.current_queue()
     (job,) = queue.active_for("sample")
     assert (job.params["device"], job.params["max_epochs"], job.owner) == ("cpu", 12, "local")
     # Asking again (another tab, another visitor) joins the same job.
-    message, _ = home.submit_fit(2, "sample", "cpu", 12, 5)
+    message, _ = home.submit_fit(2, "sample", 5, {"device": "cpu", "max_epochs": 12})
     assert message.children.startswith("Already being fitted (started by local)")
     assert [j.id for j in queue.active_for("sample")] == [job.id]
-    refused, polls = home.submit_fit(3, "sample", "cpu", -4, 6)
+    refused, polls = home.submit_fit(3, "sample", 6, {"device": "cpu", "max_epochs": -4})
     assert "max_epochs" in refused.children and polls is dash.no_update
     message, notice, href = home.receive_upload(_data_url(b"garbage"), "x.h5ad")
     assert "not an HDF5 file" in str(message.children)

@@ -20,7 +20,7 @@ from layout_tree import find, text
 from servers import RedisServer
 
 from core.options import STAGE_SPAN
-from core.params import FitParams, ProgressEvent
+from core.params import FIT_OPTIONS, FitParams, ProgressEvent
 from dashboard.config import AppConfig
 from dashboard.data.datasets import DatasetRegistry
 from dashboard.hosting.users import User
@@ -131,9 +131,31 @@ def test_cuda_is_not_offered_without_a_gpu(home, monkeypatch):
     cuda = next(o for o in radio.options if o["value"] == "cuda")
     assert cuda["disabled"] is True and "none found" in cuda["label"]
     # the server refuses a CUDA fit whatever the browser sends
-    message, polls = module.submit_fit(1, "sample", "cuda", 5, 0)
+    message, polls = module.submit_fit(1, "sample", 0, {"device": "cuda", "max_epochs": 5})
     assert "no CUDA GPU is available" in text(message) and polls is module.no_update
     assert context.current_queue().active_for("sample") == []
+
+
+def test_fit_controls_follow_the_declared_options(home):
+    """The controls are made from `core.params.FIT_OPTIONS`: label, tooltip, range, choices,
+    default; a cleared box means the option's default."""
+    module, _ = home
+    layout = module.layout(ds="sample")
+    epochs, declared = find(layout, "fit-epochs"), FIT_OPTIONS["max_epochs"]
+    assert (epochs.min, epochs.max, epochs.step) == (declared.min, declared.max, 1)
+    assert epochs.value == declared.default == 500
+    radio = find(layout, "fit-device")
+    assert [o["value"] for o in radio.options] == list(FIT_OPTIONS["device"].choices)
+    controls = module.fit_controls(FitParams().to_dict(), None)
+    labels = [c for c in controls if isinstance(c, module.html.Label)]
+    assert [(label.children, label.title) for label in labels] == [
+        ("Device", FIT_OPTIONS["device"].help),
+        ("Max epochs", declared.help),
+    ]
+    message, _ = module.submit_fit(1, "sample", 0, {"device": "cpu", "max_epochs": None})
+    assert text(message) == "Fit queued."
+    (job,) = context.current_queue().active_for("sample")
+    assert job.params["max_epochs"] == declared.default and job.params["device"] == "cpu"
 
 
 def test_the_queue_refuses_a_cuda_fit_without_a_gpu(home, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import dash
 import flask
@@ -24,7 +25,9 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
+from core.fit_options import FitOption
 from core.options import DEVICES, in_pipeline_order
+from core.params import FIT_OPTIONS
 from dashboard import figures
 from dashboard.data.datasets import Dataset, UnknownDataset, UploadError
 from dashboard.hosting import auth
@@ -47,6 +50,9 @@ SOURCES = {
 }
 
 
+#: The fit options the home page offers (declared in `core.params.FitParams`), and the ids of
+#: their controls; the request's other options keep their defaults.
+FIT_CONTROLS = {"device": "fit-device", "max_epochs": "fit-epochs"}
 #: How the Device choices (`core.options.DEVICES`) read, with a usable CUDA GPU and without one.
 DEVICE_LABELS = {
     "auto": ("auto (GPU when available)", "auto (CPU: no CUDA GPU found)"),
@@ -66,6 +72,32 @@ def device_options(cuda: bool | None) -> list[dict]:
         }
         for device in DEVICES
     ]
+
+
+def fit_controls(values: dict[str, Any], cuda: bool | None) -> list:
+    """A label (its tooltip: the option's help) and a control per `FIT_CONTROLS` option, set
+    to `values`: radio items for a choice (the devices as `device_options` says them), else a
+    number box with the declared range."""
+    children: list = []
+    for name, control_id in FIT_CONTROLS.items():
+        option: FitOption = FIT_OPTIONS[name]
+        children.append(html.Label(option.label, className="label", title=option.help))
+        if option.choices:
+            choices = device_options(cuda) if name == "device" else option.choices
+            children.append(dcc.RadioItems(choices, values[name], id=control_id))
+        else:
+            step = 1 if option.kind is int else "any"
+            children.append(
+                dcc.Input(
+                    id=control_id,
+                    type="number",
+                    min=option.min,
+                    max=option.max,
+                    step=step,
+                    value=values[name],
+                )
+            )
+    return children
 
 
 def _breakable(name: str) -> list:
@@ -176,21 +208,7 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                             ui.section(
                                 "Fit veloVI",
                                 html.Div(
-                                    [
-                                        html.Label("Device", className="label"),
-                                        dcc.RadioItems(
-                                            device_options(cuda), defaults.device, id="fit-device"
-                                        ),
-                                        html.Label("Max epochs", className="label"),
-                                        dcc.Input(
-                                            id="fit-epochs",
-                                            type="number",
-                                            min=1,
-                                            step=1,
-                                            value=defaults.max_epochs,
-                                        ),
-                                    ],
-                                    className="control",
+                                    fit_controls(defaults.to_dict(), cuda), className="control"
                                 ),
                                 html.Div(
                                     [
@@ -301,23 +319,23 @@ def summary_view(ds: str | None) -> html.Div:
 @callback(
     Output("fit-status", "children"),
     Output(ui.JOB_POLL, "n_intervals", allow_duplicate=True),
-    Input("fit-btn", "n_clicks"),
-    State("home-ds", "data"),
-    State("fit-device", "value"),
-    State("fit-epochs", "value"),
-    State(ui.JOB_POLL, "n_intervals"),
+    inputs={"clicks": Input("fit-btn", "n_clicks")},
+    state={
+        "ds": State("home-ds", "data"),
+        "polls": State(ui.JOB_POLL, "n_intervals"),
+        "options": {name: State(control, "value") for name, control in FIT_CONTROLS.items()},
+    },
     prevent_initial_call=True,
 )
-def submit_fit(clicks, ds, device, epochs, polls):
-    """Queue a fit of the shown dataset (editors), or join the one already queued or running."""
+def submit_fit(clicks: int | None, ds: str | None, polls: int | None, options: dict[str, Any]):
+    """Queue a fit of the shown dataset with the `options` of the page's controls (an empty one
+    keeps its default), or join the fit already queued or running (editors)."""
     if not clicks:
         raise PreventUpdate
     try:
         user = auth.require("editor", "Fitting")
         dataset = context.current_registry().get(ds)
-        requested = {"device": device or "auto"}
-        if epochs is not None:
-            requested["max_epochs"] = epochs
+        requested = {name: value for name, value in options.items() if value is not None}
         params = parse_fit_params(context.current_registry().config, requested)
         job, created = context.current_queue().submit(dataset, params, user.name)
     except auth.Forbidden as err:
