@@ -5,6 +5,7 @@ local worker executing jobs."""
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -122,6 +123,53 @@ def test_silent_running_jobs_are_reaped_with_their_partial_files(store, tmp_path
     failed = store.get(job.id)
     assert failed.state == "failed" and "worker running this fit stopped" in failed.error
     assert not partial.exists()
+
+
+def test_an_interrupted_job_goes_back_to_its_place_in_the_queue(store):
+    now = time.time()
+    first, second = (store.add(_job(f"i{i}", created=now + i)) for i in range(2))
+    assert store.transition(first.id, ["queued"], "running")
+    assert store.position(store.get(second.id)) == 1
+    assert store.transition(first.id, ["running"], "queued")  # a local worker stopping
+    assert [store.position(store.get(j.id)) for j in (first, second)] == [1, 2]
+
+
+def test_only_one_process_publishes_a_lost_job_again(redis_url):
+    store = RedisJobStore(redis_url, prefix=f"t{new_job_id()}:")
+    job = store.add(_job("lost", published=100.0))
+    seen = store.get(job.id)
+    results = []
+    barrier = threading.Barrier(8)
+
+    def republish():
+        barrier.wait()
+        results.append(store.mark_published(seen, 200.0))
+
+    threads = [threading.Thread(target=republish) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert store.get(job.id).published == 200.0
+    assert store.mark_published(store.get(job.id), 300.0)  # seen afresh: allowed again
+    store.transition(job.id, ["queued"], "running")
+    assert not store.mark_published(store.get(job.id), 400.0)  # only queued jobs
+
+
+def test_a_job_table_of_an_older_version_gains_the_new_columns(tmp_path):
+    path = tmp_path / "jobs.sqlite"
+    old = _job("old", state="done")
+    record = {k: v for k, v in old.to_record(native=True).items() if k != "published"}
+    with sqlite3.connect(path) as conn:  # the table as the previous version made it
+        conn.execute(f"CREATE TABLE jobs (id TEXT PRIMARY KEY, {', '.join(list(record)[1:])})")
+        conn.execute(
+            f"INSERT INTO jobs VALUES ({', '.join('?' * len(record))})", [*record.values()]
+        )
+    store = SqliteJobStore(path)
+    assert store.get(old.id) == old
+    job = store.add(_job("new", published=5.0))
+    assert store.get(job.id).published == 5.0
 
 
 def test_an_unreachable_redis_is_reported_not_raised_raw():

@@ -11,7 +11,6 @@ child process (`velodash worker`), which stops with it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
 import signal
@@ -26,8 +25,8 @@ from gunicorn.app.base import BaseApplication
 
 from dashboard.config import ENV_CONFIG, ENV_REDIS_URL, AppConfig
 from dashboard.hosting.settings import HostedConfig, load_config
+from dashboard.jobs.runner import child_env, end_with_parent
 
-_PR_SET_PDEATHSIG = 1
 #: Builds the Dash app for a configuration (`dashboard.web.app.create_app`).
 AppFactory = Callable[[AppConfig], Any]
 
@@ -88,8 +87,7 @@ def serve(hosted: HostedConfig, app_factory: AppFactory) -> None:
     without Redis."""
     local_worker = None
     if not hosted.app.redis_url:
-        env = {**os.environ, "VELODASH_PARENT_PID": str(os.getpid())}
-        local_worker = subprocess.Popen(_local_worker_command(hosted), env=env)
+        local_worker = subprocess.Popen(_local_worker_command(hosted), env=child_env())
     print(
         f"velodash: serving on {hosted.serve.url} with {hosted.serve.workers} workers "
         f"(config: {hosted.path or 'environment'})",
@@ -102,17 +100,6 @@ def serve(hosted: HostedConfig, app_factory: AppFactory) -> None:
             local_worker.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 local_worker.wait(30)
-
-
-def _stop_with_parent() -> None:
-    """A local worker started by `serve` ends (SIGTERM) when its parent does."""
-    parent = os.environ.get("VELODASH_PARENT_PID")
-    if parent is None:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != int(parent):
-        sys.exit(0)
 
 
 def run_worker(hosted: HostedConfig, concurrency: int | None) -> None:
@@ -139,12 +126,12 @@ def run_worker(hosted: HostedConfig, concurrency: int | None) -> None:
     from dashboard.jobs.store import SqliteJobStore
     from dashboard.jobs.worker import LocalWorker
 
-    _stop_with_parent()
-    worker = LocalWorker(SqliteJobStore(hosted.app.cache_dir / "jobs.sqlite"), concurrency)
+    end_with_parent(signal.SIGTERM)  # a local worker started by `serve` stops with it
+    store = SqliteJobStore.in_cache(hosted.app.cache_dir)
+    worker = LocalWorker(store, concurrency)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop(timeout=0))
     print(
-        f"velodash: local queue worker running {concurrency} fit(s) at a time "
-        f"(jobs: {hosted.app.cache_dir / 'jobs.sqlite'})",
+        f"velodash: local queue worker running {concurrency} fit(s) at a time (jobs: {store.path})",
         flush=True,
     )
     worker.run()

@@ -4,7 +4,9 @@ One job per content key (dataset fingerprint + every fit option, `core.params.re
 asking for a fit that is queued or running returns that job, and asking for one whose
 results exist returns a *done* job at once. Locally the jobs are rows of a SQLite file that a
 `LocalWorker` executes; hosted, they are Redis records and each new job is published to the
-Celery workers. Web processes never run a fit themselves, so they never import torch or CUDA.
+Celery workers, and every look at the queue also publishes again any queued job whose message
+was lost (`celery_app.republish_lost`). Web processes never run a fit themselves, so they never
+import torch or CUDA.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def open_store(config: AppConfig) -> JobStore:
     """The job store of a configuration: Redis when `redis_url` is set, else SQLite."""
     if config.redis_url:
         return RedisJobStore(config.redis_url)
-    return SqliteJobStore(config.cache_dir / "jobs.sqlite")
+    return SqliteJobStore.in_cache(config.cache_dir)
 
 
 class JobQueue:
@@ -121,13 +123,18 @@ class JobQueue:
         self._reap_lock = threading.Lock()
 
     def _reap(self) -> None:
-        """Fail jobs of dead workers, at most every REAP_INTERVAL_S per process."""
+        """Fail jobs of dead workers and, hosted, publish again queued jobs whose message was
+        lost; at most every REAP_INTERVAL_S per process."""
         now = time.monotonic()
         with self._reap_lock:
             if now - self._last_reap < REAP_INTERVAL_S:
                 return
             self._last_reap = now
         reap_stale(self.store)
+        if self._celery is not None:
+            from dashboard.jobs.celery_app import republish_lost
+
+            republish_lost(self._celery, self.store)
 
     def submit(self, dataset: Dataset, params: FitParams, owner: str) -> tuple[Job, bool]:
         """The job fitting `dataset` with `params`: existing or new; (job, whether new).
@@ -159,7 +166,8 @@ class JobQueue:
             job.started = job.finished = now
             return self.store.add(job), True
         progress = {"stage": "queued", "fraction": 0.0, "message": "waiting for a worker"}
-        fresh = Job(new_job_id(), progress=progress, **common)
+        published = now if self._celery is not None else None  # just below
+        fresh = Job(new_job_id(), progress=progress, published=published, **common)
         job = self.store.add(fresh)
         if job.id != fresh.id:
             return job, False

@@ -42,6 +42,8 @@ REPORT_INTERVAL_S = 0.3
 #: How often a running fit checks `should_stop`, and how long it waits after SIGTERM.
 STOP_POLL_S = 0.25
 STOP_GRACE_S = 5.0
+#: The pid of the process that started this one, for `end_with_parent` (set by `child_env`).
+ENV_PARENT_PID = "VELODASH_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -221,10 +223,9 @@ def _fit_in_fresh_interpreter(
     message when it reports an error or dies.
     """
     command = [sys.executable, "-m", "dashboard.jobs.runner", str(input_path), str(output)]
-    env = {**os.environ, "VELODASH_JOB_PARENT": str(os.getpid())}
     finished = threading.Event()
     with subprocess.Popen(
-        [*command, json.dumps(params)], stdout=subprocess.PIPE, text=True, env=env
+        [*command, json.dumps(params)], stdout=subprocess.PIPE, text=True, env=child_env()
     ) as worker:
         stopped = _stop_when_asked(worker, should_stop, finished)
         failure: dict[str, str] | None = None
@@ -249,19 +250,28 @@ def _fit_in_fresh_interpreter(
     return True
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the thread that started it ends; exit now if
-    that already happened (so a killed queue worker never leaves an orphan fit running)."""
-    parent = os.environ.get("VELODASH_JOB_PARENT")
+def child_env() -> dict[str, str]:
+    """This process's environment with `ENV_PARENT_PID` naming it: for a child process that
+    calls `end_with_parent`."""
+    return {**os.environ, ENV_PARENT_PID: str(os.getpid())}
+
+
+def end_with_parent(sig: signal.Signals) -> None:
+    """In a process started with `child_env`: ask Linux to send `sig` to it when the thread
+    that started it ends, and exit now if that already happened (so no orphan is left behind:
+    a fit whose queue worker was killed, a local queue worker whose server stopped)."""
+    parent = os.environ.get(ENV_PARENT_PID)
+    if parent is None:
+        return
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if parent is not None and os.getppid() != int(parent):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if os.getppid() != int(parent):
         sys.exit(1)
 
 
 def _worker_main(argv: list[str]) -> int:
     """Entry of the fit worker: ``python -m dashboard.jobs.runner INPUT OUTPUT PARAMS_JSON``."""
-    _die_with_parent()
+    end_with_parent(signal.SIGKILL)
     from core.io import DatasetError
     from core.params import FitParams
     from core.pipeline import fit_file

@@ -6,7 +6,10 @@ Every state change is a single atomic compare-and-set, so two processes can neve
 finish or cancel the same job, and at most one job per content key is queued or running.
 
 States: queued → running → done | failed | cancelled (queued may also go straight to
-cancelled or failed). Records hold server-side paths; `Job.public` is what clients may see.
+cancelled or failed; an interrupted local fit goes back from running to queued). The claim
+(queued → running) is the only way into *running*, so however many messages or workers ask for
+a job, it runs once at a time. Records hold server-side paths; `Job.public` is what clients may
+see.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled")
 #: Finished jobs kept for the jobs panel; older ones are forgotten (their results stay).
 KEEP_FINISHED = 500
+#: The local queue's SQLite file, in the cache dir.
+SQLITE_NAME = "jobs.sqlite"
 
 
 class QueueUnavailable(RuntimeError):
@@ -68,6 +73,8 @@ class Job:
     reused: bool = False
     device: str | None = None
     worker: str | None = None
+    #: When the job's latest broker message was sent (hosted queue only).
+    published: float | None = None
 
     @property
     def active(self) -> bool:
@@ -108,7 +115,7 @@ class Job:
                 continue
             if f.name in ("params", "progress", "reused") and isinstance(value, str):
                 value = json.loads(value)
-            elif f.name in ("created", "started", "finished", "heartbeat"):
+            elif f.name in ("created", "started", "finished", "heartbeat", "published"):
                 value = float(value)
             values[f.name] = bool(value) if f.name == "reused" else value
         return cls(**values)
@@ -178,12 +185,29 @@ CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created);
 """
 
 
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Give a jobs table written by an older version the `Job` fields it lacks."""
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for name in (f.name for f in fields(Job)):
+        if name not in present:
+            try:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name}")
+            except sqlite3.OperationalError as err:  # another process added it just now
+                if "duplicate column" not in str(err):
+                    raise
+
+
 class SqliteJobStore(JobStore):
     """Jobs in one SQLite file (WAL), shared by the web process(es) and local workers."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+
+    @classmethod
+    def in_cache(cls, cache_dir: Path) -> SqliteJobStore:
+        """The local queue of a cache dir (`SQLITE_NAME` in it)."""
+        return cls(cache_dir / SQLITE_NAME)
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -194,6 +218,7 @@ class SqliteJobStore(JobStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            _add_missing_columns(conn)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
@@ -367,7 +392,11 @@ end
 if not allowed then return 0 end
 redis.call('HSET', h, 'state', to)
 for i = 5, #ARGV, 2 do redis.call('HSET', h, ARGV[i], ARGV[i + 1]) end
-if to ~= 'queued' then redis.call('ZREM', p .. 'queued', id) end
+if to == 'queued' then
+  redis.call('ZADD', p .. 'queued', redis.call('HGET', h, 'created'), id)
+else
+  redis.call('ZREM', p .. 'queued', id)
+end
 if to == 'done' or to == 'failed' or to == 'cancelled' then
   redis.call('ZREM', p .. 'active', id)
   local key = redis.call('HGET', h, 'key')
@@ -375,6 +404,14 @@ if to == 'done' or to == 'failed' or to == 'cancelled' then
   if redis.call('GET', pointer) == id then redis.call('DEL', pointer) end
   if to == 'done' then redis.call('SET', p .. 'done:' .. key, id) end
 end
+return 1
+"""
+
+_LUA_PUBLISHED = """
+local h = ARGV[1] .. 'job:' .. ARGV[2]
+if redis.call('HGET', h, 'state') ~= 'queued' then return 0 end
+if (redis.call('HGET', h, 'published') or '') ~= ARGV[3] then return 0 end
+redis.call('HSET', h, 'published', ARGV[4])
 return 1
 """
 
@@ -405,16 +442,18 @@ class RedisJobStore(JobStore):
         self._add = self.client.register_script(_LUA_ADD)
         self._transition = self.client.register_script(_LUA_TRANSITION)
         self._report = self.client.register_script(_LUA_REPORT)
+        self._published = self.client.register_script(_LUA_PUBLISHED)
 
     @contextmanager
-    def _reaching(self):
+    def reaching(self):
+        """Turn Redis connection errors inside the block into QueueUnavailable."""
         try:
             yield
         except self._errors as err:
             raise QueueUnavailable(f"the job queue (Redis) is unreachable: {err}") from err
 
     def _load(self, ids: list[str]) -> list[Job]:
-        with self._reaching():
+        with self.reaching():
             pipe = self.client.pipeline(transaction=False)
             for job_id in ids:
                 pipe.hgetall(f"{self.prefix}job:{job_id}")
@@ -424,7 +463,7 @@ class RedisJobStore(JobStore):
     def add(self, job: Job) -> Job:
         record = job.to_record()
         flat = [item for pair in record.items() for item in pair]
-        with self._reaching():
+        with self.reaching():
             stored = self._add(args=[self.prefix, job.id, job.key, job.created, job.state, *flat])
         if stored != job.id:
             return self.get(stored) or job
@@ -432,7 +471,7 @@ class RedisJobStore(JobStore):
         return job
 
     def _prune(self) -> None:
-        with self._reaching():
+        with self.reaching():
             old = self.client.zrevrange(f"{self.prefix}jobs", KEEP_FINISHED, -1)
             for stale in self._load(old):
                 if stale.state in FINAL:
@@ -444,39 +483,46 @@ class RedisJobStore(JobStore):
         return found[0] if found else None
 
     def jobs(self, limit: int = 200) -> list[Job]:
-        with self._reaching():
+        with self.reaching():
             ids = self.client.zrevrange(f"{self.prefix}jobs", 0, limit - 1)
         return self._load(ids)
 
     def active(self) -> list[Job]:
-        with self._reaching():
+        with self.reaching():
             ids = self.client.zrange(f"{self.prefix}active", 0, -1)
         return [job for job in self._load(ids) if job.active]
 
     def latest_done(self, key: str) -> Job | None:
-        with self._reaching():
+        with self.reaching():
             job_id = self.client.get(f"{self.prefix}done:{key}")
         job = self.get(job_id) if job_id else None
         return job if job is not None and job.state == "done" else None
 
     def transition(self, job_id: str, from_states: Iterable[str], to: str, **values: Any) -> bool:
         flat = [item for pair in encode_values(values).items() for item in pair]
-        with self._reaching():
+        with self.reaching():
             changed = self._transition(args=[self.prefix, job_id, to, ",".join(from_states), *flat])
         return changed == 1
 
     def report(self, job_id: str, now: float, progress: dict[str, Any] | None = None) -> bool:
         args = [self.prefix, job_id, now] + ([json.dumps(progress)] if progress is not None else [])
-        with self._reaching():
+        with self.reaching():
             return self._report(args=args) == 1
+
+    def mark_published(self, job: Job, now: float) -> bool:
+        """Record that queued `job` is published again at `now`; False when it is no longer
+        queued or another process republished it since `job` was read (then it must not be)."""
+        seen = "" if job.published is None else str(job.published)
+        with self.reaching():
+            return self._published(args=[self.prefix, job.id, seen, now]) == 1
 
     def position(self, job: Job) -> int | None:
         if job.state != "queued":
             return None
-        with self._reaching():
+        with self.reaching():
             rank = self.client.zrank(f"{self.prefix}queued", job.id)
         return None if rank is None else rank + 1
 
     def ping(self) -> None:
-        with self._reaching():
+        with self.reaching():
             self.client.ping()

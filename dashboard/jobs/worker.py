@@ -4,7 +4,9 @@
 and a heartbeat into the store every `HEARTBEAT_S`, stops the fit as soon as the job is no
 longer *running* in the store (cancelled, or declared lost), and records the outcome. A
 worker that dies stops beating; `reap_stale` (run by web processes and workers) then marks its
-job failed and removes any partial results file, so no fit stays "running" forever.
+job failed and removes any partial results file, so no fit stays "running" forever. Such a job
+is failed rather than run again: a fit that took its worker down would take the next one down
+too, and the user sees at once what happened and can fit again.
 
 `LocalWorker` is the local queue's executor: a loop that claims queued jobs from the SQLite
 store, at most `concurrency` at a time, each supervised by one thread (the fit itself runs in
@@ -92,8 +94,9 @@ def execute(store: JobStore, job: Job, shutdown: threading.Event | None = None) 
     """Run `job` (already *running* in the store) to its end; returns what became of it.
 
     Returns "done", "failed", "cancelled" (the store no longer said *running*: cancelled by a
-    user or declared lost) or "interrupted" (`shutdown` was set: the job goes back to the queue
-    of a local store so the next start resumes it).
+    user or declared lost) or "interrupted" (`shutdown` was set: the job goes back to *queued*,
+    where the local queue's next start claims it and, hosted, `celery_app.republish_lost`
+    gives it a message).
     """
     gone = threading.Event()  # the store no longer lists the job as running
     finished = threading.Event()
@@ -136,7 +139,7 @@ def execute(store: JobStore, job: Job, shutdown: threading.Event | None = None) 
         _record(store, job.id, "done", finished=now, **values)
         return "done"
     if result["status"] == "cancelled":
-        if stopping.is_set() and not gone.is_set() and isinstance(store, SqliteJobStore):
+        if stopping.is_set() and not gone.is_set():
             requeued = {"stage": "queued", "fraction": 0.0, "message": "interrupted by a restart"}
             store.transition(job.id, ("running",), "queued", progress=requeued)
             return "interrupted"
