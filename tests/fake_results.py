@@ -1,4 +1,5 @@
-"""A synthetic, contract-complete velodash results AnnData for dashboard tests and benchmarks.
+"""A synthetic, contract-complete velodash results AnnData for dashboard tests and benchmarks,
+and small raw counts with the options of a fit short enough for a test.
 
 Cells lie on a branching 2-D manifold (a trunk that splits into two lineages); every gene follows
 switch kinetics (induction until its switch time, then repression) on the 0–20 time axis, so phase
@@ -287,4 +288,31 @@ def write_fake_results(path: str | Path, **kwargs) -> Path:
     """Write ``make_fake_results(**kwargs)`` to ``path`` (.h5ad) and return the path."""
     path = Path(path)
     make_fake_results(**kwargs).write_h5ad(path)
+    return path
+
+
+#: A fit short enough for a test (on :func:`write_raw_counts`' data): 10 epochs, the slow
+#: analyses left out.
+QUICK_FIT = {
+    "max_epochs": 10,
+    "n_pcs": 10,
+    "n_neighbors": 15,
+    "skip": ["intrinsic", "extrinsic", "coherence", "permutation", "baseline"],
+}
+
+
+def write_raw_counts(
+    path: str | Path, n_cells: int = 200, n_genes: int = 40, seed: int = 0
+) -> Path:
+    """Raw spliced/unspliced counts of a small branching simulation (``core.simulate``) with a
+    2-D embedding from the true time and lineage (so a fit computes no UMAP), written to
+    ``path`` (.h5ad); returns the path."""
+    from core.simulate import simulate_branching
+
+    adata = simulate_branching(n_cells=n_cells, n_genes=n_genes, seed=seed)
+    t = adata.obs["true_t"].to_numpy()
+    lineage = adata.obs["true_lineage"].astype("category").cat.codes.to_numpy()
+    adata.obsm["X_umap"] = np.stack([t, t * (lineage - lineage.mean())], 1).astype(np.float32)
+    path = Path(path)
+    adata.write_h5ad(path)
     return path

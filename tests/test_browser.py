@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import numpy as np
 import psutil
 import pytest
 from dash.testing.composite import DashComposite
@@ -37,13 +36,8 @@ pytestmark = [
     ),
 ]
 
-#: A fit short enough for a test: 10 epochs, the slow analyses left out.
-QUICK_FIT = {
-    "max_epochs": 10,
-    "n_pcs": 10,
-    "n_neighbors": 15,
-    "skip": ["intrinsic", "extrinsic", "coherence", "permutation", "baseline"],
-}
+#: conftest's results_path: contract-complete fake results (300 cells, 30 genes, 5 cell types).
+FAKE_RESULTS = dict(n_cells=300, n_genes=30)
 PAGE_FIGURES = {
     "/stream": "stream-graph",
     "/uncertainty": "uncertainty-maps",
@@ -67,26 +61,6 @@ def dash_duo(request, dash_thread_server, tmp_path, monkeypatch) -> DashComposit
         percy_finalize=False,
     ) as composite:
         yield composite
-
-
-@pytest.fixture(scope="module")
-def fake_results(tmp_path_factory) -> Path:
-    """A contract-complete fake results file (300 cells, 30 genes, 5 cell types)."""
-    return write_fake_results(tmp_path_factory.mktemp("fake") / "fit.h5ad", n_cells=300, n_genes=30)
-
-
-@pytest.fixture(scope="module")
-def tiny_counts(tmp_path_factory) -> Path:
-    """Raw counts of a tiny branching simulation, with a precomputed 2-D embedding."""
-    from core.simulate import simulate_branching
-
-    adata = simulate_branching(n_cells=200, n_genes=40, seed=0)
-    t = adata.obs["true_t"].to_numpy()
-    lineage = adata.obs["true_lineage"].astype("category").cat.codes.to_numpy()
-    adata.obsm["X_umap"] = np.stack([t, t * (lineage - lineage.mean())], 1).astype(np.float32)
-    path = tmp_path_factory.mktemp("tiny") / "tiny.h5ad"
-    adata.write_h5ad(path)
-    return path
 
 
 def _config(tmp_path: Path, **kwargs) -> AppConfig:
@@ -130,8 +104,8 @@ def _query(duo) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlparse(duo.driver.current_url).query).items()}
 
 
-def test_every_page_renders_its_figure_without_console_errors(dash_duo, tmp_path, fake_results):
-    app = create_app(_config(tmp_path, data=(fake_results,)))
+def test_every_page_renders_its_figure_without_console_errors(dash_duo, tmp_path, results_path):
+    app = create_app(_config(tmp_path, data=(results_path,)))
     dash_duo.start_server(app)
     ds = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
     dash_duo.wait_for_contains_text("#summary-stats", "300", timeout=20)
@@ -141,11 +115,11 @@ def test_every_page_renders_its_figure_without_console_errors(dash_duo, tmp_path
     assert dash_duo.get_logs() == []
 
 
-def test_gene_table_click_and_deep_link(dash_duo, tmp_path, fake_results):
-    app = create_app(_config(tmp_path, data=(fake_results,)))
+def test_gene_table_click_and_deep_link(dash_duo, tmp_path, results_path):
+    app = create_app(_config(tmp_path, data=(results_path,)))
     dash_duo.start_server(app)
     ds = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
-    shared = load_results(fake_results).gene_names[7]
+    shared = load_results(results_path).gene_names[7]
     # A shared link opens the gene it names.
     dash_duo.driver.get(f"{dash_duo.server_url}/genes?ds={ds}&gene={shared}")
     dash_duo.wait_for_text_to_equal("#gene-title", shared, timeout=20)
@@ -165,11 +139,11 @@ def test_gene_table_click_and_deep_link(dash_duo, tmp_path, fake_results):
     assert dash_duo.get_logs() == []
 
 
-def test_stream_colour_by_gene_from_url(dash_duo, tmp_path, fake_results):
-    app = create_app(_config(tmp_path, data=(fake_results,)))
+def test_stream_colour_by_gene_from_url(dash_duo, tmp_path, results_path):
+    app = create_app(_config(tmp_path, data=(results_path,)))
     dash_duo.start_server(app)
     ds = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
-    gene = load_results(fake_results).gene_names[3]
+    gene = load_results(results_path).gene_names[3]
     dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds={ds}&color={gene}&mode=arrows")
     until(lambda: gene in _figure_title(dash_duo, "stream-graph"), timeout=30)
     dash_duo.wait_for_contains_text("#stream-gene-link", gene, timeout=10)
@@ -177,16 +151,16 @@ def test_stream_colour_by_gene_from_url(dash_duo, tmp_path, fake_results):
     assert dash_duo.get_logs() == []
 
 
-def test_gene_search_keeps_every_keystroke(dash_duo, tmp_path, fake_results):
+def test_gene_search_keeps_every_keystroke(dash_duo, tmp_path, results_path):
     """Issue 15: typing a gene name at full speed dropped characters ("Gcg" became "Gg"), as
     each key went to the server and the box re-rendered. The whole name, typed in one go,
     then Enter, colours by that gene."""
     from selenium.webdriver.common.keys import Keys
 
-    app = create_app(_config(tmp_path, data=(fake_results,)))
+    app = create_app(_config(tmp_path, data=(results_path,)))
     dash_duo.start_server(app)
     ds = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
-    gene = load_results(fake_results).gene_names[5]
+    gene = load_results(results_path).gene_names[5]
     dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds={ds}")
     until(lambda: _figure_title(dash_duo, "stream-graph") != "", timeout=30)
     # Record the body of every callback request from now on (the renderer uses fetch): the
@@ -206,7 +180,7 @@ def test_gene_search_keeps_every_keystroke(dash_duo, tmp_path, fake_results):
     time.sleep(0.5)  # a request per key would have gone out by now
     assert dash_duo.driver.execute_script(gene_box) == 0  # filtered in the browser
     options = dash_duo.driver.find_elements("css selector", ".dash-options-list-option-checkbox")
-    genes = set(load_results(fake_results).gene_names)  # the page's radio items share the class
+    genes = set(load_results(results_path).gene_names)  # the page's radio items share the class
     assert [o.get_attribute("value") for o in options if o.get_attribute("value") in genes] == [
         gene
     ]
@@ -218,16 +192,16 @@ def test_gene_search_keeps_every_keystroke(dash_duo, tmp_path, fake_results):
 
 
 def test_upload_keeps_its_name_and_a_duplicate_says_what_it_matches(
-    dash_duo, tmp_path, fake_results
+    dash_duo, tmp_path, results_path
 ):
     """Issue 15: uploads were listed under their content hash, and an identical file under a
     new name switched silently while a second copy was stored."""
-    app = create_app(_config(tmp_path, data=(fake_results,)))
+    app = create_app(_config(tmp_path, data=(results_path,)))
     dash_duo.start_server(app)
     dash_duo.wait_for_contains_text("#summary-stats", "300", timeout=20)
     first = DatasetRegistry(app.server.config["VELODASH_CONFIG"]).default_id()
     mine = tmp_path / "pancreas_600_lab.h5ad"
-    shutil.copy(fake_results, mine)
+    shutil.copy(results_path, mine)
     twin = tmp_path / "another name.h5ad"
     other = write_fake_results(tmp_path / "other.h5ad", n_cells=60, n_genes=5, seed=4)
     shutil.copy(other, mine)
@@ -273,8 +247,8 @@ def test_upload_keeps_its_name_and_a_duplicate_says_what_it_matches(
     assert dash_duo.get_logs() == []
 
 
-def test_bad_upload_shows_error_and_app_keeps_working(dash_duo, tmp_path, fake_results):
-    app = create_app(_config(tmp_path, data=(fake_results,)))
+def test_bad_upload_shows_error_and_app_keeps_working(dash_duo, tmp_path, results_path):
+    app = create_app(_config(tmp_path, data=(results_path,)))
     dash_duo.start_server(app)
     dash_duo.wait_for_contains_text("#summary-stats", "300", timeout=20)
     bad = tmp_path / "corrupt.h5ad"

@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 from dash.testing.wait import until
-from fake_results import make_fake_results
 from selenium.webdriver.common.action_chains import ActionChains
 from test_browser import CHROMIUM
 from test_browser import dash_duo as dash_duo  # the headless dash_duo fixture
@@ -36,6 +35,8 @@ pytestmark = [
 ]
 
 DRIVER = "DriverA"
+#: Fake results (600 cells, 40 genes) whose "Alpha" lineage has the driver gene DRIVER.
+FAKE_RESULTS = dict(n_cells=600, n_genes=40, seed=7, planted_driver=DRIVER)
 #: page -> a graph that shows it has rendered (shared by the browser tests that walk the pages)
 PAGE_GRAPHS = {
     "/": "training-curve",
@@ -103,15 +104,6 @@ def layout_problems(plots: list[dict]) -> list[str]:
             if box[0] < fig[0] - 1 or box[2] > fig[2] + 1:
                 problems.append(f"{plot['id']}: a label is cut off at the figure's edge")
     return sorted(set(problems))
-
-
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory) -> Path:
-    """Fake results (600 cells, 40 genes) whose "Alpha" lineage has the driver gene DriverA."""
-    adata = make_fake_results(n_cells=600, n_genes=40, seed=7, planted_driver=DRIVER)
-    path = tmp_path_factory.mktemp("planted") / "planted.h5ad"
-    adata.write_h5ad(path)
-    return path
 
 
 def _start(duo, tmp_path: Path, results: Path) -> str:
@@ -182,12 +174,9 @@ def _draw_lasso(duo, graph_id: str, points: np.ndarray) -> None:
 
 
 def test_lasso_finds_the_planted_driver_and_the_selection_is_saved_shared_and_downloaded(
-    dash_duo, tmp_path, planted
+    dash_duo, tmp_path, adata, results_path
 ):
-    import anndata as ad
-
-    adata = ad.read_h5ad(planted)
-    ds = _start(dash_duo, tmp_path, planted)
+    ds = _start(dash_duo, tmp_path, results_path)
     _viewport(dash_duo, 1280, 800)
     dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds={ds}&mode=none")
     until(lambda: _rendered(dash_duo, "stream-graph"), timeout=30)
@@ -258,8 +247,8 @@ def _n_panels(duo, graph_id: str) -> int:
     )
 
 
-def test_portraits_heatmap_baseline_toggle_and_svg_export(dash_duo, tmp_path, planted):
-    ds = _start(dash_duo, tmp_path, planted)
+def test_portraits_heatmap_baseline_toggle_and_svg_export(dash_duo, tmp_path, results_path):
+    ds = _start(dash_duo, tmp_path, results_path)
     _viewport(dash_duo, 1280, 800)
     # Portrait grid: 16 panels by default; a typed list (with a typo) shows those genes.
     dash_duo.driver.get(f"{dash_duo.server_url}/portraits?ds={ds}")
@@ -300,18 +289,19 @@ def test_portraits_heatmap_baseline_toggle_and_svg_export(dash_duo, tmp_path, pl
         "return document.querySelector('#uncertainty-maps .js-plotly-plot')"
         "._context.toImageButtonOptions;"
     )
-    assert config == {"format": "png", "scale": 3, "filename": "planted_uncertainty"}
+    name = f"{results_path.stem}_uncertainty"  # named after the dataset file and the view
+    assert config == {"format": "png", "scale": 3, "filename": name}
     dash_duo.find_element(
         '#uncertainty-maps .modebar-btn[data-title="Download plot as SVG"]'
     ).click()
     svg = _downloaded(Path(dash_duo.download_path), ".svg")
-    assert svg.name == "planted_uncertainty.svg" and svg.read_text().startswith("<svg")
+    assert svg.name == f"{name}.svg" and svg.read_text().startswith("<svg")
     assert dash_duo.get_logs() == []
 
 
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
-def test_no_legend_overlaps_a_title_or_label_on_any_page(dash_duo, tmp_path, planted, size):
-    ds = _start(dash_duo, tmp_path, planted)
+def test_no_legend_overlaps_a_title_or_label_on_any_page(dash_duo, tmp_path, results_path, size):
+    ds = _start(dash_duo, tmp_path, results_path)
     _viewport(dash_duo, *size)
     problems, measured = {}, []
     for page, graph_id in PAGES.items():

@@ -13,10 +13,10 @@ import shutil
 import time
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pytest
 from dash.testing.wait import until
-from fake_results import make_fake_results
 from selenium.webdriver.common.keys import Keys
 from test_browser import CHROMIUM
 from test_browser import dash_duo as dash_duo  # the headless dash_duo fixture
@@ -34,11 +34,13 @@ N_GENES = 60
 HIGHLIGHT = "rgb(230, 240, 255)"  # the selected row's background (#e6f0ff)
 
 
+FAKE_RESULTS = dict(n_cells=300, n_genes=N_GENES, n_types=8, seed=11)
+
+
 @pytest.fixture(scope="module")
-def results_file(tmp_path_factory) -> Path:
-    """Fake results (8 cell types, 60 genes) whose preprocessing record removed "Sst" at the
-    highly-variable-gene step."""
-    adata = make_fake_results(n_cells=300, n_genes=N_GENES, n_types=8, seed=11)
+def adata(adata):
+    """The fake results (8 cell types, 60 genes) with a preprocessing record that removed "Sst"
+    at the highly-variable-gene step."""
     adata.uns["velodash_preprocess"] = {
         "n_cells": adata.n_obs,
         "n_genes_input": 90,
@@ -51,16 +53,11 @@ def results_file(tmp_path_factory) -> Path:
             "velocity_genes": np.asarray([f"Noisy{i}" for i in range(10)], dtype=object),
         },
     }
-    path = tmp_path_factory.mktemp("genes") / "fit.h5ad"
-    adata.write_h5ad(path)
-    return path
+    return adata
 
 
-def _order(results: Path, column: str, descending: bool) -> list[str]:
-    """Oracle: gene names by a var column of the results file."""
-    import anndata as ad
-
-    adata = ad.read_h5ad(results)
+def _order(adata: ad.AnnData, column: str, descending: bool) -> list[str]:
+    """Oracle: gene names by a var column of the results."""
     values = adata.var[column].to_numpy(dtype=float)
     return list(adata.var_names[np.argsort(-values if descending else values, kind="stable")])
 
@@ -161,14 +158,12 @@ def _measure_legends(duo, cell_types: list[str]) -> list[str]:
 
 
 def test_linked_gene_lands_on_its_page_and_every_legend_entry_shows(
-    dash_duo, tmp_path, results_file
+    dash_duo, tmp_path, adata, results_path
 ):
-    import anndata as ad
-
-    cell_types = list(ad.read_h5ad(results_file).uns["velodash"]["cell_types"])
+    cell_types = list(adata.uns["velodash"]["cell_types"])
     assert len(cell_types) == 8
-    ds = _start(dash_duo, tmp_path, results_file)
-    gene = _order(results_file, "permutation_score", descending=True)[37]  # page 3 of 4
+    ds = _start(dash_duo, tmp_path, results_path)
+    gene = _order(adata, "permutation_score", descending=True)[37]  # page 3 of 4
     for width, height in ((1280, 800), (1920, 1080)):
         _viewport(dash_duo, width, height)
         dash_duo.driver.get(f"{dash_duo.server_url}/genes?ds={ds}&gene={gene}")
@@ -187,15 +182,15 @@ def test_linked_gene_lands_on_its_page_and_every_legend_entry_shows(
 
 
 def test_header_click_sorts_on_the_server_and_columns_button_opens_above_the_table(
-    dash_duo, tmp_path, results_file
+    dash_duo, tmp_path, adata, results_path
 ):
-    ds = _start(dash_duo, tmp_path, results_file)
+    ds = _start(dash_duo, tmp_path, results_path)
     _viewport(dash_duo, 1280, 800)
     dash_duo.driver.get(f"{dash_duo.server_url}/genes?ds={ds}")
-    by_score = _order(results_file, "permutation_score", descending=True)
+    by_score = _order(adata, "permutation_score", descending=True)
     until(lambda: _visible_genes(dash_duo) == by_score[:15], timeout=20)
     dash_duo.find_element('#gene-table th[data-dash-column="fit_mse"] .column-header--sort').click()
-    by_mse = _order(results_file, "fit_mse", descending=False)
+    by_mse = _order(adata, "fit_mse", descending=False)
     until(lambda: _visible_genes(dash_duo) == by_mse[:15], timeout=20)
     # "Toggle Columns" looks like the app's outline buttons
     button = dash_duo.find_element("#gene-table .show-hide")
@@ -223,9 +218,9 @@ def test_header_click_sorts_on_the_server_and_columns_button_opens_above_the_tab
 
 
 def test_search_says_why_a_gene_was_not_fitted_and_clearing_restores_the_table(
-    dash_duo, tmp_path, results_file
+    dash_duo, tmp_path, results_path
 ):
-    ds = _start(dash_duo, tmp_path, results_file)
+    ds = _start(dash_duo, tmp_path, results_path)
     dash_duo.driver.get(f"{dash_duo.server_url}/genes?ds={ds}")
     dash_duo.wait_for_element("#gene-table td", timeout=20)
     box = dash_duo.find_element("#gene-search")

@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 from dash.testing.wait import until
-from fake_results import make_fake_results, write_fake_results
+from fake_results import QUICK_FIT, make_fake_results, write_fake_results
 from test_browser import (  # noqa: F401 - fixtures
     CHROMIUM,
-    QUICK_FIT,
     _config,
     _figure_points,
     _job_processes,
     dash_duo,
     pytestmark,
-    tiny_counts,
 )
 
 from dashboard.data.datasets import DatasetRegistry

@@ -10,11 +10,9 @@ Run: ``pytest -m browser tests/test_browser_stream.py`` (Debian ``chromium`` and
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from dash.testing.wait import until
-from fake_results import make_fake_results
 from selenium.webdriver.common.keys import Keys
 from test_browser import dash_duo as dash_duo  # the headless dash_duo fixture
 from test_browser import pytestmark as browser_marks
@@ -44,20 +42,20 @@ return {width: fl._size.w, height: fl._size.h, x: [x0, x1], y: [y0, y1],
 """
 
 
+FAKE_RESULTS = dict(n_cells=500, n_genes=30, seed=11)
+
+
 @pytest.fixture(scope="module")
-def wide(tmp_path_factory) -> Path:
-    """Fake results whose UMAP (and projected velocity) is turned on its side and scaled to
-    ``ASPECT``: a wide embedding like the pancreas one."""
-    adata = make_fake_results(n_cells=500, n_genes=30, seed=11)
+def adata(adata):
+    """The fake results with their UMAP (and projected velocity) turned on its side and scaled
+    to ``ASPECT``: a wide embedding like the pancreas one."""
     for key in ("X_umap", "velocity_umap"):
         adata.obsm[key] = adata.obsm[key][:, ::-1].copy()
     span = adata.obsm["X_umap"].max(0) - adata.obsm["X_umap"].min(0)
     squeeze = ASPECT * span[1] / span[0]
     for key in ("X_umap", "velocity_umap"):
         adata.obsm[key][:, 0] *= squeeze
-    path = tmp_path_factory.mktemp("wide") / "wide.h5ad"
-    adata.write_h5ad(path)
-    return path
+    return adata
 
 
 def _measure(duo) -> dict:
@@ -73,12 +71,12 @@ def _pick(duo, dropdown: str, text: str) -> None:
 
 
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
-def test_the_umap_fills_the_plot_and_a_gene_replaces_the_legend(dash_duo, tmp_path, wide, size):
-    import anndata as ad
-
-    cell_types = list(ad.read_h5ad(wide).obs["clusters"].cat.categories)
+def test_the_umap_fills_the_plot_and_a_gene_replaces_the_legend(
+    dash_duo, tmp_path, adata, results_path, size
+):
+    cell_types = list(adata.obs["clusters"].cat.categories)
     gene = "Gene007"
-    ds = _start(dash_duo, tmp_path, wide)
+    ds = _start(dash_duo, tmp_path, results_path)
     _viewport(dash_duo, *size)
     dash_duo.driver.get(f"{dash_duo.server_url}/stream?ds={ds}")
     until(lambda: _rendered(dash_duo, "stream-graph"), timeout=30)

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fake_results import make_fake_results
 from test_explore_pages import _call
 
 from dashboard import figures as F
-from dashboard.config import AppConfig
-from dashboard.data.datasets import DatasetRegistry
 from dashboard.data.results import Results
 from dashboard.figures.coherence import coherence_view_range
-from dashboard.web.app import create_app
 
 N_GENES = 300
 WIDE, NARROW, DISCRETE = 0, 1, 2  # columns of the constructed coherence
@@ -32,16 +28,14 @@ def _known_coherence(n_types: int) -> np.ndarray:
     return values
 
 
-@pytest.fixture(scope="module")
-def adata():
-    fake = make_fake_results(n_cells=200, n_genes=N_GENES, n_types=3, seed=4)
-    fake.varm["coherence"] = _known_coherence(fake.varm["coherence"].shape[1])
-    return fake
+FAKE_RESULTS = dict(n_cells=200, n_genes=N_GENES, n_types=3, seed=4)
 
 
 @pytest.fixture(scope="module")
-def results(adata):
-    return Results(adata)
+def adata(adata):
+    """The fake results with :func:`_known_coherence` in place of their coherence."""
+    adata.varm["coherence"] = _known_coherence(adata.varm["coherence"].shape[1])
+    return adata
 
 
 def _finite(adata, types: list[int]) -> np.ndarray:
@@ -106,12 +100,8 @@ def _rows(table) -> list[tuple[str, str, str]]:
     ]
 
 
-def test_top_and_bottom_lists_print_each_genes_coherence(tmp_path, adata, results):
-    path = tmp_path / "fit.h5ad"
-    adata.write_h5ad(path)
-    config = AppConfig(data=(path,), cache_dir=tmp_path / "cache", sample_path=tmp_path / "x")
-    app = create_app(config)
-    ds = DatasetRegistry(config).default_id()
+def test_top_and_bottom_lists_print_each_genes_coherence(adata, served):
+    app, ds, results = served
     from dashboard.web.pages import coherence
 
     cell_type = results.cell_types[WIDE]

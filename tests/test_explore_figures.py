@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from fake_results import closed_form_induction, closed_form_repression, make_fake_results
+from fake_results import closed_form_induction, closed_form_repression
 from scipy import stats
 
 from core.graph import add_velocity_graph
@@ -22,15 +22,7 @@ from dashboard.data.genesets import parse_gene_list, rank_genes
 from dashboard.data.results import Results
 from dashboard.web import widgets as ui
 
-
-@pytest.fixture(scope="module")
-def adata():
-    return make_fake_results(n_cells=400, n_genes=30, n_types=5, seed=5)
-
-
-@pytest.fixture(scope="module")
-def results(adata):
-    return Results(adata)
+FAKE_RESULTS = dict(n_cells=400, n_genes=30, n_types=5, seed=5)
 
 
 # -- portrait grid -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
-from fake_results import make_fake_results, write_fake_results
+from fake_results import make_fake_results
 
 from dashboard.config import AppConfig
 from dashboard.data.datasets import DatasetRegistry
@@ -19,14 +19,8 @@ from dashboard.web import selection_panel
 from dashboard.web.app import create_app
 from dashboard.web.multigene import LIST, resolve_genes
 
-
-@pytest.fixture(scope="module")
-def app_and_ds(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pages")
-    path = write_fake_results(tmp / "fit.h5ad", n_cells=200, n_genes=20, planted_driver="Drv")
-    config = AppConfig(data=(path,), cache_dir=tmp / "cache", sample_path=tmp / "none.h5ad")
-    app = create_app(config)
-    return app, DatasetRegistry(config).default_id(), load_results(path)
+#: The results the app serves (conftest's served).
+FAKE_RESULTS = dict(n_cells=200, n_genes=20, planted_driver="Drv")
 
 
 def _call(app, fn, *args, trigger: str = "x.n_clicks"):
@@ -40,8 +34,8 @@ def _call(app, fn, *args, trigger: str = "x.n_clicks"):
         return copy_context().run(run)
 
 
-def test_panel_explains_bad_selections_instead_of_failing(app_and_ds):
-    app, ds, results = app_and_ds
+def test_panel_explains_bad_selections_instead_of_failing(served):
+    app, ds, results = served
     empty = {"geometry": {"kind": "box", "x": [1e6, 1e6 + 1], "y": [1e6, 1e6 + 1]}}
     bad_shape = {"geometry": {"kind": "lasso", "x": [0, 1], "y": [0, 1]}}
     everything = {"geometry": {"kind": "box", "x": [-1e6, 1e6], "y": [-1e6, 1e6]}}
@@ -60,10 +54,10 @@ def test_panel_explains_bad_selections_instead_of_failing(app_and_ds):
     assert message is None and "cells selected" in str(body)
 
 
-def test_saved_selection_is_a_colouring_and_a_shareable_id(app_and_ds):
+def test_saved_selection_is_a_colouring_and_a_shareable_id(served):
     from dashboard.web.pages import stream
 
-    app, ds, results = app_and_ds
+    app, ds, results = served
     mask = np.zeros(results.n_cells, bool)
     mask[:30] = True
     saved = _call(
@@ -80,8 +74,8 @@ def test_saved_selection_is_a_colouring_and_a_shareable_id(app_and_ds):
     assert figure is None and "No saved selection" in str(message)
 
 
-def test_gene_choices_resolve_with_messages(app_and_ds):
-    _, _, results = app_and_ds
+def test_gene_choices_resolve_with_messages(served):
+    _, _, results = served
     genes, message, query = resolve_genes(results, "likelihood", 3, None, 16, (4, 48))
     assert len(genes) == 4 and message is None and query == {"rank": "likelihood", "n": "4"}
     genes, message, query = resolve_genes(results, LIST, 3, "drv, nope", 16, (4, 48))
@@ -92,12 +86,12 @@ def test_gene_choices_resolve_with_messages(app_and_ds):
     assert genes == [] and "unknown ranking" in message
 
 
-def test_clicks_on_the_grid_and_heatmap_open_the_gene(app_and_ds):
+def test_clicks_on_the_grid_and_heatmap_open_the_gene(served):
     from dash.exceptions import PreventUpdate
 
     from dashboard.web.pages import heatmap, portraits
 
-    app, ds, results = app_and_ds
+    app, ds, results = served
     gene = results.gene_names[5]
     click = {"points": [{"customdata": [12.0, 5.0]}]}
     assert _call(app, portraits.open_gene, click, ds) == f"/genes?ds={ds}&gene={gene}"
@@ -141,7 +135,7 @@ def test_home_report_shows_the_uncertainty_calibration_when_the_data_carry_a_tru
         assert "Uncertainty against the truth" not in str(run_report.sections(ids["plain.h5ad"]))
 
 
-def test_only_editors_save_selections_and_viewers_are_told_why(app_and_ds):
+def test_only_editors_save_selections_and_viewers_are_told_why(served):
     """Issue 15: viewers browse. The server refuses a viewer's save (whatever the browser
     sends) and writes nothing; a viewer's panel has no Save control but says why; an editor's
     save records them as its owner."""
@@ -149,7 +143,7 @@ def test_only_editors_save_selections_and_viewers_are_told_why(app_and_ds):
 
     from dashboard.hosting.users import User
 
-    app, ds, _ = app_and_ds
+    app, ds, _ = served
     box = {"geometry": {"kind": "box", "x": [-1e6, 1e6], "y": [-1e6, 0]}}
 
     def as_user(user: User, fn, *args):
@@ -173,26 +167,26 @@ def test_only_editors_save_selections_and_viewers_are_told_why(app_and_ds):
     assert "stream-sel-save" in str(as_user(editor, selection_panel.panel, "stream", ds))
 
 
-def test_summary_lists_the_stages_in_the_order_the_fit_ran_them(app_and_ds):
+def test_summary_lists_the_stages_in_the_order_the_fit_ran_them(served):
     """Issue 15: the results file keeps the stage timings alphabetically ("baseline …
     train"); the summary lists them in pipeline order."""
     from core.options import STAGES
     from dashboard.web.pages import home
 
-    app, ds, _ = app_and_ds
+    app, ds, _ = served
     text = str(_call(app, home.summary_view, ds))
     stages = text[text.index("Stages: ") :].split("'")[0]
     names = [part.split()[0] for part in stages.removeprefix("Stages: ").split(", ")]
     assert len(names) >= 3 and names == [s for s in STAGES if s in names]
 
 
-def test_every_slider_shows_its_value(app_and_ds):
+def test_every_slider_shows_its_value(served):
     """Issue 15: the portraits' "How many" and the heatmap's smoothing showed no value."""
     from dash import dcc
 
     from dashboard.web.pages import heatmap, portraits, stream
 
-    app, ds, _ = app_and_ds
+    app, ds, _ = served
 
     def sliders(component) -> list:
         found = [component] if isinstance(component, dcc.Slider) else []
@@ -210,14 +204,14 @@ def test_every_slider_shows_its_value(app_and_ds):
             assert slider.tooltip and slider.tooltip.get("always_visible"), slider.id
 
 
-def test_gene_and_portrait_downloads_name_each_cells_type(app_and_ds):
+def test_gene_and_portrait_downloads_name_each_cells_type(served):
     import io
 
     import pandas as pd
 
     from dashboard.web.pages import genes, portraits
 
-    app, ds, results = app_and_ds
+    app, ds, results = served
     gene = results.gene_names[1]
     obs = results.adata.obs
     types = dict(zip(obs.index, obs["clusters"].astype(str), strict=True))

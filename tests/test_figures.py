@@ -9,22 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from fake_results import STATES, closed_form_induction, closed_form_repression, make_fake_results
+from fake_results import STATES, closed_form_induction, closed_form_repression
 
 import core.streams
 from core.kinetics import trajectory
 from dashboard import figures as F
 from dashboard.data.results import Results
 
-
-@pytest.fixture(scope="module")
-def adata():
-    return make_fake_results(n_cells=400, n_genes=30, n_types=5, seed=2)
-
-
-@pytest.fixture(scope="module")
-def results(adata):
-    return Results(adata)
+FAKE_RESULTS = dict(n_cells=400, n_genes=30, n_types=5, seed=2)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fake_results import make_fake_results
 
 from dashboard import figures as F
 from dashboard.data.results import Results
@@ -27,16 +26,19 @@ def _skewed_time(rng: np.random.Generator) -> np.ndarray:
     return t
 
 
-@pytest.fixture(scope="module")
-def adata():
-    fake = make_fake_results(n_cells=N_CELLS, n_genes=12, n_types=4, seed=7)
-    fake.obs["latent_time"] = _skewed_time(np.random.default_rng(3)).astype(np.float32)
-    return fake
+FAKE_RESULTS = dict(n_cells=N_CELLS, n_genes=12, n_types=4, seed=7)
 
 
 @pytest.fixture(scope="module")
-def figure(adata):
-    return F.heatmap_figure(Results(adata), list(adata.var_names[:8]), max_columns=100)
+def adata(adata):
+    """The fake results with :func:`_skewed_time` as their latent time."""
+    adata.obs["latent_time"] = _skewed_time(np.random.default_rng(3)).astype(np.float32)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def figure(adata, results):
+    return F.heatmap_figure(results, list(adata.var_names[:8]), max_columns=100)
 
 
 def _sorted_time(adata) -> np.ndarray:

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from fake_results import STATES, make_fake_results, write_fake_results
+from fake_results import STATES, write_fake_results
 
 from dashboard.data.results import (
     REQUIRED_SLOTS,
@@ -18,15 +18,7 @@ from dashboard.data.results import (
     validate_results,
 )
 
-
-@pytest.fixture(scope="module")
-def adata():
-    return make_fake_results(n_cells=300, n_genes=40, n_types=5, seed=1)
-
-
-@pytest.fixture(scope="module")
-def results(adata):
-    return Results(adata)
+FAKE_RESULTS = dict(n_cells=300, n_genes=40, n_types=5, seed=1)
 
 
 def _without(adata, *slots):

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 from dash.testing.wait import until
-from fake_results import write_fake_results
 from test_browser import CHROMIUM, _figure_points
 from test_browser import dash_duo as dash_duo  # the headless dash_duo fixture
 from test_browser_explore import PAGE_GRAPHS
@@ -36,10 +35,8 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def fake_results(tmp_path_factory) -> Path:
-    """A contract-complete fake results file (300 cells, 30 genes)."""
-    return write_fake_results(tmp_path_factory.mktemp("fake") / "fit.h5ad", n_cells=300, n_genes=30)
+#: conftest's results_path: contract-complete fake results (300 cells, 30 genes).
+FAKE_RESULTS = dict(n_cells=300, n_genes=30)
 
 
 def _config(tmp_path: Path, results: Path, **kwargs) -> AppConfig:
@@ -64,8 +61,8 @@ def _directives(policy: str) -> dict[str, list[str]]:
     return {d.split()[0]: d.split()[1:] for d in policy.split(";") if d.strip()}
 
 
-def test_https_sends_hsts_and_a_csp_that_hashes_the_inline_scripts(tmp_path, fake_results):
-    app = create_app(_config(tmp_path, fake_results, https=True))
+def test_https_sends_hsts_and_a_csp_that_hashes_the_inline_scripts(tmp_path, results_path):
+    app = create_app(_config(tmp_path, results_path, https=True))
     secure = app.server.test_client().get("/", base_url="https://velodash.lab.example.org")
     assert secure.status_code == 200
     assert secure.headers[HSTS] == "max-age=31536000; includeSubDomains"
@@ -91,20 +88,20 @@ def test_https_sends_hsts_and_a_csp_that_hashes_the_inline_scripts(tmp_path, fak
     assert CSP in plain.headers
 
 
-def test_sign_in_refusals_carry_the_headers_too(tmp_path, fake_results):
+def test_sign_in_refusals_carry_the_headers_too(tmp_path, results_path):
     users = tmp_path / "users.json"
     add_user(users, "alice", "admin", "alice-password")
-    config = _config(tmp_path, fake_results, https=True, auth="basic", users_file=users)
+    config = _config(tmp_path, results_path, https=True, auth="basic", users_file=users)
     client = create_app(config).server.test_client()
     refused = client.get("/", base_url="https://localhost")
     assert refused.status_code == 401
     assert HSTS in refused.headers and CSP in refused.headers
 
 
-def test_without_https_neither_hsts_nor_csp(tmp_path, fake_results):
+def test_without_https_neither_hsts_nor_csp(tmp_path, results_path):
     """Local `velodash run` and plain-http instances: no CSP (Dash's --debug tools need inline
     scripts), no HSTS; the defensive headers of dashboard.hosting.protection stay."""
-    client = create_app(_config(tmp_path, fake_results)).server.test_client()
+    client = create_app(_config(tmp_path, results_path)).server.test_client()
     response = client.get("/", base_url="https://localhost")
     assert response.status_code == 200
     assert HSTS not in response.headers and CSP not in response.headers
@@ -113,8 +110,8 @@ def test_without_https_neither_hsts_nor_csp(tmp_path, fake_results):
 
 @pytest.mark.browser
 @needs_chromium
-def test_every_page_renders_under_the_csp_without_violations(dash_duo, tmp_path, fake_results):
-    config = _config(tmp_path, fake_results, https=True)
+def test_every_page_renders_under_the_csp_without_violations(dash_duo, tmp_path, results_path):
+    config = _config(tmp_path, results_path, https=True)
     dash_duo.start_server(create_app(config))
     ds = DatasetRegistry(config).default_id()
     assert CSP in httpx.get(dash_duo.server_url).headers

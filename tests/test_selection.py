@@ -9,12 +9,14 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from fake_results import make_fake_results
 from scipy import stats
 
 from core import selection as S
 from dashboard.data import selections as D
 from dashboard.data.results import Results
+
+#: The fake results of the summary and store tests (conftest's adata, results).
+FAKE_RESULTS = dict(n_cells=400, n_genes=30, seed=4, planted_driver="DriverA")
 
 
 @pytest.fixture(scope="module")
@@ -204,14 +206,7 @@ def test_geometry_from_plotly_events_and_bad_shapes(points):
 
 
 # -- the dashboard summary on fake results with a planted driver -------------------------------
-@pytest.fixture(scope="module")
-def planted():
-    adata = make_fake_results(n_cells=400, n_genes=30, seed=4, planted_driver="DriverA")
-    return adata, Results(adata)
-
-
-def test_summary_finds_the_planted_driver_and_counts_types(planted):
-    adata, results = planted
+def test_summary_finds_the_planted_driver_and_counts_types(adata, results):
     mask = adata.obs["clusters"].astype(str).str.startswith("Alpha").to_numpy()
     summary = D.summarise(results, mask)
     assert summary.drivers["gene"].iloc[0] == "DriverA"
@@ -228,8 +223,7 @@ def test_summary_finds_the_planted_driver_and_counts_types(planted):
         D.summarise(results, np.zeros(results.n_cells, bool))
 
 
-def test_summary_without_coherence_layer_ranks_by_velocity(planted):
-    adata, _ = planted
+def test_summary_without_coherence_layer_ranks_by_velocity(adata):
     slim = adata.copy()
     del slim.layers["velocity_coherence"]
     mask = slim.obs["clusters"].astype(str).str.startswith("Alpha").to_numpy()
@@ -238,8 +232,7 @@ def test_summary_without_coherence_layer_ranks_by_velocity(planted):
 
 
 # -- saved selections ---------------------------------------------------------------------------
-def test_store_round_trip_ids_and_listing(tmp_path, planted):
-    _, results = planted
+def test_store_round_trip_ids_and_listing(tmp_path, results):
     store = D.SelectionStore(tmp_path)
     mask = np.zeros(results.n_cells, bool)
     mask[10:50] = True
@@ -259,10 +252,9 @@ def test_store_round_trip_ids_and_listing(tmp_path, planted):
     assert json.loads(files[0].read_text())["n_cells"] == results.n_cells
 
 
-def test_two_users_saving_the_same_cells_keep_their_own_names(tmp_path, planted):
+def test_two_users_saving_the_same_cells_keep_their_own_names(tmp_path, results):
     """Issue 15: a second user saving the same cells renamed the first user's selection (one
     id per cells). Now each owner has their own selection of those cells."""
-    _, results = planted
     store = D.SelectionStore(tmp_path)
     mask = np.zeros(results.n_cells, bool)
     mask[5:25] = True
@@ -278,8 +270,7 @@ def test_two_users_saving_the_same_cells_keep_their_own_names(tmp_path, planted)
     }
 
 
-def test_store_rejects_bad_ids_foreign_cells_and_empty_masks(tmp_path, planted):
-    _, results = planted
+def test_store_rejects_bad_ids_foreign_cells_and_empty_masks(tmp_path, results):
     store = D.SelectionStore(tmp_path)
     mask = np.zeros(results.n_cells, bool)
     mask[:5] = True

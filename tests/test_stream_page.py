@@ -19,13 +19,9 @@ from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from fake_results import make_fake_results
 
-from dashboard.config import AppConfig
-from dashboard.data.datasets import DatasetRegistry
 from dashboard.data.results import Results
 from dashboard.figures import embedding as E
 from dashboard.figures.common import cell_type_colors, cielab
-from dashboard.web import context
-from dashboard.web.app import create_app
 
 #: scanpy's default palette for up to 20 categories (scanpy.plotting.palettes.default_20)
 SCANPY_20 = [
@@ -50,17 +46,9 @@ def _with_columns(seed: int = 3):
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """(app, dataset id, Results) of the app serving :func:`_with_columns`."""
-    tmp = tmp_path_factory.mktemp("stream")
-    path = tmp / "fit.h5ad"
-    _with_columns().write_h5ad(path)
-    config = AppConfig(data=(path,), cache_dir=tmp / "cache", sample_path=tmp / "none.h5ad")
-    app = create_app(config)
-    ds = DatasetRegistry(config).default_id()
-    with app.server.test_request_context("/"):
-        _, results, _ = context.resolve(ds)
-    return app, ds, results
+def adata():
+    """The results conftest's ``served`` app shows: :func:`_with_columns`."""
+    return _with_columns()
 
 
 def _call(app, fn, *args, trigger: str = "."):
@@ -94,10 +82,10 @@ def _legend(figure: dict) -> list[str]:
 
 
 # -- "Colour by" ----------------------------------------------------------------------------------
-def test_colour_options_put_what_biologists_want_first_and_the_rest_under_more(page):
+def test_colour_options_put_what_biologists_want_first_and_the_rest_under_more(served):
     from dashboard.web.pages import stream
 
-    app, ds, results = page
+    app, ds, results = served
     mask = np.arange(results.n_cells) < 40
     saved = _call(
         app, lambda: stream.selection_panel.store().save(ds, "early", mask, results.cell_ids, "x")
@@ -134,10 +122,10 @@ def test_colour_options_put_what_biologists_want_first_and_the_rest_under_more(p
 
 
 # -- a gene colours the cells ---------------------------------------------------------------------
-def test_colour_controls_follow_the_gene_and_a_column_clears_it(page):
+def test_colour_controls_follow_the_gene_and_a_column_clears_it(served):
     from dashboard.web.pages import stream
 
-    app, ds, results = page
+    app, ds, results = served
     gene = results.gene_names[3]
     keep = dash.no_update
     color, value, options, gene_box = _call(
@@ -162,10 +150,10 @@ def test_colour_controls_follow_the_gene_and_a_column_clears_it(page):
     assert _call(app, stream.colour_controls, results, ds, None, f"gene:{gene}", gene)[0] == gene
 
 
-def test_a_gene_colouring_leaves_only_its_colour_bar_in_place_of_the_category_legend(page):
+def test_a_gene_colouring_leaves_only_its_colour_bar_in_place_of_the_category_legend(served):
     from dashboard.web.pages import stream
 
-    app, ds, results = page
+    app, ds, results = served
     gene = results.gene_names[5]
     rest = ("streams", 1.0, 0.5, "velovi", [])
     first, shown, *_ = _call(app, stream.draw, "clusters", None, *rest, None, ds)
@@ -250,10 +238,10 @@ def test_source_colours_stand_apart_from_every_cell_type_and_velovi_is_on_top(pa
 
 
 # -- the UMAP fills the plot ---------------------------------------------------------------------
-def test_axis_ranges_hug_the_cells_and_the_graph_height_follows_the_aspect(page):
+def test_axis_ranges_hug_the_cells_and_the_graph_height_follows_the_aspect(served):
     from dashboard.web.pages import stream
 
-    _, _, results = page
+    _, _, results = served
     xy = results.umap
     lo, hi = xy.min(0), xy.max(0)
     pad = (hi - lo) * E.RANGE_PAD
@@ -265,7 +253,7 @@ def test_axis_ranges_hug_the_cells_and_the_graph_height_follows_the_aspect(page)
     assert aspect == pytest.approx((hi[0] - lo[0]) / (hi[1] - lo[1]), rel=1e-6)
     height = stream.graph_height(aspect)
     assert f"/ {aspect:.3f} " in height and "100vh" in height and "100cqw" in height
-    layout = str(_call(page[0], stream.layout, page[1]))
+    layout = str(_call(served.app, stream.layout, served.ds))
     assert layout.count(height) == 2  # the velocity map and the agreement map
     assert "'containerType': 'inline-size'" in layout
     empty = E.embedding_ranges(np.full((3, 2), np.nan))
