@@ -59,9 +59,10 @@ from core.pipeline import run
 from core.preprocess import PreprocessConfig, preprocess
 from core.train import TrainConfig
 from core.velovi import VeloVI
+from dashboard.config import SAMPLE_PATH
 
 PANCREAS = REPO_ROOT.parent / "shared" / "data" / "pancreas_739.h5ad"
-SAMPLE = REPO_ROOT / "sample_data" / "velodash_sample.h5ad"
+SAMPLE = SAMPLE_PATH
 CACHE = OUT_DIR / "uncertainty"
 #: Cell types in lineage order (the paper's Fig. 4a).
 TYPES = (

@@ -14,6 +14,7 @@ import scvelo as scv
 from anndata import AnnData
 
 from core.blocks import blocks_within
+from core.options import BASELINES
 
 BaselineMode = Literal["steady_state", "dynamical"]
 #: Cells × genes of one block of genes: scVelo's and the agreement's float64 temporaries stay
@@ -49,8 +50,8 @@ def scvelo_velocity(
             f"adata lacks layers {missing}; run core.preprocess.preprocess (scv.pp.moments) "
             "first so the baseline sees the same moments as the model."
         )
-    if mode not in ("steady_state", "dynamical"):
-        raise ValueError(f"mode must be 'steady_state' or 'dynamical', got {mode!r}.")
+    if mode not in BASELINES:
+        raise ValueError(f"mode must be one of {', '.join(BASELINES)}, got {mode!r}.")
     if mode == "dynamical" and "connectivities" not in adata.obsp:
         raise ValueError(
             "the dynamical baseline needs obsp['connectivities']; compute neighbours "

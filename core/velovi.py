@@ -30,7 +30,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif isinstance(device, str) and device.split(":")[0] in DEVICES[1:]:
         requested = torch.device(device)
     else:
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}.")
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}.")
     if requested.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             "device='cuda' was requested but this torch build sees no CUDA GPU; "

@@ -14,7 +14,7 @@ from typing import Any
 from core.fit_options import FitOption
 from core.options import in_pipeline_order
 from core.params import FIT_OPTIONS, FitParams, ProgressEvent
-from dashboard.config import ROLES, SAMPLE_PATH
+from dashboard.config import CHECKOUT_ROOT, ROLES, SAMPLE_PATH
 
 
 def _fit_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +83,9 @@ def _simulate_parser(sub: argparse._SubParsersAction) -> None:
         description="Write the deterministic branching simulation that velodash ships as sample "
         "data (raw spliced/unspliced counts plus true time, lineage, rates and velocity).",
     )
-    p.add_argument("out", type=Path, nargs="?", default=SAMPLE_PATH)
+    # From a checkout it rewrites the bundled sample; installed, it writes into this folder.
+    default = SAMPLE_PATH if CHECKOUT_ROOT is not None else Path(SAMPLE_PATH.name)
+    p.add_argument("out", type=Path, nargs="?", default=default)
     p.add_argument("--n-cells", type=int, default=2400)
     p.add_argument("--n-genes", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
@@ -99,9 +101,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", type=Path, nargs="*", help="datasets or results files to offer")
     p.add_argument("--data-dir", type=Path, help="folder whose .h5ad/.loom files are offered")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8050)
-    p.add_argument("--cache-dir", type=Path, help="results and job cache (default: ./.velodash)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1, VELODASH_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8050, VELODASH_PORT)")
+    p.add_argument("--cache-dir", type=Path, help="results and job cache (VELODASH_CACHE_DIR)")
     p.add_argument("--no-upload", action="store_true", help="disable uploads (hosted use)")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (never when hosted)")
     p.set_defaults(func=_cmd_run)

@@ -1,13 +1,13 @@
-"""Dashboard configuration: one frozen dataclass built from CLI arguments and environment.
+"""Dashboard configuration: one frozen dataclass (`AppConfig`) every layer reads, the roles,
+and the paths and names the settings use.
 
-`velodash run` builds it from arguments and `VELODASH_*` variables (`AppConfig.from_env`);
-`velodash serve` / `worker` build it from a TOML file (`dashboard.hosting.settings.load_config`).
+It is built in one place for every mode, `dashboard.hosting.settings.load_config`: from a TOML
+file (hosted), ``VELODASH_<KEY>`` variables and command-line options.
 """
 
 from __future__ import annotations
 
 import importlib.resources
-import logging
 import os
 import secrets
 from collections.abc import Mapping
@@ -40,17 +40,9 @@ def default_cache_dir() -> Path:
 
 
 SAMPLE_PATH = bundled_folder("sample_data") / "velodash_sample.h5ad"
-log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = default_cache_dir()
 
-ENV_CACHE_DIR = "VELODASH_CACHE_DIR"
-ENV_SECRET_KEY = "VELODASH_SECRET_KEY"
 ENV_REDIS_URL = "VELODASH_REDIS_URL"
-ENV_MAX_UPLOAD_MB = "VELODASH_MAX_UPLOAD_MB"
-#: Uploads on or off: the hosted configuration's key `allow_upload`, read the same way locally.
-ENV_ALLOW_UPLOAD = "VELODASH_ALLOW_UPLOAD"
-#: The old local name (VELODASH_NO_UPLOAD=1): still honoured, with a warning naming the new one.
-ENV_NO_UPLOAD = "VELODASH_NO_UPLOAD"
 #: A TOML config file; when set, `dashboard.web.app:server` (gunicorn) and
 #: `dashboard.hosting.server:celery_app` (``celery -A``) use it.
 ENV_CONFIG = "VELODASH_CONFIG"
@@ -104,38 +96,6 @@ class AppConfig:
     https: bool = False
     job_concurrency: int = 1
 
-    @classmethod
-    def from_env(cls, **overrides: Any) -> AppConfig:
-        """Config from `VELODASH_*` environment variables, then explicit keyword overrides.
-
-        Keyword arguments whose value is None are ignored, so CLI defaults never mask the env.
-        """
-        values: dict[str, Any] = {}
-        if os.environ.get(ENV_CACHE_DIR):
-            values["cache_dir"] = Path(os.environ[ENV_CACHE_DIR])
-        if os.environ.get(ENV_REDIS_URL):
-            values["redis_url"] = os.environ[ENV_REDIS_URL]
-        if os.environ.get(ENV_SECRET_KEY):
-            values["secret_key"] = os.environ[ENV_SECRET_KEY]
-        if os.environ.get(ENV_MAX_UPLOAD_MB):
-            values["max_upload_mb"] = float(os.environ[ENV_MAX_UPLOAD_MB])
-        if os.environ.get(ENV_NO_UPLOAD):
-            log.warning(
-                "%s is deprecated: set %s=false instead (the hosted configuration's name)",
-                ENV_NO_UPLOAD,
-                ENV_ALLOW_UPLOAD,
-            )
-            values["allow_upload"] = not _env_bool(ENV_NO_UPLOAD)
-        if os.environ.get(ENV_ALLOW_UPLOAD):
-            values["allow_upload"] = _env_bool(ENV_ALLOW_UPLOAD)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "data" in values:
-            values["data"] = tuple(Path(p) for p in values["data"])
-        for key in ("cache_dir", "data_dir", "sample_path"):
-            if values.get(key) is not None:
-                values[key] = Path(values[key])
-        return cls(**values)
-
     @property
     def max_upload_bytes(self) -> int:
         """Upload size limit in bytes."""
@@ -154,19 +114,11 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"must be true or false, got {value!r}")
 
 
-def _env_bool(name: str) -> bool:
-    """Environment variable `name` as a boolean (ValueError naming it when it is not one)."""
-    try:
-        return parse_bool(os.environ[name])
-    except ValueError as err:
-        raise ValueError(f"environment variable {name} {err}") from None
-
-
 def resolve_secret_key(config: AppConfig) -> str:
     """The Flask secret key: the configured one, else one generated once per cache dir.
 
     The generated key is written to `cache_dir/secret_key` with exclusive creation, so several
-    workers sharing a cache dir all read the same key (needed for signed background-job handles).
+    workers sharing a cache dir all read the same key (needed for the signed session cookies).
     """
     if config.secret_key:
         return config.secret_key

@@ -20,7 +20,7 @@ from fake_results import write_fake_results
 from layout_tree import find
 
 from core.params import FitParams, ProgressEvent, results_key
-from dashboard.config import ENV_REDIS_URL, ENV_SECRET_KEY, AppConfig, resolve_secret_key
+from dashboard.config import AppConfig, resolve_secret_key
 from dashboard.data.datasets import (
     SAMPLE_ID,
     DatasetRegistry,
@@ -68,31 +68,8 @@ def config(tmp_path: Path) -> AppConfig:
 
 
 # -- configuration -----------------------------------------------------------------------------
-def test_config_from_env_and_overrides(monkeypatch, tmp_path, caplog):
-    monkeypatch.setenv("VELODASH_CACHE_DIR", str(tmp_path / "c"))
-    monkeypatch.setenv(ENV_REDIS_URL, "redis://example:6379/0")
-    monkeypatch.setenv("VELODASH_ALLOW_UPLOAD", "false")  # the hosted configuration's name
-    config = AppConfig.from_env(data=["x.h5ad"], cache_dir=None)
-    assert config.cache_dir == tmp_path / "c"  # a None override never masks the environment
-    assert config.redis_url == "redis://example:6379/0"
-    assert config.data == (Path("x.h5ad"),)
-    assert config.allow_upload is False
-    assert config.max_upload_bytes == 500 * 2**20
-    monkeypatch.setenv("VELODASH_ALLOW_UPLOAD", "perhaps")
-    with pytest.raises(ValueError, match="VELODASH_ALLOW_UPLOAD must be true or false"):
-        AppConfig.from_env()
-    # the old local name still works, and says which name to use
-    monkeypatch.delenv("VELODASH_ALLOW_UPLOAD")
-    monkeypatch.setenv("VELODASH_NO_UPLOAD", "1")
-    with caplog.at_level("WARNING", logger="dashboard.config"):
-        assert AppConfig.from_env().allow_upload is False
-    assert "set VELODASH_ALLOW_UPLOAD=false instead" in caplog.text
-
-
-def test_secret_key_from_env_else_generated_once_per_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv(ENV_SECRET_KEY, "s3cret")
-    assert resolve_secret_key(AppConfig.from_env(cache_dir=tmp_path / "a")) == "s3cret"
-    monkeypatch.delenv(ENV_SECRET_KEY)
+def test_secret_key_configured_else_generated_once_per_cache_dir(tmp_path):
+    assert resolve_secret_key(AppConfig(cache_dir=tmp_path / "a", secret_key="s3cret")) == "s3cret"
     first = resolve_secret_key(AppConfig(cache_dir=tmp_path / "a"))
     # A second worker sharing the cache dir reads the same key; another cache dir gets its own.
     assert resolve_secret_key(AppConfig(cache_dir=tmp_path / "a")) == first

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anndata as ad
 import h5py
 import numpy as np
@@ -21,8 +19,9 @@ from core.simulate import (
     simulate_branching,
     write_sample_data,
 )
+from dashboard.config import SAMPLE_PATH
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "velodash_sample.h5ad"
+SAMPLE = SAMPLE_PATH
 
 
 @pytest.fixture(scope="module")

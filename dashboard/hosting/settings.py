@@ -296,7 +296,7 @@ def _oidc(values: dict[str, Any], sources: dict[str, str]) -> OIDCSettings:
     for key in ("oidc_client_id", "oidc_client_secret", "oidc_server_metadata_url"):
         if key not in values:
             raise ConfigError(key, sources.get("auth", "auth"), "is required when auth = 'oidc'")
-    default_role = values.get("oidc_default_role", "viewer")
+    default_role = values.get("oidc_default_role", OIDCSettings.default_role)
     return OIDCSettings(
         client_id=values["oidc_client_id"],
         client_secret=values["oidc_client_secret"],

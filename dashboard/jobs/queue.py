@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
-import typing
 from typing import Any
 
-from core.options import DEVICES
-from core.params import ANALYSES, FitParams
+from core.params import FitParams, parse_fit_options
 from dashboard.config import AppConfig
 from dashboard.data.datasets import Dataset, DatasetRegistry
 from dashboard.jobs.devices import cuda_available
@@ -50,54 +48,20 @@ class InvalidFitOptions(ValueError):
 
 
 #: Every fit option and its type.
-_OPTIONS = typing.get_type_hints(FitParams)
-
-
-def _check_option(name: str, value: Any) -> None:
-    hint = _OPTIONS[name]
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif hint is str:
-        ok = isinstance(value, str)
-    elif name == "skip":
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    else:  # str | None (groupby)
-        ok = value is None or isinstance(value, str)
-    if not ok:
-        raise InvalidFitOptions(f"option '{name}' has the wrong type ({type(value).__name__})")
-
-
 def parse_fit_params(config: AppConfig, requested: Any) -> FitParams:
-    """`FitParams` from a request's ``params`` (defaults < `config.fit_overrides` < request).
+    """`FitParams` from a request's ``params`` (defaults < `config.fit_overrides` < request),
+    checked against the options' declaration (`core.params.parse_fit_options`).
 
-    Raises InvalidFitOptions for unknown options, wrong types or invalid values.
+    Raises InvalidFitOptions for unknown options, wrong types or values out of range.
     """
     if requested is None:
         requested = {}
     if not isinstance(requested, dict):
         raise InvalidFitOptions("'params' must be a JSON object of fit options")
-    unknown = sorted(set(requested) - set(_OPTIONS))
-    if unknown:
-        raise InvalidFitOptions(
-            f"unknown fit option(s): {', '.join(map(str, unknown))}; "
-            f"known: {', '.join(sorted(_OPTIONS))}"
-        )
-    for name, value in requested.items():
-        _check_option(name, value)
-    if requested.get("device", "auto") not in DEVICES:
-        raise InvalidFitOptions(f"'device' must be one of {', '.join(DEVICES)}")
-    if "max_epochs" in requested and not 1 <= requested["max_epochs"] <= 100_000:
-        raise InvalidFitOptions("'max_epochs' must be between 1 and 100000")
     try:
-        return FitParams.from_dict({**dict(config.fit_overrides), **requested})
-    except (TypeError, ValueError) as err:
-        raise InvalidFitOptions(
-            f"invalid fit options: {err}; analyses: {', '.join(ANALYSES)}"
-        ) from err
+        return parse_fit_options({**config.fit_overrides, **requested})
+    except ValueError as err:
+        raise InvalidFitOptions(str(err)) from err
 
 
 def open_store(config: AppConfig) -> JobStore:

@@ -2,7 +2,8 @@
 
 Hosting: ``velodash serve --config FILE`` runs gunicorn on ``dashboard.web.app:server``; that
 module attribute builds the app once per process from the TOML file named by
-``VELODASH_CONFIG`` (or, without it, from ``VELODASH_*`` variables as `velodash run` does).
+``VELODASH_CONFIG`` (or, without it, from ``VELODASH_*`` variables as `velodash run` does, with
+a loud warning that sign-in is off). Both read `dashboard.hosting.settings.load_config`.
 Fits never run in a web process: they are jobs of the shared queue (`dashboard.jobs.queue`),
 executed by a local worker (`velodash run`, or `velodash worker` without Redis) or by Celery
 workers (``velodash worker --config FILE`` with `redis_url`).
@@ -15,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from dash import Dash
 from dashboard.config import ENV_CONFIG, AppConfig, bundled_folder, resolve_secret_key
 from dashboard.data.datasets import DatasetRegistry
 from dashboard.hosting import auth, protection
+from dashboard.hosting.settings import load_config
 from dashboard.jobs.queue import JobQueue, parse_fit_params
 from dashboard.jobs.store import QueueUnavailable, SqliteJobStore
 from dashboard.jobs.worker import LocalWorker
@@ -34,6 +37,9 @@ ASSETS_FOLDER = bundled_folder("assets")
 #: Largest request without uploads (callback bodies are small).
 MAX_REQUEST_BYTES = 8 * 2**20
 SYSTEM_OWNER = "velodash"
+#: Without VELODASH_CONFIG, either of these makes `server` a hosted app configured from the
+#: environment alone (sign-in on); with neither, it is the local app, and says so loudly.
+SIGN_IN_VARIABLES = ("VELODASH_AUTH", "VELODASH_USERS_FILE")
 
 log = logging.getLogger(__name__)
 #: Logged when gunicorn (or any importer of `server`) builds the app without a hosting file.
@@ -114,24 +120,30 @@ def start_local_queue(app: Dash) -> LocalWorker:
 def serve(
     data: list[Path] | None = None,
     data_dir: Path | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8050,
+    host: str | None = None,
+    port: int | None = None,
     cache_dir: Path | None = None,
     allow_upload: bool = True,
     debug: bool = False,
 ) -> None:
-    """`velodash run`: the app and its local queue in this process, no sign-in (blocking)."""
+    """`velodash run`: the app and its local queue in this process, no sign-in (blocking).
+
+    Settings come from `load_config(local=True)`: ``VELODASH_*`` variables, then these
+    arguments (None leaves a setting to the environment or its default)."""
     for path in data or []:
         if not Path(path).is_file():
             raise FileNotFoundError(f"dataset not found: {path}")
-    config = AppConfig.from_env(
-        data=tuple(data or ()),
-        data_dir=data_dir,
+    settings = load_config(
+        None,
+        local=True,
+        datasets_dir=data_dir,
         cache_dir=cache_dir,
         allow_upload=None if allow_upload else False,  # VELODASH_ALLOW_UPLOAD still applies
-        debug=debug,
-        redis_url="",  # one user, one machine: always the local queue
+        host=host,
+        port=port,
     )
+    config = replace(settings.app, data=tuple(Path(p) for p in data or ()), debug=debug)
+    host, port = settings.serve.host, settings.serve.port
     app = create_app(config)
     worker = start_local_queue(app)
     print(f"velodash: serving on http://{host}:{port}/ (cache: {config.cache_dir})", flush=True)
@@ -153,14 +165,10 @@ def serve(
 @functools.cache
 def _default_app() -> Dash:
     config_path = os.environ.get(ENV_CONFIG)
-    if config_path:
-        from dashboard.hosting.settings import load_config
-
-        return create_app(load_config(Path(config_path)).app)
-    config = AppConfig.from_env()
-    if config.auth == "none":
-        log.warning(NO_SIGN_IN_WARNING, ENV_CONFIG, ENV_CONFIG)
-    return create_app(config)
+    if config_path or any(os.environ.get(name) for name in SIGN_IN_VARIABLES):
+        return create_app(load_config(Path(config_path) if config_path else None).app)
+    log.warning(NO_SIGN_IN_WARNING, ENV_CONFIG, ENV_CONFIG)
+    return create_app(load_config(None, local=True).app)
 
 
 def __getattr__(name: str) -> Any:
