@@ -130,7 +130,7 @@ class JobQueue:
             job.started = job.finished = now
             return self.store.add(job), True
         progress = {"stage": "queued", "fraction": 0.0, "message": "waiting for a worker"}
-        published = now if self._celery is not None else None  # just below
+        published = now if self._celery is not None else None  # its message is sent below
         fresh = Job(new_job_id(), progress=progress, published=published, **common)
         job = self.store.add(fresh)
         if job.id != fresh.id:
