@@ -14,6 +14,7 @@ import flask
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from dash import html
 from dash.exceptions import PreventUpdate
 from fake_results import write_fake_results
 from layout_tree import find, text
@@ -29,7 +30,7 @@ from dashboard.jobs import runner as jobs
 from dashboard.jobs.queue import InvalidFitOptions, JobQueue
 from dashboard.jobs.store import RedisJobStore
 from dashboard.web import app as app_module
-from dashboard.web import context, jobview, shell
+from dashboard.web import context, fit_form, jobview, shell
 from dashboard.web import widgets as ui
 
 FAKE_FIT_SECONDS = 23.6  # the sum of tests/fake_results.py's stage timings
@@ -146,8 +147,8 @@ def test_fit_controls_follow_the_declared_options(home):
     assert epochs.value == declared.default == 500
     radio = find(layout, "fit-device")
     assert [o["value"] for o in radio.options] == list(FIT_OPTIONS["device"].choices)
-    controls = module.fit_controls(FitParams().to_dict(), None)
-    labels = [c for c in controls if isinstance(c, module.html.Label)]
+    controls = fit_form.fit_controls(FitParams().to_dict(), None)
+    labels = [c for c in controls if isinstance(c, html.Label)]
     assert [(label.children, label.title) for label in labels] == [
         ("Device", FIT_OPTIONS["device"].help),
         ("Max epochs", declared.help),

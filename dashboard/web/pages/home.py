@@ -25,16 +25,14 @@ from dash import (
 )
 from dash.exceptions import PreventUpdate
 
-from core.fit_options import FitOption
-from core.options import DEVICES, in_pipeline_order
-from core.params import FIT_OPTIONS
+from core.options import in_pipeline_order
 from dashboard import figures
 from dashboard.data.datasets import Dataset, UnknownDataset, UploadError
 from dashboard.hosting import auth
 from dashboard.jobs import devices
 from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
 from dashboard.jobs.store import QueueUnavailable
-from dashboard.web import context, jobview, run_report
+from dashboard.web import context, fit_form, jobview, run_report
 from dashboard.web import widgets as ui
 
 dash.register_page(__name__, path="/", name="Home", title="velodash", order=0)
@@ -48,56 +46,6 @@ SOURCES = {
     "data_dir": ("shared", "From the server's datasets folder (read-only)"),
     "upload": ("uploaded", "Uploaded through this page"),
 }
-
-
-#: The fit options the home page offers (declared in `core.params.FitParams`), and the ids of
-#: their controls; the request's other options keep their defaults.
-FIT_CONTROLS = {"device": "fit-device", "max_epochs": "fit-epochs"}
-#: How the Device choices (`core.options.DEVICES`) read, with a usable CUDA GPU and without one.
-DEVICE_LABELS = {
-    "auto": ("auto (GPU when available)", "auto (CPU: no CUDA GPU found)"),
-    "cpu": ("CPU", "CPU"),
-    "cuda": ("CUDA GPU", "CUDA GPU (none found)"),
-}
-
-
-def device_options(cuda: bool | None) -> list[dict]:
-    """The Device choices; without a usable CUDA GPU, CUDA is shown but disabled (None: it
-    cannot be told now, every choice is offered and the server decides)."""
-    return [
-        {
-            "label": DEVICE_LABELS[device][cuda is False],
-            "value": device,
-            "disabled": device == "cuda" and cuda is False,
-        }
-        for device in DEVICES
-    ]
-
-
-def fit_controls(values: dict[str, Any], cuda: bool | None) -> list:
-    """A label (its tooltip: the option's help) and a control per `FIT_CONTROLS` option, set
-    to `values`: radio items for a choice (the devices as `device_options` says them), else a
-    number box with the declared range."""
-    children: list = []
-    for name, control_id in FIT_CONTROLS.items():
-        option: FitOption = FIT_OPTIONS[name]
-        children.append(html.Label(option.label, className="label", title=option.help))
-        if option.choices:
-            choices = device_options(cuda) if name == "device" else option.choices
-            children.append(dcc.RadioItems(choices, values[name], id=control_id))
-        else:
-            step = 1 if option.kind is int else "any"
-            children.append(
-                dcc.Input(
-                    id=control_id,
-                    type="number",
-                    min=option.min,
-                    max=option.max,
-                    step=step,
-                    value=values[name],
-                )
-            )
-    return children
 
 
 def _breakable(name: str) -> list:
@@ -208,7 +156,8 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                             ui.section(
                                 "Fit veloVI",
                                 html.Div(
-                                    fit_controls(defaults.to_dict(), cuda), className="control"
+                                    fit_form.fit_controls(defaults.to_dict(), cuda),
+                                    className="control",
                                 ),
                                 html.Div(
                                     [
@@ -323,7 +272,9 @@ def summary_view(ds: str | None) -> html.Div:
     state={
         "ds": State("home-ds", "data"),
         "polls": State(ui.JOB_POLL, "n_intervals"),
-        "options": {name: State(control, "value") for name, control in FIT_CONTROLS.items()},
+        "options": {
+            name: State(control, "value") for name, control in fit_form.FIT_CONTROLS.items()
+        },
     },
     prevent_initial_call=True,
 )

@@ -1,0 +1,66 @@
+"""The home page's fit form: one control per offered fit option, built from the options'
+declaration (`core.params.FIT_OPTIONS`: label, help, range, choices)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import State, dcc, html
+
+from core.fit_options import FitOption
+from core.options import DEVICES
+from core.params import FIT_OPTIONS
+
+#: The fit options the home page offers (declared in `core.params.FitParams`), and the ids of
+#: their controls; the request's other options keep their defaults.
+FIT_CONTROLS = {"device": "fit-device", "max_epochs": "fit-epochs"}
+#: How the Device choices (`core.options.DEVICES`) read, with a usable CUDA GPU and without one.
+DEVICE_LABELS = {
+    "auto": ("auto (GPU when available)", "auto (CPU: no CUDA GPU found)"),
+    "cpu": ("CPU", "CPU"),
+    "cuda": ("CUDA GPU", "CUDA GPU (none found)"),
+}
+
+
+def device_options(cuda: bool | None) -> list[dict]:
+    """The Device choices; without a usable CUDA GPU, CUDA is shown but disabled (None: it
+    cannot be told now, every choice is offered and the server decides)."""
+    return [
+        {
+            "label": DEVICE_LABELS[device][cuda is False],
+            "value": device,
+            "disabled": device == "cuda" and cuda is False,
+        }
+        for device in DEVICES
+    ]
+
+
+def fit_controls(values: dict[str, Any], cuda: bool | None) -> list:
+    """A label (its tooltip: the option's help) and a control per `FIT_CONTROLS` option, set
+    to `values`: radio items for a choice (the devices as `device_options` says them), else a
+    number box with the declared range."""
+    children: list = []
+    for name, control_id in FIT_CONTROLS.items():
+        option: FitOption = FIT_OPTIONS[name]
+        children.append(html.Label(option.label, className="label", title=option.help))
+        if option.choices:
+            choices = device_options(cuda) if name == "device" else option.choices
+            children.append(dcc.RadioItems(choices, values[name], id=control_id))
+        else:
+            step = 1 if option.kind is int else "any"
+            children.append(
+                dcc.Input(
+                    id=control_id,
+                    type="number",
+                    min=option.min,
+                    max=option.max,
+                    step=step,
+                    value=values[name],
+                )
+            )
+    return children
+
+
+def control_states() -> dict[str, State]:
+    """{option: the State of its control}: the fit callback's `options` argument."""
+    return {name: State(control_id, "value") for name, control_id in FIT_CONTROLS.items()}
