@@ -1,4 +1,4 @@
-"""Dashboard unit tests without a browser: configuration, background-manager selection, the
+"""Dashboard unit tests without a browser: configuration, the
 dataset registry and uploads, the fit job, URL state and callbacks called directly."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Running queued fits: the part shared by the local queue and the Celery workers.
 
-`execute` runs one claimed job to its end: it calls `jobs.run_fit`, writes throttled progress
+`execute` runs one claimed job to its end: it calls `runner.run_fit`, writes throttled progress
 and a heartbeat into the store every `HEARTBEAT_S`, stops the fit as soon as the job is no
 longer *running* in the store (cancelled, or declared lost), and records the outcome. A
 worker that dies stops beating; `reap_stale` (run by web processes and workers) then marks its
