@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 from fake_results import STATES, write_fake_results
 
-from dashboard.data.results import (
-    REQUIRED_SLOTS,
-    Results,
-    ResultsError,
-    load_results,
-    validate_results,
-)
+from dashboard.data.contract import REQUIRED_SLOTS, ResultsError, validate_results
+from dashboard.data.results import Results, load_results
 
 FAKE_RESULTS = dict(n_cells=300, n_genes=40, n_types=5, seed=1)
 

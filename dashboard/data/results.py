@@ -5,10 +5,9 @@ A results file is immutable and content-addressed, so :func:`load_results` memoi
 (gene table, per-gene arrays, stream geometry…) in a small bounded LRU (:meth:`Results.memo`).
 Nothing here is per-user state: two web workers opening the same file agree on everything.
 
-Slots of the results contract (DESIGN.md) are either REQUIRED (every ``velodash fit`` writes them)
-or belong to an optional *feature* (an analysis that ``--skip`` can leave out). Accessors of an
-absent feature return ``None`` and :meth:`Results.missing_reason` explains why, so figures can show
-an empty state instead of failing.
+Accessors of an absent optional feature of the results contract (`dashboard.data.contract`)
+return ``None`` and :meth:`Results.missing_reason` explains why, so figures can show an empty
+state instead of failing.
 """
 
 from __future__ import annotations
@@ -28,92 +27,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from dashboard.data.contract import FEATURES, STATES, ResultsError, has_slot, validate_results
+
 T = TypeVar("T")
 
-STATES = ("induction", "induction_steady", "repression", "repression_steady")
-
-REQUIRED_SLOTS: tuple[str, ...] = (
-    "layers/Ms",
-    "layers/Mu",
-    "layers/velocity",
-    "layers/fit_t",
-    "var/fit_alpha",
-    "var/fit_beta",
-    "var/fit_gamma",
-    "var/fit_t_",
-    "obs/latent_time",
-    "obsm/X_umap",
-    "uns/velodash",
-)
-
-# feature -> (slots it needs, why it can be absent)
-FEATURES: dict[str, tuple[tuple[str, ...], str]] = {
-    "intrinsic": (
-        ("obs/intrinsic_uncertainty",),
-        "intrinsic uncertainty was not computed (fitted with --skip intrinsic)",
-    ),
-    "extrinsic": (
-        ("obs/extrinsic_uncertainty",),
-        "extrinsic uncertainty was not computed (fitted with --skip extrinsic or --skip graph)",
-    ),
-    "coherence": (
-        ("varm/coherence",),
-        "velocity coherence was not computed (fitted with --skip coherence or --skip graph)",
-    ),
-    "permutation": (
-        ("var/permutation_score", "varm/permutation_effect"),
-        "permutation scores were not computed (fitted with --skip permutation)",
-    ),
-    "baseline": (
-        ("layers/velocity_baseline",),
-        "the scVelo steady-state baseline was not computed (fitted with --skip baseline)",
-    ),
-    "streams": (
-        ("obsm/velocity_umap",),
-        "no projected velocity obsm['velocity_umap'] (fitted with --skip graph)",
-    ),
-    "states": (tuple(f"layers/state_{s}" for s in STATES), "no posterior state probabilities"),
-    "fitted": (("layers/fit_s", "layers/fit_u"), "no posterior predictive means (fit_s/fit_u)"),
-    "history": (("uns/velodash/history",), "no training history was recorded"),
-}
-
 SINGLE_GROUP = "all cells"
-
-
-class ResultsError(ValueError):
-    """Not a usable velodash results file; the message says what is wrong and how to fix it."""
-
-
-def _has_slot(adata: ad.AnnData, slot: str) -> bool:
-    """Whether ``slot`` ("layers/Ms", "uns/velodash/history", …) exists in ``adata``."""
-    kind, *keys = slot.split("/")
-    container: Any = {
-        "layers": adata.layers,
-        "var": adata.var,
-        "varm": adata.varm,
-        "obs": adata.obs,
-        "obsm": adata.obsm,
-        "uns": adata.uns,
-    }[kind]
-    for key in keys:
-        if not hasattr(container, "__contains__") or key not in container:
-            return False
-        container = container[key]
-    return True
-
-
-def validate_results(adata: ad.AnnData) -> None:
-    """Raise :class:`ResultsError` naming every missing REQUIRED slot of the results contract."""
-    missing = [slot for slot in REQUIRED_SLOTS if not _has_slot(adata, slot)]
-    if not missing:
-        return
-    hint = (
-        "It looks like a counts file (it has spliced/unspliced layers): fit it first with "
-        "`velodash fit <file>` or the Fit button on the home page."
-        if {"spliced", "unspliced"} <= set(adata.layers)
-        else "Open a file written by `velodash fit` (or fit your counts file first)."
-    )
-    raise ResultsError(f"Not a velodash results file: missing {', '.join(missing)}. {hint}")
 
 
 @dataclass(frozen=True)
@@ -211,7 +129,7 @@ class Results:
     def has(self, feature: str) -> bool:
         """Whether every slot of optional ``feature`` (a key of :data:`FEATURES`) is present."""
         slots, _ = FEATURES[feature]
-        return all(_has_slot(self.adata, s) for s in slots)
+        return all(has_slot(self.adata, s) for s in slots)
 
     def missing_reason(self, feature: str) -> str | None:
         """None when ``feature`` is present, else a sentence for the figure's empty state."""

@@ -9,7 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.kinetics import trajectory
-from dashboard.data.results import STATES, ColorValues, Results
+from dashboard.data.contract import STATES
+from dashboard.data.results import ColorValues, Results
 from dashboard.figures.common import (
     base_layout,
     cell_figure,

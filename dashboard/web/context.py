@@ -11,8 +11,9 @@ from __future__ import annotations
 import flask
 from dash import dcc, html
 
+from dashboard.data.contract import ResultsError
 from dashboard.data.datasets import Dataset, DatasetRegistry, UnknownDataset
-from dashboard.data.results import Results, ResultsError, load_results
+from dashboard.data.results import Results, load_results
 from dashboard.hosting import auth
 from dashboard.jobs.queue import JobQueue
 from dashboard.jobs.store import QueueUnavailable

@@ -13,8 +13,9 @@ from dash.exceptions import PreventUpdate
 
 from dashboard import figures
 from dashboard.data import gene_filter
+from dashboard.data.contract import STATES
 from dashboard.data.exports import cell_type_labels
-from dashboard.data.results import STATES, Results
+from dashboard.data.results import Results
 from dashboard.figures.genes import gene_graph_height
 from dashboard.web import context
 from dashboard.web import widgets as ui
