@@ -126,8 +126,15 @@ class FitParams:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FitParams:
-        """Build from a (JSON) dict, ignoring unknown keys (a record of an older version)."""
-        return cls(**{k: v for k, v in values.items() if k in FIT_OPTIONS})
+        """Build from a (JSON) dict, ignoring unknown keys (a record of an older version); numpy
+        values (as ``uns`` reads back from an .h5ad) become plain Python ones."""
+        return cls(
+            **{
+                k: v.tolist() if hasattr(v, "tolist") else v
+                for k, v in values.items()
+                if k in FIT_OPTIONS
+            }
+        )
 
     def to_dict(self) -> dict:
         """JSON-able dict of every option."""

@@ -7,7 +7,14 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from core.kinetics import induction, induction_time_dependent, repression, trajectory
+from core.kinetics import (
+    exp_convolution3,
+    induction,
+    induction_time_dependent,
+    repression,
+    trajectory,
+    transcription_rate,
+)
 
 TIMES = np.array([0.0, 0.05, 0.7, 3.0, 9.5, 20.0])
 
@@ -91,6 +98,70 @@ def test_time_dependent_induction_matches_ode(alpha, alpha_1, lam, beta, gamma):
     np.testing.assert_allclose(s.numpy(), s_ref, rtol=1e-8, atol=1e-12)
 
 
+def _matrix_route(a, b, c, t):
+    """The oracle: K₃(a, b, c, t) = exp(−tD)[0, 2] for D = bidiag(a, b, c; superdiagonal 1)
+    (Opitz's formula for the second divided difference; exact for any tie of the rates)."""
+    a, b, c, t = torch.broadcast_tensors(a, b, c, t)
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    rows = [torch.stack(r, dim=-1) for r in ([a, one, zero], [zero, b, one], [zero, zero, c])]
+    return torch.linalg.matrix_exp(-t[..., None, None] * torch.stack(rows, dim=-2))[..., 0, 2]
+
+
+def _rate_grid() -> tuple[torch.Tensor, ...]:
+    """(λ, β, γ, t) over generic rates and every near-tie: gaps 0, 1e-7 … 1e-1 between any
+    two or all three rates, rates 0 (the α₁ term) to 50 (the clamp), t up to 20."""
+    base = torch.tensor([0.0, 0.01, 0.3, 1.0, 4.0, 50.0], dtype=torch.float64)
+    gaps = torch.tensor([0.0, 1e-7, 1e-5, 1e-3, 0.03, 0.1, 0.5], dtype=torch.float64)
+    times = torch.tensor([0.0, 1e-3, 0.05, 0.7, 3.0, 9.5, 20.0], dtype=torch.float64)
+    r, g1, g2, tt = torch.meshgrid(base, gaps, gaps, times, indexing="ij")
+    generic = torch.rand(4, 2000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lam = torch.cat([r.flatten(), generic[0] * 5])
+    beta = torch.cat([(r + g1).flatten(), generic[1] * 5])
+    gamma = torch.cat([(r + g1 + g2).flatten(), generic[2] * 5])
+    t = torch.cat([tt.flatten(), generic[3] * 20])
+    return lam, beta, gamma, t
+
+
+def test_three_rate_convolution_matches_the_matrix_route_for_every_tie():
+    lam, beta, gamma, t = _rate_grid()
+    oracle = _matrix_route(lam, beta, gamma, t)
+    for args in ((lam, beta, gamma), (gamma, lam, beta), (beta, gamma, lam)):  # symmetric
+        torch.testing.assert_close(exp_convolution3(*args, t), oracle, rtol=1e-9, atol=1e-15)
+    # numpy (the dashboard's α(t) curves) gives the same numbers
+    np.testing.assert_allclose(
+        exp_convolution3(lam.numpy(), beta.numpy(), gamma.numpy(), t.numpy()),
+        oracle.numpy(),
+        rtol=1e-9,
+        atol=1e-15,
+    )
+
+
+def test_three_rate_convolution_in_float32_and_its_gradient():
+    """Training runs in float32: the values stay within float32 rounding of the float64 truth,
+    and the gradients are finite at exact ties and agree with the matrix route's (whose own
+    backward is only good to ~1e-6 near ties, measured against finite differences)."""
+    lam, beta, gamma, t = _rate_grid()
+    truth = _matrix_route(lam, beta, gamma, t)
+    ours32 = exp_convolution3(lam.float(), beta.float(), gamma.float(), t.float()).double()
+    torch.testing.assert_close(ours32, truth, rtol=2e-5, atol=1e-7)
+    leaves = [x.clone().requires_grad_(True) for x in (lam, beta, gamma)]
+    exp_convolution3(*leaves, t).sum().backward()
+    oracle_leaves = [x.clone().requires_grad_(True) for x in (lam, beta, gamma)]
+    _matrix_route(*oracle_leaves, t).sum().backward()
+    for ours, oracle in zip(leaves, oracle_leaves, strict=True):
+        assert torch.isfinite(ours.grad).all()
+        torch.testing.assert_close(ours.grad, oracle.grad, rtol=3e-6, atol=1e-10)
+
+
+@BACKENDS
+def test_time_dependent_induction_on_both_backends(array):
+    args = (0.2, 2.0, 0.5, 1.3, 0.4)
+    u, s = induction_time_dependent(*(array(x) for x in args), array(TIMES))
+    u_ref, s_ref = _ode(lambda t: 2.0 - 1.8 * np.exp(-0.5 * t), 1.3, 0.4, TIMES)
+    np.testing.assert_allclose(_values(u), u_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(_values(s), s_ref, rtol=1e-8, atol=1e-12)
+
+
 def test_time_dependent_reduces_to_constant_rate():
     args = [torch.rand(50, dtype=torch.float64) + 0.1 for _ in range(3)]
     t = torch.rand(50, dtype=torch.float64) * 20
@@ -164,3 +235,38 @@ def test_trajectory_switches_and_matches_ode():
     )
     np.testing.assert_allclose(u, sol.y[0], atol=1e-6)
     np.testing.assert_allclose(s, sol.y[1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("alpha", "alpha_1", "lam"), [(0.3, 2.0, 0.4), (2.5, 0.4, 1.1), (1.0, 1.0, 0.7)]
+)
+def test_time_dependent_trajectory_and_rate_match_ode(alpha, alpha_1, lam):
+    """The dashboard's curve of an α(t) fit: induction with α(t) = α₁ − (α₁ − α)e^{−λt} up to
+    the switch, then repression (α = 0); `transcription_rate` is that α(t)."""
+    beta, gamma, t_switch = 0.8, 0.3, 7.0
+    t, u, s = trajectory(alpha, beta, gamma, t_switch, 20.0, 151, alpha_1=alpha_1, lambda_alpha=lam)
+    rate = transcription_rate(alpha, alpha_1, lam, t_switch, t)
+    np.testing.assert_allclose(
+        rate[t < t_switch], (alpha_1 - (alpha_1 - alpha) * np.exp(-lam * t))[t < t_switch]
+    )
+    assert np.all(rate[t >= t_switch] == 0.0)
+    sol = solve_ivp(
+        lambda x, y: [
+            (alpha_1 - (alpha_1 - alpha) * np.exp(-lam * x) if x < t_switch else 0.0) - beta * y[0],
+            beta * y[0] - gamma * y[1],
+        ],
+        (0.0, 20.0),
+        [0.0, 0.0],
+        t_eval=t,
+        rtol=1e-10,
+        atol=1e-12,
+        method="DOP853",
+        max_step=0.05,
+    )
+    np.testing.assert_allclose(u, sol.y[0], atol=1e-6)
+    np.testing.assert_allclose(s, sol.y[1], atol=1e-6)
+    # λ = 0 is the constant-rate curve
+    constant = trajectory(alpha, beta, gamma, t_switch, 20.0, 151)
+    np.testing.assert_array_equal(
+        trajectory(alpha, beta, gamma, t_switch, 20.0, 151, alpha_1, 0.0)[2], constant[2]
+    )
