@@ -15,9 +15,10 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import h5py
 
@@ -171,6 +172,21 @@ class DatasetRegistry:
             except OSError:
                 continue
         return max(fits, key=lambda p: p.stat().st_mtime, default=None)
+
+    def companion_fit(self, info: Mapping[str, Any]) -> Path | None:
+        """The cached fit of the same input with the same options but the other transcription
+        rate (constant ↔ time-dependent α(t)), for a results file whose ``uns['velodash']`` is
+        `info`; None when it has not been fitted (or `info` records no input fingerprint)."""
+        fingerprint, params = info.get("fingerprint"), info.get("params")
+        if not fingerprint or not isinstance(params, Mapping):
+            return None
+        try:
+            fitted = FitParams.from_dict(dict(params))
+        except (TypeError, ValueError):
+            return None
+        other = replace(fitted, time_dependent_rate=not fitted.time_dependent_rate)
+        path = self.results_dir / f"{results_key(str(fingerprint), other)}.h5ad"
+        return path if path.is_file() else None
 
     def save_upload(self, filename: str, contents: str) -> tuple[Dataset, bool]:
         """Validate a `dcc.Upload` payload and store it under its content hash, labelled

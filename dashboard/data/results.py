@@ -58,7 +58,9 @@ class GeneArrays:
     Optional arrays are None when their slot is absent. ``state`` is the int8 argmax of the state
     probabilities (0 induction, 1 induction_steady, 2 repression, 3 repression_steady). ``fit_t``
     is on the 0–20 axis; ``latent_time`` is the cell-level time in [0, 1]. Rates and ``t_switch``
-    follow scVelo's ``fit_*`` convention (same time axis as ``fit_t``).
+    follow scVelo's ``fit_*`` convention (same time axis as ``fit_t``). ``alpha_1`` and
+    ``lambda_alpha`` are the time-dependent rate α(t) = α₁ − (α₁ − α)e^{−λt}; λ is 0 for a
+    constant-rate fit.
     """
 
     gene: str
@@ -73,6 +75,8 @@ class GeneArrays:
     gamma: float
     t_switch: float
     scaling: float
+    alpha_1: float | None = None
+    lambda_alpha: float = 0.0
     fit_s: np.ndarray | None = None
     fit_u: np.ndarray | None = None
     velocity_var: np.ndarray | None = None
@@ -148,6 +152,12 @@ class Results:
     def info(self) -> dict[str, Any]:
         """``uns['velodash']`` (version, params, groupby, cell_types, device, timings, …)."""
         return self.adata.uns["velodash"]
+
+    @property
+    def time_dependent(self) -> bool:
+        """Whether the fit used the time-dependent transcription rate α(t) (its α₁ and λ are
+        ``var['fit_alpha_1']`` and ``var['fit_lambda_alpha']``)."""
+        return bool(self.info.get("params", {}).get("time_dependent_rate", False))
 
     @cached_property
     def groupby(self) -> str | None:
@@ -320,6 +330,10 @@ class Results:
             gamma=float(var["fit_gamma"].iloc[j]),
             t_switch=float(var["fit_t_"].iloc[j]),
             scaling=_scalar(var, "fit_scaling", j) or 1.0,
+            alpha_1=_scalar(var, "fit_alpha_1", j),
+            lambda_alpha=(_scalar(var, "fit_lambda_alpha", j) or 0.0)
+            if self.time_dependent
+            else 0.0,
             fit_s=optional("fit_s"),
             fit_u=optional("fit_u"),
             velocity_var=optional("velocity_var"),
@@ -333,7 +347,8 @@ class Results:
         """One row per gene (file order), for the sortable gene table.
 
         Columns: ``gene``, ``velocity_gene``, ``permutation_score``, ``fit_mse``,
-        ``fit_likelihood``, ``alpha``, ``beta``, ``gamma``, ``switch_time`` (fit_t_),
+        ``fit_likelihood``, ``alpha``, ``beta``, ``gamma``, ``switch_time`` (fit_t_), ``alpha_1``
+        and ``lambda_alpha`` (time-dependent fits),
         ``coherence_<cell type>`` (one per type), ``baseline_agreement``, ``baseline_pearson``;
         columns of absent optional slots are left out.
         """
@@ -351,6 +366,8 @@ class Results:
             "fit_gamma": "gamma",
             "fit_t_": "switch_time",
         }
+        if self.time_dependent:
+            renames |= {"fit_alpha_1": "alpha_1", "fit_lambda_alpha": "lambda_alpha"}
         table = pd.DataFrame({"gene": self.gene_names})
         for src, dst in renames.items():
             if src in var:

@@ -43,6 +43,7 @@ from dashboard.figures.genes import (
     gene_velocity_embedding_figure,
     permutation_effect_figure,
     phase_portrait_figure,
+    rate_label,
 )
 from dashboard.figures.ground_truth import (
     calibration_figure,
@@ -72,6 +73,7 @@ from dashboard.figures.portraits import (
     portrait_cells,
     portrait_grid_figure,
 )
+from dashboard.figures.rates import mse_ratio_figure, transcription_rate_figure
 from dashboard.figures.training import training_curve_figure
 from dashboard.figures.uncertainty import uncertainty_by_type_figure, uncertainty_figures
 
@@ -115,6 +117,7 @@ __all__ = [
     "heatmap_data",
     "heatmap_figure",
     "moving_average",
+    "mse_ratio_figure",
     "permutation_density_figure",
     "permutation_effect_figure",
     "permutation_heatmap_figure",
@@ -122,10 +125,12 @@ __all__ = [
     "phase_portrait_figure",
     "portrait_cells",
     "portrait_grid_figure",
+    "rate_label",
     "recolor_patch",
     "speed_classes",
     "top_bottom_coherence",
     "training_curve_figure",
+    "transcription_rate_figure",
     "typed",
     "uncertainty_by_type_figure",
     "uncertainty_calibration_summary",

@@ -8,8 +8,9 @@ from typing import Literal
 import numpy as np
 import plotly.graph_objects as go
 
-from core.kinetics import trajectory
+from core.kinetics import trajectory, transcription_rate
 from dashboard.data.contract import STATES
+from dashboard.data.rate_models import rate_pair
 from dashboard.data.results import ColorValues, Results
 from dashboard.figures.common import (
     base_layout,
@@ -52,26 +53,76 @@ def _compact_legend(fig: go.Figure) -> go.Figure:
 
 def fitted_curve(results: Results, gene: str, n_points: int = 200) -> dict[str, np.ndarray]:
     """The gene's fitted trajectory from ``var['fit_*']`` (scVelo convention) via
-    :func:`core.kinetics.trajectory`: float64 arrays ``t`` (0–t_max axis), ``u`` (× fit_scaling)
-    and ``s``, plus the index ``switch`` of the switch point."""
+    :func:`core.kinetics.trajectory` (with α(t) for a time-dependent fit): float64 arrays ``t``
+    (0–t_max axis), ``u`` (× fit_scaling), ``s`` and ``rate`` (the transcription rate α(t) on
+    ``t``, 0 from the switch on), plus the index ``switch`` of the switch point."""
 
     def build() -> dict[str, np.ndarray]:
         g = results.gene_arrays(gene)
         t_max = max(20.0, float(np.nanmax(g.fit_t)))
-        t, u, s = trajectory(g.alpha, g.beta, g.gamma, g.t_switch, t_max=t_max, n_points=n_points)
-        return {"t": t, "u": u * g.scaling, "s": s, "switch": np.searchsorted(t, g.t_switch)}
+        t, u, s = trajectory(
+            g.alpha,
+            g.beta,
+            g.gamma,
+            g.t_switch,
+            t_max=t_max,
+            n_points=n_points,
+            alpha_1=g.alpha_1,
+            lambda_alpha=g.lambda_alpha,
+        )
+        alpha_1 = g.alpha if g.alpha_1 is None else g.alpha_1
+        rate = transcription_rate(g.alpha, alpha_1, g.lambda_alpha, g.t_switch, t)
+        return {
+            "t": t,
+            "u": u * g.scaling,
+            "s": s,
+            "rate": rate,
+            "switch": np.searchsorted(t, g.t_switch),
+        }
 
     return results.memo(("curve", gene, n_points), build)
 
 
-def _fit_title(results: Results, gene: str, what: str) -> tuple[str, str]:
-    """(title, subtitle with the fit's likelihood and MSE)."""
+def rate_label(results: Results) -> str:
+    """How a fit's transcription rate reads in legends: "constant α" or "α(t)"."""
+    return "α(t)" if results.time_dependent else "constant α"
+
+
+def _fit_lines(results: Results, gene: str, overlay: bool) -> list[go.Scattergl]:
+    """The fitted induction and repression curves: solid for a constant rate, dashed for α(t)
+    (the paper's Fig. 5c); named by the rate when two fits are overlaid."""
+    curve = fitted_curve(results, gene)
+    k = int(curve["switch"])
+    label = rate_label(results) if overlay or results.time_dependent else "fit"
+    dash = "dash" if results.time_dependent else "solid"
+    return [
+        go.Scattergl(
+            x=curve["s"][part].astype(np.float32),
+            y=curve["u"][part].astype(np.float32),
+            mode="lines",
+            name=f"{phase} ({label})",
+            line={"color": FIT_COLORS[phase], "width": 3, "dash": dash},
+        )
+        for phase, part in (("induction", slice(0, k + 1)), ("repression", slice(k, None)))
+    ]
+
+
+def _fit_title(
+    results: Results, gene: str, what: str, companion: Results | None = None
+) -> tuple[str, str]:
+    """(title, subtitle with the fit's likelihood and MSE; with a `companion` fit, the MSE
+    under each transcription rate)."""
     g = results.gene_arrays(gene)
     stats = []
     if g.likelihood is not None:
         stats.append(f"likelihood {g.likelihood:.3f}")
-    if g.mse is not None:
-        stats.append(f"MSE {g.mse:.3g}")
+    fits = [results] if companion is None else list(rate_pair(results, companion))
+    for fit in fits:
+        mse = fit.gene_arrays(gene).mse if gene in fit.gene_index else None
+        if mse is not None:
+            stats.append(
+                f"MSE {mse:.3g}" if companion is None else f"MSE {rate_label(fit)} {mse:.3g}"
+            )
     return f"<b>{gene}</b> — {what}", ", ".join(stats)
 
 
@@ -80,10 +131,12 @@ def phase_portrait_figure(
     gene: str,
     color_by: Literal["cell_type", "latent_time", "state"] = "cell_type",
     point_size: float = 4.0,
+    companion: Results | None = None,
 ) -> go.Figure:
     """Mu vs Ms of every cell (coloured by cell type, latent time or most likely state), the
     fitted induction and repression curve, and the steady-state line
-    u = (γ/β)(s − min s) + min u through the lower-left corner of the data."""
+    u = (γ/β)(s − min s) + min u through the lower-left corner of the data. With a `companion`
+    fit of the other transcription rate, both fits: constant α solid, α(t) dashed."""
     if color_by not in ("cell_type", "latent_time", "state"):
         raise ValueError(
             f"color_by must be 'cell_type', 'latent_time' or 'state', not {color_by!r}"
@@ -91,35 +144,22 @@ def phase_portrait_figure(
     g = results.gene_arrays(gene)
     if color_by == "state" and g.state is None:
         return empty_figure(results.missing_reason("states"), f"{gene} phase portrait")
-    curve = fitted_curve(results, gene)
-    k = int(curve["switch"])
     s_min, u_min = float(np.nanmin(g.ms)), float(np.nanmin(g.mu))
     s_line = np.array([s_min, float(np.nanmax(g.ms))], dtype=np.float32)
     slope = g.gamma / g.beta
+    overlay = companion is not None and gene in companion.gene_index
     fits = [
-        go.Scattergl(
-            x=curve["s"][: k + 1].astype(np.float32),
-            y=curve["u"][: k + 1].astype(np.float32),
-            mode="lines",
-            name="induction (fit)",
-            line={"color": FIT_COLORS["induction"], "width": 3},
-        ),
-        go.Scattergl(
-            x=curve["s"][k:].astype(np.float32),
-            y=curve["u"][k:].astype(np.float32),
-            mode="lines",
-            name="repression (fit)",
-            line={"color": FIT_COLORS["repression"], "width": 3},
-        ),
+        *_fit_lines(results, gene, overlay),
+        *(_fit_lines(companion, gene, overlay) if overlay else []),
         go.Scattergl(
             x=s_line,
             y=(slope * (s_line - s_min) + u_min).astype(np.float32),
             mode="lines",
             name=f"steady state u = {slope:.3g}·s",
-            line={"color": FIT_COLORS["steady"], "dash": "dash"},
+            line={"color": FIT_COLORS["steady"], "dash": "dot"},
         ),
     ]
-    title, subtitle = _fit_title(results, gene, "phase portrait")
+    title, subtitle = _fit_title(results, gene, "phase portrait", companion if overlay else None)
     uirevision = f"{results.key}:phase:{gene}"
     axes = plot_axes(MS_LABEL, MU_LABEL, rangemode="tozero")
     xy = np.stack([g.ms, g.mu], 1)

@@ -84,3 +84,16 @@ def not_fitted_message(dataset: Dataset, on_home: bool) -> list:
         dcc.Link("Fit it on the home page", href=page_href("/", dataset.id)),
         " (progress is shown at the top of every page).",
     ]
+
+
+def companion(results: Results) -> Results | None:
+    """The fit of the same input and options with the other transcription rate (constant ↔
+    α(t)) when it is in this app's cache and fits the same genes, else None."""
+    path = current_registry().companion_fit(results.info)
+    if path is None:
+        return None
+    try:
+        other = load_results(path)
+    except ResultsError:
+        return None
+    return other if set(other.gene_names) == set(results.gene_names) else None

@@ -13,7 +13,11 @@ from core.params import FIT_OPTIONS
 
 #: The fit options the home page offers (declared in `core.params.FitParams`), and the ids of
 #: their controls; the request's other options keep their defaults.
-FIT_CONTROLS = {"device": "fit-device", "max_epochs": "fit-epochs"}
+FIT_CONTROLS = {
+    "device": "fit-device",
+    "max_epochs": "fit-epochs",
+    "time_dependent_rate": "fit-time-dependent",
+}
 #: How the Device choices (`core.options.DEVICES`) read, with a usable CUDA GPU and without one.
 DEVICE_LABELS = {
     "auto": ("auto (GPU when available)", "auto (CPU: no CUDA GPU found)"),
@@ -37,11 +41,16 @@ def device_options(cuda: bool | None) -> list[dict]:
 
 def fit_controls(values: dict[str, Any], cuda: bool | None) -> list:
     """A label (its tooltip: the option's help) and a control per `FIT_CONTROLS` option, set
-    to `values`: radio items for a choice (the devices as `device_options` says them), else a
-    number box with the declared range."""
+    to `values`: a tick box for a switch, radio items for a choice (the devices as
+    `device_options` says them), else a number box with the declared range."""
     children: list = []
     for name, control_id in FIT_CONTROLS.items():
         option: FitOption = FIT_OPTIONS[name]
+        if option.kind is bool:  # a tick box that carries its own label
+            box = [{"label": f" {option.help}", "value": name}]
+            ticked = [name] if values[name] else []
+            children.append(html.Div(dcc.Checklist(box, ticked, id=control_id), className="label"))
+            continue
         children.append(html.Label(option.label, className="label", title=option.help))
         if option.choices:
             choices = device_options(cuda) if name == "device" else option.choices
@@ -64,3 +73,15 @@ def fit_controls(values: dict[str, Any], cuda: bool | None) -> list:
 def control_states() -> dict[str, State]:
     """{option: the State of its control}: the fit callback's `options` argument."""
     return {name: State(control_id, "value") for name, control_id in FIT_CONTROLS.items()}
+
+
+def requested_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The fit options the controls ask for (`control_states`' values): a tick box's list
+    becomes its boolean, an emptied number box is left out (the option's default)."""
+    requested = {}
+    for name, value in values.items():
+        if FIT_OPTIONS[name].kind is bool:
+            requested[name] = bool(value)
+        elif value is not None:
+            requested[name] = value
+    return requested

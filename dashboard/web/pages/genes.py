@@ -17,7 +17,7 @@ from dashboard.data.contract import STATES
 from dashboard.data.exports import cell_type_labels
 from dashboard.data.results import Results
 from dashboard.figures.genes import gene_graph_height
-from dashboard.web import context
+from dashboard.web import context, rate_views
 from dashboard.web import widgets as ui
 
 dash.register_page(__name__, path="/genes", name="Genes", title="velodash · genes", order=3)
@@ -169,12 +169,14 @@ def _table_card(results: Results, gene: str) -> html.Section:
     )
 
 
-def _figures(dataset, results: Results, color_by: str) -> html.Div:
+def _figures(dataset, results: Results, color_by: str, companion: Results | None) -> html.Div:
     """The selected gene's header card and figures; graphs with a cell-type legend are tall
-    enough for every legend entry to show."""
+    enough for every legend entry to show. A time-dependent fit, or a fit with a `companion`
+    of the other transcription rate, adds α(t) under the portrait and the models' MSEs."""
     n_types = len(results.cell_types)
-    # the portrait: a key per cell type (or state) and 3 fit lines; latent time adds a colour bar
-    portrait = gene_graph_height(max(n_types, len(STATES)) + 3, 420, colorbar=True)
+    # the portrait: a key per cell type (or state) and its fit lines; latent time adds a colour bar
+    fit_lines = 3 if companion is None else 5
+    portrait = gene_graph_height(max(n_types, len(STATES)) + fit_lines, 420, colorbar=True)
     baseline = gene_graph_height(n_types, 360)
     header = html.Div(
         [
@@ -182,27 +184,41 @@ def _figures(dataset, results: Results, color_by: str) -> html.Div:
             html.Div(id="gene-problem"),
             html.Label("Colour cells by", className="label"),
             dcc.RadioItems(COLOR_BY, color_by, id="gene-color-by", inline=True),
+            rate_views.rate_hint(dataset, results, companion),
         ],
         className="card",
     )
     pair = [("phase-portrait", portrait), ("gene-over-time", portrait)]
-    return html.Div(
-        [
-            header,
-            html.Div(
-                [html.Div(_graph(g, dataset, h), className="card") for g, h in pair],
-                className="grid-2",
-            ),
+    rows = [
+        header,
+        html.Div(
+            [html.Div(_graph(g, dataset, h), className="card") for g, h in pair],
+            className="grid-2",
+        ),
+    ]
+    if results.time_dependent or companion is not None:
+        rows.append(
             html.Div(
                 [
-                    html.Div(_graph(g, dataset), className="card")
-                    for g in ("gene-velocity-umap", "gene-permutation")
+                    html.Div(_graph("gene-rate", dataset, 300), className="card"),
+                    html.Div(html.Div(id="gene-models"), className="card"),
                 ],
                 className="grid-2",
-            ),
-            html.Div(_graph("gene-baseline", dataset, baseline), className="card"),
-        ]
-    )
+            )
+        )
+    rows += [
+        html.Div(
+            [
+                html.Div(_graph(g, dataset), className="card")
+                for g in ("gene-velocity-umap", "gene-permutation")
+            ],
+            className="grid-2",
+        ),
+        html.Div(_graph("gene-baseline", dataset, baseline), className="card"),
+    ]
+    if companion is not None:
+        rows.append(rate_views.rate_models_card(dataset, results, companion))
+    return html.Div(rows)
 
 
 def layout(
@@ -215,6 +231,7 @@ def layout(
         return problem
     gene = (results.gene_ignoring_case(gene) or gene) if gene else default_gene(results)
     color_by = color_by if color_by in {c["value"] for c in COLOR_BY} else "cell_type"
+    companion = context.companion(results)
     return html.Div(
         [
             dcc.Store(id="genes-ds", data=dataset.id),
@@ -222,7 +239,7 @@ def layout(
             ui.url_state_store(),
             dcc.Download(id="genes-download"),
             html.Div(
-                [_table_card(results, gene), _figures(dataset, results, color_by)],
+                [_table_card(results, gene), _figures(dataset, results, color_by, companion)],
                 className="grid-side genes-layout",
             ),
         ]
@@ -297,7 +314,9 @@ def show_gene(gene: str, color_by: str, ds: str):
     return (
         gene,
         None,
-        figures.phase_portrait_figure(results, gene, color_by=color_by),
+        figures.phase_portrait_figure(
+            results, gene, color_by=color_by, companion=context.companion(results)
+        ),
         figures.gene_over_time_figure(results, gene),
         figures.gene_velocity_embedding_figure(results, gene),
         figures.permutation_effect_figure(results, gene),

@@ -286,7 +286,7 @@ def submit_fit(clicks: int | None, ds: str | None, polls: int | None, options: d
     try:
         user = auth.require("editor", "Fitting")
         dataset = context.current_registry().get(ds)
-        requested = {name: value for name, value in options.items() if value is not None}
+        requested = fit_form.requested_options(options)
         params = parse_fit_params(context.current_registry().config, requested)
         job, created = context.current_queue().submit(dataset, params, user.name)
     except auth.Forbidden as err:

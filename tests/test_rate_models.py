@@ -1,0 +1,176 @@
+"""Constant vs time-dependent transcription rate in the dashboard (issue 18 items 2-4): the
+companion fit is found at its content address, the per-gene MSE comparison, the portrait's
+overlay (constant solid, α(t) dashed), α(t) under it and the comparison card.
+
+Fake results: a constant-rate fit and its time-dependent twin (same genes and moments; α₁, λ and
+MSEs planted), the twin written where a fit with ``time_dependent_rate=True`` of the same input
+would be cached. The expected values are computed here from the planted numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from fake_results import make_fake_results
+from layout_tree import find
+
+from core.params import FitParams, results_key
+from dashboard import figures
+from dashboard.config import AppConfig
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.rate_models import mse_comparison, rate_pair
+from dashboard.data.results import load_results
+from dashboard.web import context, rate_views
+from dashboard.web.app import create_app
+
+N_GENES = 30
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """(app, dataset id, constant results, time-dependent results, the planted λ and α₁)."""
+    folder = tmp_path_factory.mktemp("rates")
+    constant = make_fake_results(n_cells=200, n_genes=N_GENES, n_types=3, seed=3)
+    twin = constant.copy()
+    rng = np.random.default_rng(7)
+    lam = rng.uniform(0.05, 0.8, N_GENES)
+    alpha_1 = twin.var["fit_alpha"].to_numpy() * rng.uniform(0.3, 3.0, N_GENES)
+    twin.var["fit_alpha_1"] = alpha_1
+    twin.var["fit_lambda_alpha"] = lam
+    twin.var["fit_mse"] = constant.var["fit_mse"].to_numpy() * rng.uniform(0.5, 1.6, N_GENES)
+    info = dict(constant.uns["velodash"])
+    params = FitParams.from_dict(info["params"])
+    twin.uns["velodash"] = {
+        **info,
+        "params": replace(params, time_dependent_rate=True).to_dict(),
+    }
+    path = folder / "constant.h5ad"
+    constant.write_h5ad(path)
+    cache = folder / "cache"
+    (cache / "results").mkdir(parents=True)
+    twin_key = results_key(info["fingerprint"], FitParams.from_dict(twin.uns["velodash"]["params"]))
+    twin.write_h5ad(cache / "results" / f"{twin_key}.h5ad")
+    config = AppConfig(data=(path,), cache_dir=cache, sample_path=folder / "none.h5ad")
+    app = create_app(config)
+    return (
+        app,
+        DatasetRegistry(config).default_id(),
+        load_results(path),
+        load_results(cache / "results" / f"{twin_key}.h5ad"),
+        lam,
+        alpha_1,
+    )
+
+
+def test_the_companion_is_the_other_rates_fit_at_its_content_address(pair, tmp_path):
+    app, _, constant, time_dependent, _, _ = pair
+    with app.server.test_request_context():
+        found = context.companion(constant)
+        assert found is not None and found.time_dependent and not constant.time_dependent
+        # the constant fit was opened from a file, not the cache: seen from the α(t) fit, it
+        # is the companion once it sits at its own content address
+        assert context.companion(time_dependent) is None
+        registry = context.current_registry()
+        key = results_key(
+            constant.info["fingerprint"], FitParams.from_dict(constant.info["params"])
+        )
+        cached = registry.results_dir / f"{key}.h5ad"
+        constant.adata.write_h5ad(cached)
+        try:
+            back = context.companion(time_dependent)
+            assert back is not None and not back.time_dependent
+        finally:
+            cached.unlink()
+    assert rate_pair(time_dependent, constant) == (constant, time_dependent)
+    # elsewhere (another cache) there is no companion
+    registry = DatasetRegistry(AppConfig(cache_dir=tmp_path))
+    assert registry.companion_fit(constant.info) is None
+
+
+def test_mse_comparison_is_the_log10_ratio_per_gene(pair):
+    _, _, constant, time_dependent, _, _ = pair
+    table = mse_comparison(constant, time_dependent)
+    mse_c = constant.adata.var["fit_mse"].to_numpy()
+    mse_t = time_dependent.adata.var["fit_mse"].to_numpy()
+    expected = dict(zip(constant.gene_names, np.log10(mse_c / mse_t), strict=True))
+    assert len(table) == N_GENES
+    np.testing.assert_allclose(table["log10_ratio"], [expected[g] for g in table["gene"]])
+    assert table["log10_ratio"].is_monotonic_decreasing
+    figure = figures.mse_ratio_figure(table, highlight=table["gene"].iloc[0])
+    share = np.mean(np.array(list(expected.values())) > 0)
+    assert (
+        f"{share:.0%} of {N_GENES} genes fit better with α(t)" in figure.layout.title.subtitle.text
+    )
+    assert figure.data[1].text == (table["gene"].iloc[0],)
+
+
+def test_the_portrait_overlays_both_fits_and_alpha_t_follows_its_formula(pair):
+    _, _, constant, time_dependent, lam, alpha_1 = pair
+    gene = constant.gene_names[4]
+    fig = figures.phase_portrait_figure(constant, gene, companion=time_dependent)
+    lines = {t.name: t.line.dash for t in fig.data if t.mode == "lines" and "(" in t.name}
+    assert lines == {
+        "induction (constant α)": "solid",
+        "repression (constant α)": "solid",
+        "induction (α(t))": "dash",
+        "repression (α(t))": "dash",
+    }
+    assert "MSE constant α" in fig.layout.title.subtitle.text
+    assert "MSE α(t)" in fig.layout.title.subtitle.text
+    rate = figures.transcription_rate_figure([constant, time_dependent], gene)
+    by_name = {t.name: t for t in rate.data}
+    t = np.asarray(by_name["α(t)"].x, dtype=np.float64)
+    alpha = constant.adata.var["fit_alpha"].iloc[4]
+    switch = constant.adata.var["fit_t_"].iloc[4]
+    expected = np.where(t < switch, alpha_1[4] - (alpha_1[4] - alpha) * np.exp(-lam[4] * t), 0)
+    np.testing.assert_allclose(by_name["α(t)"].y, expected, rtol=1e-5)
+    flat = np.asarray(by_name["constant α"].y)
+    np.testing.assert_allclose(flat[t < switch], alpha, rtol=1e-6)
+    # without λ the α(t) fit's curve would be the constant one: here it is not
+    curve_t = figures.fitted_curve(time_dependent, gene)
+    curve_c = figures.fitted_curve(constant, gene)
+    assert not np.allclose(curve_t["s"], curve_c["s"])
+
+
+def test_the_genes_page_shows_the_rate_views_with_both_fits(pair):
+    app, ds, constant, time_dependent, _, _ = pair
+    with app.server.test_request_context():
+        from dashboard.web.pages import genes
+
+        layout = genes.layout(ds=ds)
+        assert find(layout, "gene-rate") is not None and find(layout, "rate-models") is not None
+        links = find(layout, "rate-top-genes").children
+        table = mse_comparison(constant, time_dependent)
+        named = [item.children for item in links if hasattr(item, "href")]
+        assert named == list(table["gene"].head(rate_views.TOP_RATE_GENES))
+        gene = table["gene"].iloc[-1]  # the constant rate fits it best
+        figure, summary = rate_views.show_rate(gene, ds)
+        assert {t.name for t in figure.data} == {"constant α", "α(t)"}
+        ratio = find(summary, "gene-models-ratio").children
+        assert "the constant rate fits" in ratio and f"rank {len(table)} of {len(table)}" in ratio
+
+
+def test_a_single_fit_has_no_comparison_and_a_hint(tmp_path):
+    results_file = tmp_path / "fit.h5ad"
+    make_fake_results(n_cells=120, n_genes=10, n_types=3, seed=1).write_h5ad(results_file)
+    config = AppConfig(data=(results_file,), cache_dir=tmp_path / "c", sample_path=tmp_path / "x")
+    app = create_app(config)
+    with app.server.test_request_context():
+        from dashboard.web.pages import genes
+
+        layout = genes.layout(ds=DatasetRegistry(config).default_id())
+        assert find(layout, "rate-models") is None and find(layout, "gene-rate") is None
+
+
+def test_fit_params_read_back_from_a_results_file(tmp_path):
+    """``uns`` comes back from an .h5ad with numpy values (an empty skip list is a float
+    array): the options and so the companion's content address survive the round trip."""
+    adata = make_fake_results(n_cells=60, n_genes=6, n_types=3, seed=2)
+    for params in (FitParams(), FitParams(skip=("baseline",), time_dependent_rate=True)):
+        adata.uns["velodash"]["params"] = params.to_dict()
+        adata.write_h5ad(tmp_path / "r.h5ad")
+        back = load_results(tmp_path / "r.h5ad").info["params"]
+        assert FitParams.from_dict(back) == params
+        assert results_key("f", FitParams.from_dict(back)) == results_key("f", params)
