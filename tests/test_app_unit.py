@@ -30,7 +30,8 @@ from dashboard.data.datasets import (
 )
 from dashboard.jobs import runner as jobs
 from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
-from dashboard.jobs.store import RedisJobStore, SqliteJobStore
+from dashboard.jobs.redis_store import RedisJobStore
+from dashboard.jobs.sqlite_store import SqliteJobStore
 from dashboard.web import app as app_module
 from dashboard.web import context, jobview, shell
 from dashboard.web import widgets as ui

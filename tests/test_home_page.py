@@ -28,7 +28,7 @@ from dashboard.hosting.users import User
 from dashboard.jobs import devices
 from dashboard.jobs import runner as jobs
 from dashboard.jobs.queue import InvalidFitOptions, JobQueue
-from dashboard.jobs.store import RedisJobStore
+from dashboard.jobs.redis_store import RedisJobStore
 from dashboard.web import app as app_module
 from dashboard.web import context, fit_form, jobview, shell
 from dashboard.web import widgets as ui

@@ -16,14 +16,9 @@ import pytest
 from fake_results import write_fake_results
 from servers import REDIS_SERVER, RedisServer
 
-from dashboard.jobs.store import (
-    Job,
-    QueueUnavailable,
-    RedisJobStore,
-    SqliteJobStore,
-    new_job_id,
-    valid_job_id,
-)
+from dashboard.jobs.redis_store import RedisJobStore
+from dashboard.jobs.sqlite_store import SqliteJobStore
+from dashboard.jobs.store import Job, QueueUnavailable, new_job_id, valid_job_id
 from dashboard.jobs.worker import STALE_AFTER_S, LocalWorker, execute, reap_stale
 
 

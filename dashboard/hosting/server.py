@@ -123,7 +123,7 @@ def run_worker(hosted: HostedConfig, concurrency: int | None) -> None:
             ]
         )
         return
-    from dashboard.jobs.store import SqliteJobStore
+    from dashboard.jobs.sqlite_store import SqliteJobStore
     from dashboard.jobs.worker import LocalWorker
 
     end_with_parent(signal.SIGTERM)  # a local worker started by `serve` stops with it

@@ -398,7 +398,8 @@ def redis_reach(url: str) -> str:
     now" (it may be started later)."""
     import redis
 
-    from dashboard.jobs.store import QueueUnavailable, RedisJobStore
+    from dashboard.jobs.redis_store import RedisJobStore
+    from dashboard.jobs.store import QueueUnavailable
 
     try:
         RedisJobStore(url).ping()

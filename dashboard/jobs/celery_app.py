@@ -36,7 +36,8 @@ from celery.signals import worker_ready, worker_shutdown
 from kombu.exceptions import OperationalError
 
 from dashboard.jobs.devices import keep_announcing, local_cuda, record_worker, worker_id
-from dashboard.jobs.store import QueueUnavailable, RedisJobStore
+from dashboard.jobs.redis_store import RedisJobStore
+from dashboard.jobs.store import QueueUnavailable
 from dashboard.jobs.worker import execute, reap_stale, worker_name
 
 log = logging.getLogger(__name__)

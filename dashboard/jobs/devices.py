@@ -20,7 +20,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dashboard.jobs.store import QueueUnavailable, RedisJobStore
+from dashboard.jobs.redis_store import RedisJobStore
+from dashboard.jobs.store import QueueUnavailable
 
 if TYPE_CHECKING:
     from dashboard.jobs.queue import JobQueue

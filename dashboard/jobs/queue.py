@@ -19,16 +19,9 @@ from core.params import FitParams, parse_fit_options
 from dashboard.config import AppConfig
 from dashboard.data.datasets import Dataset, DatasetRegistry
 from dashboard.jobs.devices import cuda_available
-from dashboard.jobs.store import (
-    ACTIVE,
-    Job,
-    JobStore,
-    QueueUnavailable,
-    RedisJobStore,
-    SqliteJobStore,
-    new_job_id,
-    valid_job_id,
-)
+from dashboard.jobs.redis_store import RedisJobStore
+from dashboard.jobs.sqlite_store import SqliteJobStore
+from dashboard.jobs.store import ACTIVE, Job, JobStore, QueueUnavailable, new_job_id, valid_job_id
 from dashboard.jobs.worker import reap_stale
 
 #: Minimum seconds between two checks for lost workers by one web process.

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.jobs.runner import remove_partial_results, run_fit
-from dashboard.jobs.store import Job, JobStore, QueueUnavailable, SqliteJobStore
+from dashboard.jobs.sqlite_store import SqliteJobStore
+from dashboard.jobs.store import Job, JobStore, QueueUnavailable
 
 log = logging.getLogger(__name__)
 

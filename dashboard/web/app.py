@@ -27,7 +27,8 @@ from dashboard.data.datasets import DatasetRegistry
 from dashboard.hosting import auth, protection
 from dashboard.hosting.settings import load_config
 from dashboard.jobs.queue import JobQueue, parse_fit_params
-from dashboard.jobs.store import QueueUnavailable, SqliteJobStore
+from dashboard.jobs.sqlite_store import SqliteJobStore
+from dashboard.jobs.store import QueueUnavailable
 from dashboard.jobs.worker import LocalWorker
 from dashboard.web import context, shell
 from dashboard.web.api import api
