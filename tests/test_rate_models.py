@@ -10,6 +10,8 @@ would be cached. The expected values are computed here from the planted numbers.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -28,10 +30,19 @@ from dashboard.web.app import create_app
 N_GENES = 30
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """(app, dataset id, constant results, time-dependent results, the planted λ and α₁)."""
-    folder = tmp_path_factory.mktemp("rates")
+class Pair(NamedTuple):
+    """A constant-rate results file, a cache holding its α(t) twin, and the planted λ and α₁."""
+
+    constant: Path
+    cache: Path
+    twin: Path
+    lam: np.ndarray
+    alpha_1: np.ndarray
+
+
+def write_pair(folder: Path) -> Pair:
+    """Fake constant-rate results in `folder` and their time-dependent twin (λ, α₁ and MSEs
+    planted) at the content address its fit would have in `folder`/cache."""
     constant = make_fake_results(n_cells=200, n_genes=N_GENES, n_types=3, seed=3)
     twin = constant.copy()
     rng = np.random.default_rng(7)
@@ -41,26 +52,30 @@ def pair(tmp_path_factory):
     twin.var["fit_lambda_alpha"] = lam
     twin.var["fit_mse"] = constant.var["fit_mse"].to_numpy() * rng.uniform(0.5, 1.6, N_GENES)
     info = dict(constant.uns["velodash"])
-    params = FitParams.from_dict(info["params"])
-    twin.uns["velodash"] = {
-        **info,
-        "params": replace(params, time_dependent_rate=True).to_dict(),
-    }
+    twin_params = replace(FitParams.from_dict(info["params"]), time_dependent_rate=True)
+    twin.uns["velodash"] = {**info, "params": twin_params.to_dict()}
     path = folder / "constant.h5ad"
     constant.write_h5ad(path)
     cache = folder / "cache"
     (cache / "results").mkdir(parents=True)
-    twin_key = results_key(info["fingerprint"], FitParams.from_dict(twin.uns["velodash"]["params"]))
-    twin.write_h5ad(cache / "results" / f"{twin_key}.h5ad")
-    config = AppConfig(data=(path,), cache_dir=cache, sample_path=folder / "none.h5ad")
-    app = create_app(config)
+    twin_path = cache / "results" / f"{results_key(info['fingerprint'], twin_params)}.h5ad"
+    twin.write_h5ad(twin_path)
+    return Pair(path, cache, twin_path, lam, alpha_1)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """(app, dataset id, constant results, time-dependent results, the planted λ and α₁)."""
+    folder = tmp_path_factory.mktemp("rates")
+    files = write_pair(folder)
+    config = AppConfig(data=(files.constant,), cache_dir=files.cache, sample_path=folder / "x")
     return (
-        app,
+        create_app(config),
         DatasetRegistry(config).default_id(),
-        load_results(path),
-        load_results(cache / "results" / f"{twin_key}.h5ad"),
-        lam,
-        alpha_1,
+        load_results(files.constant),
+        load_results(files.twin),
+        files.lam,
+        files.alpha_1,
     )
 
 
