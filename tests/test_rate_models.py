@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
+import flask
 import numpy as np
 import pytest
 from fake_results import make_fake_results
@@ -189,3 +190,33 @@ def test_fit_params_read_back_from_a_results_file(tmp_path):
         back = load_results(tmp_path / "r.h5ad").info["params"]
         assert FitParams.from_dict(back) == params
         assert results_key("f", FitParams.from_dict(back)) == results_key("f", params)
+
+
+def test_a_raw_dataset_fitted_with_one_rate_says_how_to_get_the_other(tmp_path):
+    """Editors are sent to the home page's α(t) box, viewers to an editor; no rate views."""
+    from fake_results import write_raw_counts
+
+    from core.io import file_fingerprint
+    from dashboard.hosting.users import User
+
+    raw = write_raw_counts(tmp_path / "raw.h5ad", n_cells=60, n_genes=12)
+    fitted = make_fake_results(n_cells=120, n_genes=10, n_types=3, seed=1)
+    fitted.uns["velodash"]["fingerprint"] = file_fingerprint(raw)
+    fitted.uns["velodash"]["params"] = FitParams().to_dict()
+    cache = tmp_path / "cache"
+    (cache / "results").mkdir(parents=True)
+    key = results_key(file_fingerprint(raw), FitParams())
+    fitted.write_h5ad(cache / "results" / f"{key}.h5ad")
+    config = AppConfig(data=(raw,), cache_dir=cache, sample_path=tmp_path / "x")
+    app = create_app(config)
+    ds = DatasetRegistry(config).default_id()
+    with app.server.test_request_context():
+        from dashboard.web.pages import genes
+
+        layout = genes.layout(ds=ds)
+        assert find(layout, "gene-rate") is None
+        hint = find(layout, "rate-hint").children
+        assert "time-dependent rate α(t)" in hint and "ticked" in hint
+        dataset, results, _ = context.resolve(ds)
+        flask.g.velodash_user = User("vera", "viewer")
+        assert "an editor can fit" in rate_views.rate_hint(dataset, results, None).children

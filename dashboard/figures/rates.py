@@ -62,7 +62,7 @@ def transcription_rate_figure(fits: list[Results], gene: str) -> go.Figure:
         shapes=shapes,
         **plot_axes(
             "latent time t (gene time axis, 0–20)",
-            "transcription rate α (scaled moments per unit t)",
+            "α (scaled moments per unit t)",
             rangemode="tozero",
         ),
     )
@@ -72,7 +72,7 @@ def transcription_rate_figure(fits: list[Results], gene: str) -> go.Figure:
 def mse_ratio_figure(comparison: pd.DataFrame, highlight: str | None = None) -> go.Figure:
     """A box (with every gene as a point) of log10(MSE constant / MSE α(t)) per gene, as the
     paper's Fig. 5b: right of 0, α(t) fits the gene better. `highlight` marks one gene."""
-    title = "Constant vs time-dependent transcription rate: per-gene fit"
+    title = "Per-gene fit error: constant α over α(t)"
     if comparison.empty:
         return empty_figure("No gene has a fit MSE in both fits.", title)
     ratio = comparison["log10_ratio"].to_numpy(dtype=np.float64)

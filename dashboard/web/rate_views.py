@@ -10,6 +10,7 @@ from dash.exceptions import PreventUpdate
 from dashboard import figures
 from dashboard.data.rate_models import mse_comparison, rate_pair
 from dashboard.data.results import Results
+from dashboard.hosting import auth
 from dashboard.web import context
 from dashboard.web import widgets as ui
 
@@ -18,14 +19,19 @@ TOP_RATE_GENES = 10
 
 
 def rate_hint(dataset, results: Results, companion: Results | None) -> html.P | None:
-    """For a raw dataset fitted with one transcription rate only: how to get the other."""
+    """For a raw dataset fitted with one transcription rate only: how to get the other (for
+    a viewer, whom to ask)."""
     if companion is not None or dataset.kind != "raw":
         return None
     other = "constant rate" if results.time_dependent else "time-dependent rate α(t)"
+    tick = "unticked" if results.time_dependent else "ticked"
+    how = (
+        f"fit this dataset again on the home page with “time-dependent rate α(t)” {tick}"
+        if auth.current_user().can("editor")
+        else "an editor can fit this dataset again with the other rate"
+    )
     return html.P(
-        f"To compare with a {other} (veloVI paper, Fig. 5), fit this dataset again on the "
-        f"home page with “time-dependent rate α(t)” {'un' if results.time_dependent else ''}"
-        "ticked: both fits then show here.",
+        f"To compare with a {other} (veloVI paper, Fig. 5), {how}: both fits then show here.",
         className="caveat",
         id="rate-hint",
     )
