@@ -220,3 +220,14 @@ def test_a_raw_dataset_fitted_with_one_rate_says_how_to_get_the_other(tmp_path):
         dataset, results, _ = context.resolve(ds)
         flask.g.velodash_user = User("vera", "viewer")
         assert "an editor can fit" in rate_views.rate_hint(dataset, results, None).children
+
+
+def test_the_home_summary_names_the_rate_and_links_the_comparison(pair):
+    app, ds, *_ = pair
+    with app.server.test_request_context():
+        from dashboard.web.pages import home
+
+        note = find(home.summary_view(ds), "rate-note").children
+        assert note[0] == "Transcription rate: constant α."
+        assert "The α(t) fit of this dataset is there too" in note[1]
+        assert note[2].href == f"/genes?ds={ds}"

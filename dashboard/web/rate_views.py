@@ -4,7 +4,7 @@ fit with its time-dependent companion (`dashboard.data.rate_models`)."""
 
 from __future__ import annotations
 
-from dash import Input, Output, State, callback, html
+from dash import Input, Output, State, callback, dcc, html
 from dash.exceptions import PreventUpdate
 
 from dashboard import figures
@@ -35,6 +35,21 @@ def rate_hint(dataset, results: Results, companion: Results | None) -> html.P | 
         className="caveat",
         id="rate-hint",
     )
+
+
+def rate_note(dataset, results: Results) -> html.P:
+    """The home summary's line on the transcription rate the shown fit used, and whether the
+    other rate's fit is there to compare (on the gene page)."""
+    rate = "time-dependent α(t)" if results.time_dependent else "constant α"
+    text = [f"Transcription rate: {rate}."]
+    if context.companion(results) is not None:
+        other = "constant α" if results.time_dependent else "α(t)"
+        text += [
+            f" The {other} fit of this dataset is there too: ",
+            dcc.Link("compare them on the Genes page", href=ui.page_href("/genes", dataset.id)),
+            ".",
+        ]
+    return html.P(text, className="caveat", id="rate-note")
 
 
 def rate_models_card(dataset, results: Results, companion: Results) -> html.Section:

@@ -32,7 +32,7 @@ from dashboard.hosting import auth
 from dashboard.jobs import devices
 from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
 from dashboard.jobs.store import QueueUnavailable
-from dashboard.web import context, fit_form, jobview, run_report
+from dashboard.web import context, fit_form, jobview, rate_views, run_report
 from dashboard.web import widgets as ui
 
 dash.register_page(__name__, path="/", name="Home", title="velodash", order=0)
@@ -260,6 +260,7 @@ def summary_view(ds: str | None) -> html.Div:
                 className="pill-list",
             ),
             html.P(f"Stages: {timings}", className="caveat") if timings else None,
+            rate_views.rate_note(dataset, results),
             *[ui.alert(reason, "info") for reason in info["missing"].values()],
         ]
     )
