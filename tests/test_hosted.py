@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import psutil
 import pytest
-from fake_results import make_fake_results
+from fake_results import QUICK_FIT as QUICK
+from fake_results import make_fake_results, write_raw_counts
 from servers import REDIS_SERVER, CeleryWorker, RedisServer, WebServer, wait_until
 
 from dashboard.hosting.users import add_user
@@ -35,13 +35,6 @@ PASSWORDS = {
     "vera": "vera-viewer-pw",
 }
 ROLES = {"alice": "admin", "eddie": "editor", "erin": "editor", "vera": "viewer"}
-#: A fit short enough for a test (see QUICK_FIT in test_browser.py).
-QUICK = {
-    "max_epochs": 5,
-    "n_pcs": 10,
-    "n_neighbors": 15,
-    "skip": ["intrinsic", "extrinsic", "coherence", "permutation", "baseline"],
-}
 #: Long enough to be caught while running.
 LONG = {**QUICK, "max_epochs": 5000, "early_stopping": False}
 HOSTILE_TYPE = "<img src=x onerror=alert(1)>"
@@ -66,17 +59,6 @@ class Stack:
         return httpx.Client(base_url=self.web.url, auth=auth, timeout=60)
 
 
-def _tiny_counts(path: Path, n_cells: int = 200) -> Path:
-    from core.simulate import simulate_branching
-
-    adata = simulate_branching(n_cells=n_cells, n_genes=40, seed=0)
-    t = adata.obs["true_t"].to_numpy()
-    lineage = adata.obs["true_lineage"].astype("category").cat.codes.to_numpy()
-    adata.obsm["X_umap"] = np.stack([t, t * (lineage - lineage.mean())], 1).astype(np.float32)
-    adata.write_h5ad(path)
-    return path
-
-
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
@@ -86,7 +68,7 @@ def stack(tmp_path_factory) -> Stack:
     root = tmp_path_factory.mktemp("hosted")
     datasets = root / "datasets"
     datasets.mkdir()
-    _tiny_counts(datasets / "tiny.h5ad")
+    write_raw_counts(datasets / "tiny.h5ad")
     fake = make_fake_results(n_cells=120, n_genes=12, n_types=2)
     fake.obs["clusters"] = fake.obs["clusters"].cat.rename_categories([HOSTILE_TYPE, "plain"])
     fake.uns["velodash"]["cell_types"] = [HOSTILE_TYPE, "plain"]
@@ -491,7 +473,7 @@ def test_uploads_oversize_non_anndata_and_traversing_names(stack):
         csv = _upload(eddie, deps, "table.csv", b"a,b\n1,2\n")
         assert "not a supported file type" in csv.text
         tiny = (stack.datasets / "tiny.h5ad").read_bytes()
-        payload = _tiny_counts(stack.root / "fresh.h5ad", n_cells=150).read_bytes()
+        payload = write_raw_counts(stack.root / "fresh.h5ad", n_cells=150).read_bytes()
         evil = _upload(eddie, deps, "../../../../tmp/evil.h5ad", payload)
         assert evil.status_code == 200 and "Uploaded evil.h5ad." in evil.text, evil.text
         # the datasets folder's own file again, under a path-like name: nothing stored
