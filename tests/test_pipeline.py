@@ -199,3 +199,27 @@ def test_results_key_is_a_content_address():
 def test_unknown_skip_is_rejected():
     with pytest.raises(ValueError, match="unknown analysis"):
         FitParams(skip=("nonsense",))
+
+
+def test_a_time_dependent_fit_records_its_rate_and_scvelo_reads_it(raw_path, tmp_path):
+    """The results contract of an α(t) fit (issue 18): α₁ and λ per gene in ``var``, the option
+    in the provenance, and scVelo computes the same velocity graph from the file."""
+    import scvelo as scv
+
+    params = FitParams(
+        **{**SMALL, "max_epochs": 4},
+        time_dependent_rate=True,
+        skip=("intrinsic", "extrinsic", "coherence", "permutation", "baseline"),
+    )
+    result = anndata.read_h5ad(fit_file(raw_path, tmp_path / "td.h5ad", params))
+    var = result.var
+    assert result.uns["velodash"]["params"]["time_dependent_rate"]
+    lam, alpha_1 = var["fit_lambda_alpha"].to_numpy(), var["fit_alpha_1"].to_numpy()
+    assert np.isfinite(lam).all() and np.isfinite(alpha_1).all()
+    assert (lam > 0).all()  # softplus rates: a constant-rate fit writes λ = 0
+    assert not np.allclose(alpha_1, var["fit_alpha"].to_numpy())
+    ours = result.uns["velocity_graph"].toarray() + result.uns["velocity_graph_neg"].toarray()
+    check = result.copy()
+    scv.tl.velocity_graph(check, approx=False, n_jobs=1, show_progress_bar=False)
+    theirs = check.uns["velocity_graph"].toarray() + check.uns["velocity_graph_neg"].toarray()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
