@@ -231,3 +231,14 @@ def test_the_home_summary_names_the_rate_and_links_the_comparison(pair):
         assert note[0] == "Transcription rate: constant α."
         assert "The α(t) fit of this dataset is there too" in note[1]
         assert note[2].href == f"/genes?ds={ds}"
+
+
+def test_every_app_in_a_process_gets_the_rate_and_report_callbacks(tmp_path):
+    """Callbacks of helper modules (rate views, run report) are registered by the page modules,
+    which Dash runs once per app: each new app in the same process serves them too (a
+    module-level ``@callback`` would reach only the first app to start)."""
+    for name in ("a", "b", "c"):
+        app = create_app(AppConfig(cache_dir=tmp_path / name, sample_path=tmp_path / "x"))
+        outputs = {c["output"] for c in app.server.test_client().get("/_dash-dependencies").json}
+        assert {"..gene-rate.figure...gene-models.children..", "rate-models.figure"} <= outputs
+        assert "home-download.data" in outputs

@@ -87,12 +87,6 @@ def rate_models_card(dataset, results: Results, companion: Results) -> html.Sect
     )
 
 
-@callback(
-    Output("gene-rate", "figure"),
-    Output("gene-models", "children"),
-    Input("genes-selected", "data"),
-    State("genes-ds", "data"),
-)
 def show_rate(gene: str, ds: str):
     """The selected gene's transcription rate under each fit, and its MSE under each (with the
     gene's place in the comparison when both fits exist)."""
@@ -105,11 +99,6 @@ def show_rate(gene: str, ds: str):
     return figures.transcription_rate_figure(fits, gene), _models_summary(fits, gene)
 
 
-@callback(
-    Output("rate-models", "figure"),
-    Input("genes-selected", "data"),
-    State("genes-ds", "data"),
-)
 def show_rate_models(gene: str, ds: str):
     """The per-gene comparison of the two fits, with the selected gene marked."""
     _, results, _ = context.resolve(ds)
@@ -152,3 +141,20 @@ def _models_summary(fits: list[Results], gene: str) -> html.Div:
             html.P("Only the time-dependent fit exists for this dataset.", className="caveat")
         )
     return html.Div(children)
+
+
+def register() -> None:
+    """Register this module's callbacks for the app being built. Page modules call it when
+    they load: Dash runs them once per app, whereas this module is imported once per process
+    (a ``@callback`` here would reach only the first app)."""
+    callback(
+        Output("gene-rate", "figure"),
+        Output("gene-models", "children"),
+        Input("genes-selected", "data"),
+        State("genes-ds", "data"),
+    )(show_rate)
+    callback(
+        Output("rate-models", "figure"),
+        Input("genes-selected", "data"),
+        State("genes-ds", "data"),
+    )(show_rate_models)

@@ -117,13 +117,6 @@ def _calibration_section(dataset, results, calibration: dict) -> html.Section:
     )
 
 
-@dash.callback(
-    Output("home-download", "data"),
-    Input("home-history-csv", "n_clicks"),
-    Input("home-truth-csv", "n_clicks"),
-    State("home-report-ds", "data"),
-    prevent_initial_call=True,
-)
 def download(_history: int, _truth: int, ds: str):
     """The training history (epoch, train and validation ELBO) or the per-gene recovery."""
     if not dash.ctx.triggered or not any(t["value"] for t in dash.ctx.triggered):
@@ -143,3 +136,16 @@ def download(_history: int, _truth: int, ds: str):
         table.insert(0, "epoch", np.arange(1, len(table) + 1))
         name = ui.export_name(dataset, "training_history")
     return dcc.send_data_frame(table.to_csv, f"{name}.csv", index=False)
+
+
+def register() -> None:
+    """Register this module's callbacks for the app being built. Page modules call it when
+    they load: Dash runs them once per app, whereas this module is imported once per process
+    (a ``@callback`` here would reach only the first app)."""
+    dash.callback(
+        Output("home-download", "data"),
+        Input("home-history-csv", "n_clicks"),
+        Input("home-truth-csv", "n_clicks"),
+        State("home-report-ds", "data"),
+        prevent_initial_call=True,
+    )(download)

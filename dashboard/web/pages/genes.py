@@ -21,6 +21,7 @@ from dashboard.web import context, rate_views
 from dashboard.web import widgets as ui
 
 dash.register_page(__name__, path="/genes", name="Genes", title="velodash · genes", order=3)
+rate_views.register()
 
 COLOR_BY = [
     {"label": "cell type", "value": "cell_type"},

@@ -36,6 +36,7 @@ from dashboard.web import context, fit_form, jobview, rate_views, run_report
 from dashboard.web import widgets as ui
 
 dash.register_page(__name__, path="/", name="Home", title="velodash", order=0)
+run_report.register()
 
 #: Class of the note under the Fit button about the job it started or joined.
 FIT_NOTE = "fit-note"
