@@ -76,7 +76,8 @@ class AppConfig:
     `auth` is "none" for the one-user local mode (everyone is admin), else "basic" (users file)
     or "oidc"; `https` marks session cookies Secure and sends HSTS and a Content-Security-Policy
     (`security_headers`); `job_concurrency` is how many fits run at once on the local queue (and
-    the default of `velodash worker --concurrency`).
+    the default of `velodash worker --concurrency`); `view_cache_mb` bounds the derived views
+    shared by every process through ``cache_dir/views`` (`dashboard.data.view_cache`).
     """
 
     data: tuple[Path, ...] = ()
@@ -95,6 +96,7 @@ class AppConfig:
     oidc: OIDCSettings | None = None
     https: bool = False
     job_concurrency: int = 1
+    view_cache_mb: float = 1024.0
 
     @property
     def max_upload_bytes(self) -> int:

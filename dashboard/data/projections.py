@@ -68,7 +68,7 @@ def projected_velocity(results: Results, source: Source = "velovi") -> np.ndarra
     if "velocity_baseline_umap" in results.adata.obsm:
         stored = results.adata.obsm["velocity_baseline_umap"][:, :2]
         return np.ascontiguousarray(stored, dtype=np.float32)
-    return results.memo(("baseline_umap",), lambda: _project_baseline(results))
+    return results.memo(("baseline_umap",), lambda: _project_baseline(results), shared=True)
 
 
 def agreement(results: Results) -> np.ndarray | None:
@@ -85,7 +85,7 @@ def agreement(results: Results) -> np.ndarray | None:
             cos = np.where(norm > 0, (a64 * b64).sum(1) / norm, np.nan)
         return np.clip(cos, -1, 1).astype(np.float32)
 
-    return results.memo(("agreement",), build)
+    return results.memo(("agreement",), build, shared=True)
 
 
 def local_uncertainty(

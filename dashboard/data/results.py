@@ -13,7 +13,9 @@ state instead of failing.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import heapq
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from dashboard.data import view_cache
 from dashboard.data.contract import FEATURES, STATES, ResultsError, has_slot, validate_results
 
 T = TypeVar("T")
@@ -116,13 +119,15 @@ class Results:
         return f"Results({self.key!r}, {self.n_cells} cells × {self.n_genes} genes)"
 
     # -- memoisation -------------------------------------------------------------------------
-    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """``compute()`` once per ``key`` for this file (bounded LRU of ``MEMO_SIZE`` entries)."""
+    def memo(self, key: Hashable, compute: Callable[[], T], shared: bool = False) -> T:
+        """``compute()`` once per ``key`` for this file (bounded LRU of ``MEMO_SIZE`` entries);
+        `shared` views also go through the machine's view cache (`view_cache`), so other
+        processes and the next start read them instead of computing them again."""
         with self._lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        value = compute()
+        value = view_cache.get_or_compute(self.content_key, key, compute) if shared else compute()
         with self._lock:
             self._memo[key] = value
             while len(self._memo) > self.MEMO_SIZE:
@@ -152,6 +157,24 @@ class Results:
     def info(self) -> dict[str, Any]:
         """``uns['velodash']`` (version, params, groupby, cell_types, device, timings, …)."""
         return self.adata.uns["velodash"]
+
+    @cached_property
+    def content_key(self) -> str | None:
+        """What names this file's content in every process and after restarts: a hash of its
+        provenance (input fingerprint, fit options, the writing version) and its size in
+        bytes. None for results in memory or without provenance (their views stay here)."""
+        info = self.adata.uns.get("velodash", {})
+        if self.path is None or not info.get("fingerprint"):
+            return None
+        params = info.get("params", {})
+        provenance = {
+            "fingerprint": str(info["fingerprint"]),
+            "params": {k: v.tolist() if hasattr(v, "tolist") else v for k, v in params.items()},
+            "version": str(info.get("version", "")),
+            "bytes": self.path.stat().st_size,
+        }
+        payload = json.dumps(provenance, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
     @property
     def time_dependent(self) -> bool:
@@ -352,7 +375,7 @@ class Results:
         ``coherence_<cell type>`` (one per type), ``baseline_agreement``, ``baseline_pearson``;
         columns of absent optional slots are left out.
         """
-        return self.memo(("gene_table",), self._gene_table)
+        return self.memo(("gene_table",), self._gene_table, shared=True)
 
     def _gene_table(self) -> pd.DataFrame:
         var = self.adata.var

@@ -143,7 +143,9 @@ class SelectionSummary:
 
 
 def _moments(results: Results, layer: str):
-    return results.memo(("moments", layer), lambda: column_moments(results.layer_matrix(layer)))
+    return results.memo(
+        ("moments", layer), lambda: column_moments(results.layer_matrix(layer)), shared=True
+    )
 
 
 def drivers_table(results: Results, mask: np.ndarray, rank_by: str = "score") -> pd.DataFrame:

@@ -302,7 +302,7 @@ def _streams(results: Results, source: str, density: float, smooth: float) -> St
             ),
         )
 
-    return results.memo(("streams", source, float(density), float(smooth)), build)
+    return results.memo(("streams", source, float(density), float(smooth)), build, shared=True)
 
 
 def _arrows(results: Results, source: str, density: float, smooth: float) -> StreamGeometry:
@@ -318,7 +318,7 @@ def _arrows(results: Results, source: str, density: float, smooth: float) -> Str
         x0, y0, x1, y1 = f32
         return StreamGeometry(x0, y0, x1, y1, np.zeros_like(x0), x1, y1, angle.astype(np.float32))
 
-    return results.memo(("arrows", source, float(density), float(smooth)), build)
+    return results.memo(("arrows", source, float(density), float(smooth)), build, shared=True)
 
 
 def _levels(results: Results, x: np.ndarray, y: np.ndarray, confidence: bool) -> np.ndarray:

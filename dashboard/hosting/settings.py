@@ -165,6 +165,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "redis_url": _redis_url,
     "allow_upload": parse_bool,
     "max_upload_mb": _positive_number,
+    "view_cache_mb": _positive_number,
     "job_concurrency": _int_at_least(1, 64),
     "https": parse_bool,
     "include_sample": parse_bool,
@@ -386,6 +387,7 @@ def load_config(
         oidc=oidc,
         https=values.get("https", False),
         job_concurrency=values.get("job_concurrency", 1),
+        view_cache_mb=values.get("view_cache_mb", AppConfig.view_cache_mb),
     )
     serve_keys = ("host", "port", "workers", "threads", "timeout")
     serve = ServeSettings(**{k: values[k] for k in serve_keys if k in values})

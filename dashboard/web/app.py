@@ -23,6 +23,7 @@ from typing import Any
 from dash import Dash
 
 from dashboard.config import ENV_CONFIG, AppConfig, bundled_folder, resolve_secret_key
+from dashboard.data import view_cache
 from dashboard.data.datasets import DatasetRegistry
 from dashboard.hosting import auth, protection
 from dashboard.hosting.settings import load_config
@@ -76,6 +77,7 @@ def create_app(config: AppConfig) -> Dash:
     # Base64 inflates uploads by 4/3; leave room for the rest of the request.
     upload_room = int(config.max_upload_bytes * 1.4) + 2**20
     server.config["MAX_CONTENT_LENGTH"] = upload_room if config.allow_upload else MAX_REQUEST_BYTES
+    view_cache.use(config.cache_dir / "views", config.view_cache_mb)
     queue = JobQueue(config)
     server.extensions[context.QUEUE_KEY] = queue
     protection.install_protection(server, config.max_upload_mb, before_auth=True)

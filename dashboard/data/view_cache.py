@@ -1,0 +1,85 @@
+"""Derived views shared by every process of a machine and kept across restarts (diskcache).
+
+A view (stream geometry, the gene table, a projection, ...) is a pure function of a results
+file and the view's parameters, so it is stored once under ``(the results' content key, the
+view's key, the code's key)`` in a `diskcache.Cache` in the cache dir (``cache_dir/views``). Every web worker of
+a hosted instance, and the next start of the server, read it instead of building it again.
+The cache is bounded (``view_cache_mb``; least recently used entries go first); diskcache is
+safe across threads and processes.
+
+`use(directory, size_limit_mb)` points this process at its cache (the app factory calls it);
+`Results.memo(key, compute, shared=True)` goes through `get_or_compute`. Without `use` (core
+scripts, some tests) views stay in the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import TypeVar
+
+import diskcache
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_cache: diskcache.Cache | None = None
+#: "No entry" (a stored view may itself be None).
+_MISSING = object()
+
+
+def use(directory: Path, size_limit_mb: float) -> diskcache.Cache:
+    """Share views through the diskcache at `directory` (created if needed), holding at most
+    `size_limit_mb` MB; returns it. A second call with another folder switches to it."""
+    global _cache
+    limit = int(size_limit_mb * 2**20)
+    with _lock:
+        if _cache is None or Path(_cache.directory) != Path(directory):
+            if _cache is not None:
+                _cache.close()
+            _cache = diskcache.Cache(
+                str(directory), size_limit=limit, eviction_policy="least-recently-used"
+            )
+        elif _cache.size_limit != limit:
+            _cache.reset("size_limit", limit)
+        return _cache
+
+
+def current() -> diskcache.Cache | None:
+    """The cache this process shares views through (None before `use`)."""
+    return _cache
+
+
+@functools.cache
+def code_key() -> str:
+    """A hash of the code that builds views (the sources of `core`, `dashboard.data` and
+    `dashboard.figures`): a changed velodash never reads views an older one stored."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[2]
+    for package in ("core", "dashboard/data", "dashboard/figures"):
+        for source in sorted((root / package).rglob("*.py")):
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def entry_key(content_key: str, key: Hashable) -> str:
+    """The cache key of view `key` of the results whose content key is `content_key` (with
+    the code's own key)."""
+    return hashlib.sha256(f"{code_key()}|{content_key}|{key!r}".encode()).hexdigest()
+
+
+def get_or_compute(content_key: str | None, key: Hashable, compute: Callable[[], T]) -> T:
+    """The shared view `key` of the results `content_key`, computed (and stored) on a miss;
+    just ``compute()`` when no cache is in use or the results have no content key."""
+    cache = _cache
+    if cache is None or content_key is None:
+        return compute()
+    name = entry_key(content_key, key)
+    value = cache.get(name, default=_MISSING, retry=True)
+    if value is _MISSING:
+        value = compute()
+        cache.set(name, value, retry=True)
+    return value
