@@ -3,7 +3,6 @@ dataset registry and uploads, the fit job, URL state and callbacks called direct
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import stat
 from contextvars import copy_context
@@ -26,7 +25,6 @@ from dashboard.data.datasets import (
     DatasetRegistry,
     UnknownDataset,
     UploadError,
-    decode_upload,
 )
 from dashboard.jobs import runner as jobs
 from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
@@ -35,6 +33,7 @@ from dashboard.jobs.sqlite_store import SqliteJobStore
 from dashboard.web import app as app_module
 from dashboard.web import context, jobview, shell
 from dashboard.web import widgets as ui
+from dashboard.web.upload_route import notice_for
 
 
 def _raw_counts(path: Path, n_cells: int = 40, n_genes: int = 12, seed: int = 0) -> Path:
@@ -47,8 +46,15 @@ def _raw_counts(path: Path, n_cells: int = 40, n_genes: int = 12, seed: int = 0)
     return path
 
 
-def _data_url(payload: bytes) -> str:
-    return "data:application/octet-stream;base64," + base64.b64encode(payload).decode()
+def _save(registry: DatasetRegistry, filename: str, payload: bytes):
+    """Stream `payload` into an upload sink 64 KiB at a time and store it, as the route does."""
+    sink = registry.open_upload(filename)
+    try:
+        for start in range(0, len(payload), 2**16):
+            sink.write(payload[start : start + 2**16])
+        return registry.store_upload(sink)
+    finally:
+        sink.discard()
 
 
 @pytest.fixture
@@ -158,7 +164,7 @@ def test_results_are_found_by_input_fingerprint(config):
 def test_valid_upload_is_stored_under_its_content_hash(config):
     registry = DatasetRegistry(config)
     payload = _raw_counts(config.cache_dir.parent / "up.h5ad", seed=5).read_bytes()
-    dataset, new = registry.save_upload("pancreas_600_lab.h5ad", _data_url(payload))
+    dataset, new = _save(registry, "pancreas_600_lab.h5ad", payload)
     digest = hashlib.sha256(payload).hexdigest()
     assert new and dataset.id == digest[:12]
     assert dataset.path == (config.cache_dir / "uploads" / f"{digest[:12]}.h5ad").resolve()
@@ -174,15 +180,13 @@ def test_identical_upload_stores_nothing_and_names_the_existing_dataset(config):
     second copy. Now nothing is stored and the existing dataset is returned."""
     registry = DatasetRegistry(config)
     payload = _raw_counts(config.cache_dir.parent / "up.h5ad", seed=6).read_bytes()
-    first, new = registry.save_upload("pancreas_739.h5ad", _data_url(payload))
+    first, new = _save(registry, "pancreas_739.h5ad", payload)
     stored = sorted((config.cache_dir / "uploads").iterdir())
-    again, again_new = registry.save_upload("copy of it.h5ad", _data_url(payload))
+    again, again_new = _save(registry, "copy of it.h5ad", payload)
     assert new and not again_new and again == first and again.label == "pancreas_739.h5ad"
     assert sorted((config.cache_dir / "uploads").iterdir()) == stored
     # identical to the bundled sample: the sample is named
-    sample, sample_new = registry.save_upload(
-        "sample again.h5ad", _data_url(config.sample_path.read_bytes())
-    )
+    sample, sample_new = _save(registry, "sample again.h5ad", config.sample_path.read_bytes())
     assert not sample_new and sample.source == "sample"
     assert sorted((config.cache_dir / "uploads").iterdir()) == stored
 
@@ -198,7 +202,7 @@ def test_identical_upload_stores_nothing_and_names_the_existing_dataset(config):
 def test_bad_uploads_are_rejected_with_a_reason(config, filename, payload, message):
     registry = DatasetRegistry(config)
     with pytest.raises(UploadError, match=message):
-        registry.save_upload(filename, _data_url(payload))
+        _save(registry, filename, payload)
     uploads = config.cache_dir / "uploads"
     assert not uploads.exists() or not any(uploads.iterdir())
 
@@ -207,17 +211,15 @@ def test_upload_without_count_layers_is_rejected(config, tmp_path):
     path = tmp_path / "nolayers.h5ad"
     ad.AnnData(np.ones((5, 3), dtype=np.float32)).write_h5ad(path)
     with pytest.raises(UploadError, match="spliced"):
-        DatasetRegistry(config).save_upload("nolayers.h5ad", _data_url(path.read_bytes()))
+        _save(DatasetRegistry(config), "nolayers.h5ad", path.read_bytes())
     assert not any((config.cache_dir / "uploads").iterdir())
 
 
-def test_uploads_disabled_and_malformed_payload(config):
+def test_uploads_disabled(config):
     disabled = AppConfig(cache_dir=config.cache_dir, allow_upload=False)
     with pytest.raises(UploadError, match="disabled"):
-        DatasetRegistry(disabled).save_upload("a.h5ad", _data_url(b"x"))
-    with pytest.raises(UploadError, match="malformed"):
-        decode_upload("no comma here", 100)
-    assert decode_upload(_data_url(b"abc"), 100) == b"abc"
+        _save(DatasetRegistry(disabled), "a.h5ad", b"x")
+    assert not (config.cache_dir / "uploads").exists()
 
 
 # -- the fit job -------------------------------------------------------------------------------
@@ -383,13 +385,15 @@ def test_home_fit_queues_one_job_and_upload_error(page_app):
     assert [j.id for j in queue.active_for("sample")] == [job.id]
     refused, polls = home.submit_fit(3, "sample", 6, {"device": "cpu", "max_epochs": -4})
     assert "max_epochs" in refused.children and polls is dash.no_update
-    message, notice, href = home.receive_upload(_data_url(b"garbage"), "x.h5ad")
-    assert "not an HDF5 file" in str(message.children)
+    message, notice, href = home.upload_finished({"error": "'x.h5ad' is not an HDF5 file"})
+    assert "not an HDF5 file" in str(message.children) and message.id == "upload-error"
     assert notice is dash.no_update and href is dash.no_update
     # an upload identical to the sample says so and opens it (issue 15); the message is a
     # shell notice for the page it opens, shown there and gone on the next navigation
-    sample = context.current_registry().get("sample")
-    message, notice, href = home.receive_upload(_data_url(sample.path.read_bytes()), "../copy.h5ad")
+    registry = context.current_registry()
+    sample = registry.get("sample")
+    answer = {"href": "/?ds=sample", "notice": notice_for(registry, sample, False, "../copy.h5ad")}
+    message, notice, href = home.upload_finished(answer)
     assert message is None and href == "/?ds=sample" == notice["href"]
     assert notice["text"].startswith("'copy.h5ad' is identical to Sample data")
     assert "fitted" in notice["text"]

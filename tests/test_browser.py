@@ -20,7 +20,6 @@ import pytest
 from dash.testing.composite import DashComposite
 from dash.testing.wait import until
 from fake_results import write_fake_results
-from selenium.common.exceptions import StaleElementReferenceException
 
 from dashboard.config import AppConfig
 from dashboard.data.datasets import DatasetRegistry
@@ -208,16 +207,8 @@ def test_upload_keeps_its_name_and_a_duplicate_says_what_it_matches(
     shutil.copy(other, twin)
 
     def upload(path: Path) -> None:
-        """Send the file, again if the home page re-rendered under the driver."""
-
-        def send() -> bool:
-            try:
-                dash_duo.find_element("#upload input[type=file]").send_keys(str(path))
-            except StaleElementReferenceException:
-                return False
-            return True
-
-        until(send, timeout=20)
+        """Choose the file in the drop zone's picker (assets/upload.js streams it)."""
+        dash_duo.driver.find_element("css selector", "#upload-file").send_keys(str(path))
 
     upload(mine)
     # the app opens the upload, listed under its name, never the hash, and says so (the
@@ -253,7 +244,7 @@ def test_bad_upload_shows_error_and_app_keeps_working(dash_duo, tmp_path, result
     dash_duo.wait_for_contains_text("#summary-stats", "300", timeout=20)
     bad = tmp_path / "corrupt.h5ad"
     bad.write_bytes(b"this is not an HDF5 file")
-    dash_duo.find_element("#upload input[type=file]").send_keys(str(bad))
+    dash_duo.driver.find_element("css selector", "#upload-file").send_keys(str(bad))
     dash_duo.wait_for_contains_text("#upload-error", "not an HDF5 file", timeout=20)
     dash_duo.find_element("#nav-genes").click()
     until(lambda: _figure_points(dash_duo, "phase-portrait") > 0, timeout=30)

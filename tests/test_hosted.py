@@ -291,10 +291,9 @@ def test_viewer_browses_but_cannot_fit_upload_cancel_or_list_users(stack):
         )
         assert response.status_code == 200
         assert "Fitting needs the editor role" in response.text
-        upload = _callback(deps, "upload-message.children")
-        values = {"upload.contents": "data:;base64,AAAA", "upload.filename": "x.h5ad"}
-        response = viewer.post("/_dash-update-component", json=_body(upload, values))
-        assert "Uploading needs the editor role" in response.text
+        response = _upload(viewer, "x.h5ad", b"\x89HDF\r\n\x1a\n")
+        assert response.status_code == 403
+        assert "Uploading needs the editor role" in response.json()["error"]
         assert viewer.get("/api/jobs").json() == []  # nothing was queued
         page = _page(viewer, deps, "/stream", f"?ds={stack.results_id}")
         assert page.status_code == 200 and "stream-graph" in page.text
@@ -454,30 +453,27 @@ def test_cross_site_requests_are_refused(stack):
         assert response.status_code == 404
 
 
-def _upload(client: httpx.Client, deps: list[dict], filename: str, payload: bytes):
-    dep = _callback(deps, "upload-message.children")
-    contents = "data:application/octet-stream;base64," + base64.b64encode(payload).decode()
-    values = {"upload.contents": contents, "upload.filename": filename}
-    return client.post("/_dash-update-component", json=_body(dep, values))
+def _upload(client: httpx.Client, filename: str, payload: bytes):
+    """Send a file as the home page's drop zone does: multipart to ``POST /upload``."""
+    return client.post("/upload", files={"file": (filename, payload)})
 
 
 def test_uploads_oversize_non_anndata_and_traversing_names(stack):
-    deps = _dependencies(stack)
     uploads = stack.cache / "uploads"
     with stack.client("eddie") as eddie:
-        big = _upload(eddie, deps, "big.h5ad", b"\x89HDF\r\n\x1a\n" + bytes(3 * 2**20))
+        big = _upload(eddie, "big.h5ad", b"\x89HDF\r\n\x1a\n" + bytes(3 * 2**20))
         assert big.status_code == 413
-        assert big.text.startswith("The request is larger than this server accepts (uploads up")
-        text = _upload(eddie, deps, "notes.h5ad", b"just some text, not HDF5")
-        assert text.status_code == 200 and "is not an HDF5 file" in text.text
-        csv = _upload(eddie, deps, "table.csv", b"a,b\n1,2\n")
+        assert big.json()["error"].startswith("The file is larger than the 1 MB upload limit")
+        text = _upload(eddie, "notes.h5ad", b"just some text, not HDF5")
+        assert text.status_code == 400 and "is not an HDF5 file" in text.text
+        csv = _upload(eddie, "table.csv", b"a,b\n1,2\n")
         assert "not a supported file type" in csv.text
         tiny = (stack.datasets / "tiny.h5ad").read_bytes()
         payload = write_raw_counts(stack.root / "fresh.h5ad", n_cells=150).read_bytes()
-        evil = _upload(eddie, deps, "../../../../tmp/evil.h5ad", payload)
+        evil = _upload(eddie, "../../../../tmp/evil.h5ad", payload)
         assert evil.status_code == 200 and "Uploaded evil.h5ad." in evil.text, evil.text
         # the datasets folder's own file again, under a path-like name: nothing stored
-        twin = _upload(eddie, deps, "../twin.h5ad", tiny)
+        twin = _upload(eddie, "../twin.h5ad", tiny)
         assert "'twin.h5ad' is identical to tiny.h5ad" in twin.text, twin.text
         for response in (big, text, csv, evil, twin):
             _no_traceback(response)

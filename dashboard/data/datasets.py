@@ -9,12 +9,11 @@ The registry keeps no mutable state; the only memo is keyed by file size and mti
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +28,11 @@ from dashboard.config import AppConfig
 SAMPLE_ID = "sample"
 ID_LENGTH = 12
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: Why an upload is refused on a server with uploads off.
+UPLOADS_DISABLED = (
+    "Uploads are disabled on this server; ask its administrator to put the file in the "
+    "datasets folder, or open it locally with `velodash run FILE`."
+)
 
 Kind = Literal["results", "raw"]
 Source = Literal["sample", "cli", "data_dir", "upload"]
@@ -36,6 +40,10 @@ Source = Literal["sample", "cli", "data_dir", "upload"]
 
 class UploadError(ValueError):
     """An upload the dashboard cannot use; the message says why and what to do."""
+
+
+class UploadTooLarge(UploadError):
+    """An upload past the configured size limit (HTTP 413)."""
 
 
 class UnknownDataset(KeyError):
@@ -188,54 +196,113 @@ class DatasetRegistry:
         path = self.results_dir / f"{results_key(str(fingerprint), other)}.h5ad"
         return path if path.is_file() else None
 
-    def save_upload(self, filename: str, contents: str) -> tuple[Dataset, bool]:
-        """Validate a `dcc.Upload` payload and store it under its content hash, labelled
-        with the user's file name; returns (the dataset, whether it is new). A file identical
-        to one already offered (by content) stores nothing and returns that dataset.
-
-        `contents` is the data URL the browser sends (``data:...;base64,<bytes>``). Raises
-        UploadError for a wrong suffix, an oversized or corrupt file, or one without
-        spliced/unspliced layers that is not a velodash results file either.
-        """
+    def open_upload(self, filename: str) -> UploadSink:
+        """Start receiving an upload named `filename`: refuse it at once when uploads are off
+        or its suffix is not .h5ad/.loom, else a sink (a hidden temp file in the uploads
+        folder) to stream its bytes into; `store_upload` then keeps it, `discard` drops it."""
         if not self.config.allow_upload:
-            raise UploadError("Uploads are disabled on this server.")
-        suffix = Path(filename or "").suffix.lower()
-        if suffix not in SUPPORTED_SUFFIXES:
+            raise UploadError(UPLOADS_DISABLED)
+        if Path(filename or "").suffix.lower() not in SUPPORTED_SUFFIXES:
             raise UploadError(
                 f"'{filename}' is not a supported file type; upload an .h5ad or .loom file "
                 "with 'spliced' and 'unspliced' layers (or a results file from `velodash fit`)."
             )
-        payload = decode_upload(contents, self.config.max_upload_bytes)
-        if not payload.startswith(HDF5_MAGIC):
+        return UploadSink(self.uploads_dir, Path(filename).name, self.config.max_upload_mb)
+
+    def store_upload(self, sink: UploadSink) -> tuple[Dataset, bool]:
+        """Validate a fully received upload and keep it under its content hash, labelled with
+        the user's file name; returns (the dataset, whether it is new). A file identical to one
+        already offered (by content) stores nothing and returns that dataset.
+
+        Raises UploadError for a file that is not HDF5, or one without spliced/unspliced layers
+        that is not a velodash results file either. The sink's temp file is renamed into place
+        (atomic) only when everything passed; otherwise it stays for `sink.discard()`.
+        """
+        sink.close()
+        name = sink.filename
+        if sink.head != HDF5_MAGIC:
             raise UploadError(
-                f"'{filename}' is not an HDF5 file (corrupt or mislabelled); re-export it with "
+                f"'{name}' is not an HDF5 file (corrupt or mislabelled); re-export it with "
                 "`adata.write_h5ad(...)`."
             )
-        digest = hashlib.sha256(payload).hexdigest()
+        digest = sink.digest
         existing = self.identical_to(digest)
         if existing is not None:
             return existing, False
-        self.uploads_dir.mkdir(parents=True, exist_ok=True)
-        target = self.uploads_dir / f"{digest[:ID_LENGTH]}{suffix}"
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(payload)
         try:
-            is_results, _, has_counts = h5_info(tmp)
+            is_results, _, has_counts = h5_info(sink.path)
         except OSError as err:
-            tmp.unlink()
-            raise UploadError(f"'{filename}' could not be read as HDF5: {err}.") from err
+            raise UploadError(f"'{name}' could not be read as HDF5: {err}.") from err
         if not (is_results or has_counts):
-            tmp.unlink()
             raise UploadError(
-                f"'{filename}' has no 'spliced' and 'unspliced' layers, so velocity cannot be "
+                f"'{name}' has no 'spliced' and 'unspliced' layers, so velocity cannot be "
                 "fitted. Run velocyto/STARsolo/kallisto-bustools to count spliced and unspliced "
                 "reads and store them as adata.layers['spliced'] and ['unspliced']."
             )
-        name = Path(filename).name
+        suffix = Path(name).suffix.lower()
+        target = self.uploads_dir / f"{digest[:ID_LENGTH]}{suffix}"
         write_text_atomic(_label_path(target), json.dumps({"name": name}))
-        os.replace(tmp, target)
+        os.replace(sink.path, target)
         kind = "results" if is_results and suffix == ".h5ad" else "raw"
         return Dataset(digest[:ID_LENGTH], name, target.resolve(), kind, "upload"), True
+
+
+class UploadSink:
+    """One upload arriving: its bytes go straight to a hidden temp file beside the stored
+    uploads (same file system, so keeping it is an atomic rename), hashed and counted as they
+    come; never more than one write's chunk is in memory. The file-like `write`/`seek` are
+    what a multipart parser's stream factory must return."""
+
+    def __init__(self, folder: Path, filename: str, max_mb: float) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=folder)
+        self.path = Path(name)
+        self.filename = filename
+        self.max_mb = max_mb
+        self.max_bytes = int(max_mb * 1024 * 1024)
+        self.size = 0
+        self.head = b""
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        """Append a chunk; UploadTooLarge as soon as the file passes the limit."""
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise UploadTooLarge(upload_limit_message(self.max_mb))
+        if len(self.head) < len(HDF5_MAGIC):
+            self.head = (self.head + data)[: len(HDF5_MAGIC)]
+        self._hash.update(data)
+        return self._file.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move within the temp file (the parser rewinds a finished part)."""
+        return self._file.seek(offset, whence)
+
+    @property
+    def digest(self) -> str:
+        """sha256 hex of the bytes received so far."""
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Flush the temp file to disk and close it."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def discard(self) -> None:
+        """Close and remove the temp file (nothing when `store_upload` kept it)."""
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def upload_limit_message(max_mb: float) -> str:
+    """What an oversized upload is told: the limit and how to open bigger files."""
+    return (
+        f"The file is larger than the {max_mb:g} MB upload limit; open it from the command line "
+        "instead: `velodash run FILE`."
+    )
 
 
 def _label_path(path: Path) -> Path:
@@ -254,19 +321,3 @@ def _label(path: Path, source: Source) -> str:
         except (OSError, ValueError, KeyError, TypeError):
             return path.name
     return path.name
-
-
-def decode_upload(contents: str, max_bytes: int) -> bytes:
-    """Bytes of a `dcc.Upload` data URL; UploadError when malformed or larger than max_bytes."""
-    header, sep, body = (contents or "").partition(",")
-    if not sep or ";base64" not in header:
-        raise UploadError("The upload arrived malformed; please try again.")
-    if len(body) * 3 // 4 > max_bytes:
-        raise UploadError(
-            f"The file is larger than the {max_bytes / 2**20:.0f} MiB upload limit; "
-            "open it from the command line instead: `velodash run FILE`."
-        )
-    try:
-        return base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise UploadError("The upload arrived corrupted (bad base64); please try again.") from err

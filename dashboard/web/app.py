@@ -33,6 +33,7 @@ from dashboard.jobs.store import QueueUnavailable
 from dashboard.jobs.worker import LocalWorker
 from dashboard.web import context, shell
 from dashboard.web.api import api
+from dashboard.web.upload_route import upload_routes
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
 ASSETS_FOLDER = bundled_folder("assets")
@@ -86,6 +87,7 @@ def create_app(config: AppConfig) -> Dash:
         server, config.max_upload_mb, before_auth=False, callbacks=app.callback_map
     )
     server.register_blueprint(api)
+    server.register_blueprint(upload_routes)
     server.wsgi_app = protection.HealthCheck(server.wsgi_app, lambda: _health(queue))
     app.layout = shell.layout
     shell.register_callbacks(app, DatasetRegistry(config))

@@ -7,7 +7,6 @@ its live training curve and refreshes the summary when it is done.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import dash
@@ -27,13 +26,14 @@ from dash.exceptions import PreventUpdate
 
 from core.options import in_pipeline_order
 from dashboard import figures
-from dashboard.data.datasets import Dataset, UnknownDataset, UploadError
+from dashboard.data.datasets import UPLOADS_DISABLED, Dataset, UnknownDataset
 from dashboard.hosting import auth
 from dashboard.jobs import devices
 from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
 from dashboard.jobs.store import QueueUnavailable
 from dashboard.web import context, fit_form, jobview, rate_views, run_report
 from dashboard.web import widgets as ui
+from dashboard.web.upload_route import UPLOAD_PATH
 
 dash.register_page(__name__, path="/", name="Home", title="velodash", order=0)
 run_report.register()
@@ -113,27 +113,7 @@ def layout(ds: str | None = None, **_query) -> html.Div:
         cuda = devices.cuda_available(context.current_queue())
     except QueueUnavailable:
         cuda = None
-    upload = (
-        dcc.Upload(
-            html.Div(
-                [
-                    "Drop or ",
-                    html.A("choose"),
-                    f" an .h5ad / .loom file (up to {config.max_upload_mb:g} MB)",
-                ]
-            ),
-            id="upload",
-            className="upload",
-            max_size=config.max_upload_bytes,
-        )
-        if config.allow_upload and user.can("editor")
-        else html.P(
-            "Uploads are disabled on this server."
-            if not config.allow_upload
-            else "Uploading needs the editor role.",
-            className="caveat",
-        )
-    )
+    upload = upload_zone(config, user)
     return html.Div(
         [
             dcc.Store(id="home-ds", data=active),
@@ -152,7 +132,6 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                     className="dataset-list",
                                 ),
                                 upload,
-                                html.Div(id="upload-message"),
                             ),
                             ui.section(
                                 "Fit veloVI",
@@ -395,32 +374,53 @@ def training_curve(ds: str | None):
     return figures.training_curve_figure(results.history() if results is not None else None)
 
 
+def upload_zone(config, user: auth.User) -> html.Div:
+    """The drop zone (editors, uploads on) or why there is none; assets/upload.js sends a
+    dropped or chosen file to `upload_route.UPLOAD_PATH` and shows its progress here."""
+    if not (config.allow_upload and user.can("editor")):
+        why = UPLOADS_DISABLED if not config.allow_upload else "Uploading needs the editor role."
+        return html.Div(html.P(why, className="caveat"), id="upload-message")
+    limit = f"{config.max_upload_mb:g}"
+    zone = html.Div(
+        ["Drop or ", html.A("choose"), f" an .h5ad / .loom file (up to {limit} MB)"],
+        id="upload",
+        className="upload",
+        role="button",
+        tabIndex="0",
+        **{
+            "data-url": UPLOAD_PATH,
+            "data-max-bytes": config.max_upload_bytes,
+            "data-max-mb": limit,
+        },
+    )
+    progress = html.Div(
+        [
+            html.Div(html.Div(id="upload-progress-fill"), className="upload-progress-track"),
+            html.Span(id="upload-progress-text", className="caveat"),
+            html.Button("Cancel", id="upload-cancel", className="btn btn-outline"),
+        ],
+        id="upload-progress",
+        className="upload-progress",
+        hidden=True,
+    )
+    return html.Div([zone, progress, dcc.Store(id="upload-result"), html.Div(id="upload-message")])
+
+
 @callback(
     Output("upload-message", "children"),
     Output(ui.NOTICE, "data"),
     Output(ui.URL, "href", allow_duplicate=True),
-    Input("upload", "contents"),
-    State("upload", "filename"),
+    Input("upload-result", "data"),
     prevent_initial_call=True,
 )
-def receive_upload(contents: str | None, filename: str | None):
-    """Store a valid upload and open it; explain what is wrong with an invalid one. The message
-    about a stored (or identical) upload is a shell notice, so it outlives the page's re-render
-    for the dataset it opens."""
-    if not contents:
+def upload_finished(result: dict | None):
+    """What the upload route answered (assets/upload.js puts it in ``upload-result``): open the
+    stored (or identical) dataset with its shell notice, which outlives the page's re-render
+    for that dataset; or say what was wrong."""
+    if not isinstance(result, dict):
         raise PreventUpdate
-    try:
-        auth.require("editor", "Uploading")
-        registry = context.current_registry()
-        dataset, new = registry.save_upload(filename or "", contents)
-    except (auth.Forbidden, UploadError) as err:
-        return ui.alert(str(err), "danger", id="upload-error"), no_update, no_update
-    href = ui.page_href("/", dataset.id)
-    if new:
-        notice = {"href": href, "text": f"Uploaded {dataset.label}.", "color": "success"}
-    else:
-        fitted = "already fitted" if registry.results_for(dataset) is not None else "not fitted yet"
-        name = Path(filename or "").name
-        text = f"'{name}' is identical to {dataset.label} ({fitted}): opened that instead."
-        notice = {"href": href, "text": text, "color": "info"}
+    notice, href = result.get("notice"), result.get("href")
+    if result.get("error") or not isinstance(notice, dict) or not isinstance(href, str):
+        error = str(result.get("error") or "The upload failed; please try again.")
+        return ui.alert(error, "danger", id="upload-error"), no_update, no_update
     return None, notice, href
