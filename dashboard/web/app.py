@@ -75,9 +75,8 @@ def create_app(config: AppConfig) -> Dash:
     server = app.server
     server.secret_key = resolve_secret_key(config)
     server.config[context.CONFIG_KEY] = config
-    # Base64 inflates uploads by 4/3; leave room for the rest of the request.
-    upload_room = int(config.max_upload_bytes * 1.4) + 2**20
-    server.config["MAX_CONTENT_LENGTH"] = upload_room if config.allow_upload else MAX_REQUEST_BYTES
+    # Callbacks and the API send small bodies; /upload streams files under its own limit.
+    server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     view_cache.use(config.cache_dir / "views", config.view_cache_mb)
     queue = JobQueue(config)
     server.extensions[context.QUEUE_KEY] = queue
