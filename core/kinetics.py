@@ -47,7 +47,7 @@ def _phi1(x: Array) -> Array:
     xp = _xp(x)
     small = xp.abs(x) < _SERIES_CUTOFF
     safe = xp.where(small, xp.ones_like(x), x)
-    series = 1.0 + x * (0.5 + x / 6.0)
+    series = 1.0 + x * (0.5 + x * (1.0 / 6.0 + x / 24.0))
     return xp.where(small, series, xp.expm1(safe) / safe)
 
 

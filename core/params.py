@@ -122,6 +122,8 @@ class FitParams:
     def __post_init__(self) -> None:
         for name, declared in FIT_OPTIONS.items():
             declared.check(getattr(self, name))
+            if declared.kind is float:  # 0 and 0.0 are one option value, and one content key
+                object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "skip", tuple(self.skip))
 
     @classmethod

@@ -251,7 +251,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from dashboard.hosting.settings import check, load_config
+    from dashboard.hosting.check import check
+    from dashboard.hosting.settings import load_config
 
     hosted = load_config(
         args.config, host=args.host, port=args.port, workers=args.workers, threads=args.threads

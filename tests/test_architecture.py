@@ -43,15 +43,16 @@ ALLOWED: dict[str, set[str]] = {
         "dashboard.hosting",
         "dashboard.web",
     },
-    "dashboard": {"dashboard"},  # the package's own __init__
+    "dashboard": set(),  # the package's own __init__ imports nothing of ours
 }
 LAYERS = sorted(ALLOWED, key=len, reverse=True)
 
 
 def _layer(module: str) -> str | None:
-    """The layer of a first-party module name (None for third-party modules)."""
+    """The layer of a first-party module name (None for third-party modules); the bare
+    ``dashboard`` layer is the package's ``__init__`` only."""
     for layer in LAYERS:
-        if module == layer or module.startswith(layer + "."):
+        if module == layer or (module.startswith(layer + ".") and layer != "dashboard"):
             return layer
     return None
 
@@ -63,18 +64,23 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every first-party import in the file."""
+def _imports(path: Path, module: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every first-party import in the file of `module`,
+    relative imports resolved against its package."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[: len(parts) - (node.level - 1)])
+                base = f"{parent}.{base}" if base else parent
+            names = [f"{base}.{alias.name}" for alias in node.names]
             # `from dashboard import figures` imports the sub-package `dashboard.figures`.
-            found += [
-                (node.lineno, n if _layer(n) != _layer(node.module) else node.module) for n in names
-            ]
+            found += [(node.lineno, n if _layer(n) != _layer(base) else base) for n in names]
     return [(line, name) for line, name in found if _layer(name) is not None]
 
 
@@ -84,7 +90,7 @@ def _violations(path: Path, module: str) -> list[str]:
     return [
         f"{path.name}:{line} imports {name} ({_layer(name)}), "
         f"but {layer} may only import {', '.join(sorted(ALLOWED[layer]))}"
-        for line, name in _imports(path)
+        for line, name in _imports(path, module)
         if _layer(name) not in ALLOWED[layer]
     ]
 
@@ -103,20 +109,22 @@ def test_imports_point_down(path: Path):
 
 
 def test_the_checker_reports_upward_imports(tmp_path: Path):
-    """A data module importing the web layer, a job module importing hosting inside a
-    function, and `from dashboard import web` are each reported; core importing the
-    dashboard too."""
+    """A data module importing the web layer (absolutely or relatively), a job module
+    importing hosting inside a function, and `from dashboard import hosting` are each
+    reported; core importing the dashboard too."""
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import numpy\nfrom dashboard.web import widgets\nfrom dashboard import hosting\n"
         "from dashboard.data.results import Results\n\n"
         "def f():\n    import dashboard.jobs.queue\n"
+        "from ..web import widgets\n"
     )
     found = _violations(probe, "dashboard.data.probe")
-    assert [line.split(" imports ")[1].split(" (")[0] for line in found] == [
-        "dashboard.web",
+    assert sorted(line.split(" imports ")[1].split(" (")[0] for line in found) == [
         "dashboard.hosting",
         "dashboard.jobs.queue",
+        "dashboard.web",
+        "dashboard.web",  # the relative one
     ]
     assert len(_violations(probe, "core.probe")) == 4
     assert _violations(probe, "dashboard.cli") == []

@@ -214,3 +214,14 @@ def test_architecture_table_lists_every_option_as_declared():
         for o in FIT_OPTIONS.values()
     ]
     assert rows == expected
+
+
+def test_equal_options_have_one_content_key():
+    """0 and 0.0 (JSON clients send either) are one fit: one results file, one job."""
+    from core.params import parse_fit_options, results_key
+
+    as_int = parse_fit_options({"weight_decay": 0, "lr": 1})
+    as_float = parse_fit_options({"weight_decay": 0.0, "lr": 1.0})
+    assert as_int == as_float
+    assert results_key("f", as_int) == results_key("f", as_float)
+    assert isinstance(as_int.weight_decay, float) and isinstance(as_int.lr, float)

@@ -19,7 +19,8 @@ from servers import REDIS_SERVER, RedisServer
 
 from dashboard.cli import main
 from dashboard.config import OIDCSettings
-from dashboard.hosting.settings import ConfigError, describe, load_config
+from dashboard.hosting.check import describe
+from dashboard.hosting.settings import ConfigError, load_config
 from dashboard.hosting.users import UsersFile, UsersFileError, add_user, read_users, remove_user
 from dashboard.web.app import create_app
 

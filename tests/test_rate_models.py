@@ -216,7 +216,7 @@ def test_a_raw_dataset_fitted_with_one_rate_says_how_to_get_the_other(tmp_path):
         layout = genes.layout(ds=ds)
         assert find(layout, "gene-rate") is None
         hint = find(layout, "rate-hint").children
-        assert "time-dependent rate α(t)" in hint and "ticked" in hint
+        assert "“time-dependent rate α(t)” ticked" in hint and "unticked" not in hint
         dataset, results, _ = context.resolve(ds)
         flask.g.velodash_user = User("vera", "viewer")
         assert "an editor can fit" in rate_views.rate_hint(dataset, results, None).children
@@ -242,3 +242,24 @@ def test_every_app_in_a_process_gets_the_rate_and_report_callbacks(tmp_path):
         outputs = {c["output"] for c in app.server.test_client().get("/_dash-dependencies").json}
         assert {"..gene-rate.figure...gene-models.children..", "rate-models.figure"} <= outputs
         assert "home-download.data" in outputs
+
+
+def test_a_results_file_is_not_queued_for_a_fit(pair):
+    """The page's Fit callback, like the API (409), refuses a results file: the queue says so."""
+    app, ds, *_ = pair
+    with app.server.test_request_context():
+        from dashboard.web.pages import home
+
+        message, _ = home.submit_fit(1, ds, 0, {"device": "cpu", "max_epochs": 5})
+        assert "already a results file: there is nothing to fit" in str(message.children)
+        assert context.current_queue().active_for(ds) == []
+
+
+def test_rate_callbacks_of_a_vanished_dataset_change_nothing(pair):
+    from dash.exceptions import PreventUpdate
+
+    app = pair[0]
+    with app.server.test_request_context():
+        for call in (rate_views.show_rate, rate_views.show_rate_models):
+            with pytest.raises(PreventUpdate):
+                call("Gene001", "000000000000")

@@ -3,7 +3,8 @@
 Two fresh interpreters open the same results file with the same view cache: the first builds the
 stream geometry and the gene table, the second reads them, and is made unable to build them (the
 streamline tracer and the gene-table builder raise), so a pass means the views came from the
-cache. The cache stays within its size limit, and a changed file or code gets its own views.
+cache. The cache stays within its size limit, a changed file gets its own views, and a cache
+that cannot be read costs only the view's computation.
 """
 
 from __future__ import annotations
@@ -95,5 +96,26 @@ def test_views_are_keyed_by_content_and_code(results_file, tmp_path):
     other = make_fake_results(n_cells=400, n_genes=30, n_types=4, seed=6)
     other.write_h5ad(tmp_path / "other.h5ad")
     assert load_results(tmp_path / "other.h5ad").content_key != results.content_key
+    # same provenance, other embedding: other views
+    edited = results.adata.copy()
+    edited.obsm["X_umap"] = edited.obsm["X_umap"][::-1].copy()
+    edited.write_h5ad(tmp_path / "edited.h5ad")
+    assert load_results(tmp_path / "edited.h5ad").content_key != results.content_key
     key = view_cache.entry_key(results.content_key, ("gene_table",))
     assert key != view_cache.entry_key(results.content_key, ("streams", "velovi", 1.0, 0.5))
+
+
+def test_an_unreadable_cache_builds_the_view(tmp_path, caplog):
+    cache = view_cache.use(tmp_path / "broken", 64)
+    try:
+        name = view_cache.entry_key("content", ("view",))
+        cache.set(name, b"x")
+        # an entry whose pickle no longer loads (e.g. written by other library versions)
+        with cache.transact():
+            cache._sql("UPDATE Cache SET value = ?, mode = 4 WHERE key = ?", (b"garbage", name))
+        with caplog.at_level("WARNING", logger="dashboard.data.view_cache"):
+            assert view_cache.get_or_compute("content", ("view",), lambda: 42) == 42
+        assert "cannot read" in caplog.text
+        assert view_cache.get_or_compute("content", ("view",), lambda: 0) == 42  # stored again
+    finally:
+        view_cache.use(tmp_path / "after", 64)

@@ -13,9 +13,7 @@ state instead of failing.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import heapq
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -31,6 +29,7 @@ import scipy.sparse as sp
 
 from dashboard.data import view_cache
 from dashboard.data.contract import FEATURES, STATES, ResultsError, has_slot, validate_results
+from dashboard.data.datasets import fingerprint
 
 T = TypeVar("T")
 
@@ -160,21 +159,10 @@ class Results:
 
     @cached_property
     def content_key(self) -> str | None:
-        """What names this file's content in every process and after restarts: a hash of its
-        provenance (input fingerprint, fit options, the writing version) and its size in
-        bytes. None for results in memory or without provenance (their views stay here)."""
-        info = self.adata.uns.get("velodash", {})
-        if self.path is None or not info.get("fingerprint"):
-            return None
-        params = info.get("params", {})
-        provenance = {
-            "fingerprint": str(info["fingerprint"]),
-            "params": {k: v.tolist() if hasattr(v, "tolist") else v for k, v in params.items()},
-            "version": str(info.get("version", "")),
-            "bytes": self.path.stat().st_size,
-        }
-        payload = json.dumps(provenance, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+        """What names this file's content in every process and after restarts: the sha256 of
+        its bytes (read once per file version and process: `datasets.fingerprint`). None for
+        results in memory (their views stay in this process)."""
+        return None if self.path is None else fingerprint(self.path)
 
     @property
     def time_dependent(self) -> bool:

@@ -1,13 +1,16 @@
 """Derived views shared by every process of a machine and kept across restarts (diskcache).
 
 A view (stream geometry, the gene table, a projection, ...) is a pure function of a results
-file and the view's parameters, so it is stored once under ``(the results' content key, the
-view's key, the code's key)`` in a `diskcache.Cache` in the cache dir (``cache_dir/views``). Every web worker of
-a hosted instance, and the next start of the server, read it instead of building it again.
-The cache is bounded (``view_cache_mb``; least recently used entries go first); diskcache is
-safe across threads and processes.
+file, the view's parameters and the code, so it is stored once under the results' content key
+(`Results.content_key`: the sha256 of the file's bytes), the view's key and `code_key` in a
+`diskcache.Cache` in the cache dir (``cache_dir/views``). Every web worker of a hosted instance,
+and the next start of the server, read it instead of building it again. The cache is bounded
+(``view_cache_mb``; least recently used entries go first); diskcache is safe across threads and
+processes. A cache that cannot be read or written (a full disk, an entry pickled by other
+library versions) only costs the view's computation: it is logged and the view is built.
 
-`use(directory, size_limit_mb)` points this process at its cache (the app factory calls it);
+`use(directory, size_limit_mb)` points this process at its cache (the app factory calls it; one
+cache per process, as one app per process serves in production);
 `Results.memo(key, compute, shared=True)` goes through `get_or_compute`. Without `use` (core
 scripts, some tests) views stay in the process.
 """
@@ -16,14 +19,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import TypeVar
 
 import diskcache
+import numpy as np
+import pandas as pd
+import plotly
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _cache: diskcache.Cache | None = None
@@ -56,8 +64,11 @@ def current() -> diskcache.Cache | None:
 @functools.cache
 def code_key() -> str:
     """A hash of the code that builds views (the sources of `core`, `dashboard.data` and
-    `dashboard.figures`): a changed velodash never reads views an older one stored."""
+    `dashboard.figures`) and of the numpy, pandas and plotly versions: a changed velodash
+    never reads views an older one stored."""
     digest = hashlib.sha256()
+    for library in (np, pd, plotly):  # the pickled views are their objects
+        digest.update(f"{library.__name__} {library.__version__}".encode())
     root = Path(__file__).resolve().parents[2]
     for package in ("core", "dashboard/data", "dashboard/figures"):
         for source in sorted((root / package).rglob("*.py")):
@@ -78,8 +89,24 @@ def get_or_compute(content_key: str | None, key: Hashable, compute: Callable[[],
     if cache is None or content_key is None:
         return compute()
     name = entry_key(content_key, key)
-    value = cache.get(name, default=_MISSING, retry=True)
+    try:
+        value = cache.get(name, default=_MISSING, retry=True)
+    except Exception:  # unreadable entry or cache: build the view instead
+        log.warning("view cache: cannot read %r; building it", key, exc_info=True)
+        _forget(cache, name)
+        value = _MISSING
     if value is _MISSING:
         value = compute()
-        cache.set(name, value, retry=True)
+        try:
+            cache.set(name, value, retry=True)
+        except Exception:  # full or read-only disk: serve the view without storing it
+            log.warning("view cache: cannot store %r", key, exc_info=True)
     return value
+
+
+def _forget(cache: diskcache.Cache, name: str) -> None:
+    """Drop entry `name`, if the cache lets us."""
+    try:
+        cache.delete(name, retry=True)
+    except Exception:
+        log.warning("view cache: cannot drop an unreadable entry", exc_info=True)

@@ -40,7 +40,10 @@ class InvalidFitOptions(ValueError):
     """Fit options that cannot be used; the message says which and why."""
 
 
-#: Every fit option and its type.
+class NothingToFit(InvalidFitOptions):
+    """The dataset is already a results file: there are no counts to fit."""
+
+
 def parse_fit_params(config: AppConfig, requested: Any) -> FitParams:
     """`FitParams` from a request's ``params`` (defaults < `config.fit_overrides` < request),
     checked against the options' declaration (`core.params.parse_fit_options`).
@@ -96,10 +99,15 @@ class JobQueue:
     def submit(self, dataset: Dataset, params: FitParams, owner: str) -> tuple[Job, bool]:
         """The job fitting `dataset` with `params`: existing or new; (job, whether new).
 
-        A new job is queued (and published to the workers when hosted). Raises
-        InvalidFitOptions for a CUDA fit where no fit can use CUDA (`dashboard.jobs.devices`), and
-        QueueUnavailable when the store or the broker cannot be reached.
+        A new job is queued (and published to the workers when hosted). Raises NothingToFit for
+        a results file, InvalidFitOptions for a CUDA fit where no fit can use CUDA
+        (`dashboard.jobs.devices`), and QueueUnavailable when the store or the broker cannot be
+        reached.
         """
+        if dataset.kind == "results":
+            raise NothingToFit(
+                f"{dataset.label} is already a results file: there is nothing to fit"
+            )
         output = self.registry.results_path_for_fit(dataset, params)
         if params.device == "cuda" and not output.exists() and not cuda_available(self):
             raise InvalidFitOptions("no CUDA GPU is available to the fits here; choose CPU or auto")

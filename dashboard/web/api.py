@@ -14,7 +14,13 @@ import flask
 
 from dashboard.data.datasets import UnknownDataset
 from dashboard.hosting import auth
-from dashboard.jobs.queue import InvalidFitOptions, JobFinished, JobNotFound, parse_fit_params
+from dashboard.jobs.queue import (
+    InvalidFitOptions,
+    JobFinished,
+    JobNotFound,
+    NothingToFit,
+    parse_fit_params,
+)
 from dashboard.jobs.store import QueueUnavailable
 from dashboard.web.context import current_queue, current_registry
 
@@ -79,12 +85,12 @@ def submit_job():
         dataset = registry.get(body["dataset"])
     except UnknownDataset:
         return _error(404, "Unknown dataset id; GET /api/datasets lists them.")
-    if dataset.kind == "results":
-        return _error(409, f"{dataset.label} is already a results file; there is nothing to fit.")
     queue = current_queue()
     try:
         params = parse_fit_params(registry.config, body.get("params"))
         job, created = queue.submit(dataset, params, user.name)
+    except NothingToFit as err:
+        return _error(409, str(err))
     except InvalidFitOptions as err:
         return _error(400, str(err))
     return flask.make_response(flask.jsonify(queue.public(job)), 201 if created else 200)

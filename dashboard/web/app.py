@@ -1,9 +1,10 @@
 """The Dash application: `create_app(config)`, the local launcher `serve`, and `server`.
 
-Hosting: ``velodash serve --config FILE`` runs gunicorn on ``dashboard.web.app:server``; that
-module attribute builds the app once per process from the TOML file named by
-``VELODASH_CONFIG`` (or, without it, from ``VELODASH_*`` variables as `velodash run` does, with
-a loud warning that sign-in is off). Both read `dashboard.hosting.settings.load_config`.
+Hosting: ``velodash serve --config FILE`` runs gunicorn with the app `create_app` builds once in
+the master (`dashboard.hosting.server`); a plain ``gunicorn dashboard.web.app:server`` uses the
+module attribute, built once per process from the TOML file named by ``VELODASH_CONFIG`` (or,
+without it, from ``VELODASH_*`` variables as `velodash run` does, with a loud warning that
+sign-in is off). Both read `dashboard.hosting.settings.load_config`.
 Fits never run in a web process: they are jobs of the shared queue (`dashboard.jobs.queue`),
 executed by a local worker (`velodash run`, or `velodash worker` without Redis) or by Celery
 workers (``velodash worker --config FILE`` with `redis_url`).

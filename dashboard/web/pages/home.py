@@ -253,9 +253,7 @@ def summary_view(ds: str | None) -> html.Div:
     state={
         "ds": State("home-ds", "data"),
         "polls": State(ui.JOB_POLL, "n_intervals"),
-        "options": {
-            name: State(control, "value") for name, control in fit_form.FIT_CONTROLS.items()
-        },
+        "options": fit_form.control_states(),
     },
     prevent_initial_call=True,
 )
