@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from dashboard.data.projections import agreement, projected_velocity
-from dashboard.data.results import ColorValues, Results
+from dashboard.data.results import Results
+from dashboard.data.values import ColorValues
 
 
 def cell_type_labels(results: Results, cells: np.ndarray | slice = slice(None)) -> np.ndarray:

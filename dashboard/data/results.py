@@ -17,7 +17,6 @@ import heapq
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -30,62 +29,11 @@ import scipy.sparse as sp
 from dashboard.data import view_cache
 from dashboard.data.contract import FEATURES, STATES, ResultsError, has_slot, validate_results
 from dashboard.data.datasets import fingerprint
+from dashboard.data.values import ColorValues, GeneArrays
 
 T = TypeVar("T")
 
 SINGLE_GROUP = "all cells"
-
-
-@dataclass(frozen=True)
-class ColorValues:
-    """Per-cell values to colour by.
-
-    ``kind == "categorical"``: ``values`` are int16 codes (N,) into ``categories`` (-1 = missing).
-    ``kind == "numeric"``: ``values`` are float32 (N,) (NaN = missing), ``categories`` is None.
-    ``colors`` optionally fixes the colour of each category (e.g. a selection against the rest).
-    """
-
-    key: str
-    label: str
-    kind: Literal["categorical", "numeric"]
-    values: np.ndarray
-    categories: list[str] | None = None
-    colors: dict[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class GeneArrays:
-    """One gene's per-cell arrays (float32, shape (N,)) and its fitted parameters.
-
-    Optional arrays are None when their slot is absent. ``state`` is the int8 argmax of the state
-    probabilities (0 induction, 1 induction_steady, 2 repression, 3 repression_steady). ``fit_t``
-    is on the 0–20 axis; ``latent_time`` is the cell-level time in [0, 1]. Rates and ``t_switch``
-    follow scVelo's ``fit_*`` convention (same time axis as ``fit_t``). ``alpha_1`` and
-    ``lambda_alpha`` are the time-dependent rate α(t) = α₁ − (α₁ − α)e^{−λt}; λ is 0 for a
-    constant-rate fit.
-    """
-
-    gene: str
-    index: int
-    ms: np.ndarray
-    mu: np.ndarray
-    velocity: np.ndarray
-    fit_t: np.ndarray
-    latent_time: np.ndarray
-    alpha: float
-    beta: float
-    gamma: float
-    t_switch: float
-    scaling: float
-    alpha_1: float | None = None
-    lambda_alpha: float = 0.0
-    fit_s: np.ndarray | None = None
-    fit_u: np.ndarray | None = None
-    velocity_var: np.ndarray | None = None
-    baseline: np.ndarray | None = None
-    state: np.ndarray | None = None
-    likelihood: float | None = None
-    mse: float | None = None
 
 
 def _column(matrix: Any, j: int) -> np.ndarray:

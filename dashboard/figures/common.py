@@ -29,7 +29,8 @@ import plotly.graph_objects as go
 from _plotly_utils.utils import to_typed_array_spec
 from plotly.exceptions import PlotlyError
 
-from dashboard.data.results import ColorValues, Results
+from dashboard.data.results import Results
+from dashboard.data.values import ColorValues
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"

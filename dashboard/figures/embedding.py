@@ -18,7 +18,8 @@ from dashboard.data.projections import (
     confidence_levels,
     projected_velocity,
 )
-from dashboard.data.results import ColorValues, Results
+from dashboard.data.results import Results
+from dashboard.data.values import ColorValues
 from dashboard.figures.common import (
     cell_figure,
     cell_layer_split,

@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 from core.kinetics import trajectory, transcription_rate
 from dashboard.data.contract import STATES
 from dashboard.data.rate_models import rate_pair
-from dashboard.data.results import ColorValues, Results
+from dashboard.data.results import Results
+from dashboard.data.values import ColorValues
 from dashboard.figures.common import (
     base_layout,
     cell_figure,

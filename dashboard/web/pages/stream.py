@@ -14,8 +14,9 @@ from dash.exceptions import PreventUpdate
 
 from dashboard import figures
 from dashboard.data.exports import cells_table
-from dashboard.data.results import ColorValues, Results
+from dashboard.data.results import Results
 from dashboard.data.selections import COLOR_PREFIX, SelectionError
+from dashboard.data.values import ColorValues
 from dashboard.figures.embedding import embedding_aspect
 from dashboard.web import context, selection_panel
 from dashboard.web import widgets as ui
