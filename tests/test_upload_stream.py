@@ -241,3 +241,26 @@ def test_the_drop_zone_shows_progress_and_opens_the_upload(dash_duo, tmp_path, r
     (stored,) = (p for p in _uploads(tmp_path) if p.endswith(".h5ad"))
     assert dash_duo.driver.current_url.endswith(f"/?ds={stored[:12]}")
     assert dash_duo.get_logs() == []
+
+
+def test_partial_uploads_left_by_a_stopped_server_are_swept_at_start(tmp_path):
+    """A server killed mid-upload leaves its hidden temp file; the next start removes those
+    untouched for hours and keeps one being written now."""
+    import os
+    import time
+
+    from dashboard.data.datasets import STALE_UPLOAD_S, UPLOAD_TEMP
+    from dashboard.web.app import create_app
+
+    uploads = tmp_path / "cache" / "uploads"
+    uploads.mkdir(parents=True)
+    old = uploads / f"{UPLOAD_TEMP[0]}old{UPLOAD_TEMP[1]}"
+    fresh = uploads / f"{UPLOAD_TEMP[0]}fresh{UPLOAD_TEMP[1]}"
+    kept = uploads / "abc123.h5ad"  # a stored upload, however old, is never swept
+    for path in (old, fresh, kept):
+        path.write_bytes(b"x")
+    past = time.time() - STALE_UPLOAD_S - 60
+    os.utime(old, (past, past))
+    os.utime(kept, (past, past))
+    create_app(AppConfig(cache_dir=tmp_path / "cache", sample_path=tmp_path / "none.h5ad"))
+    assert not old.exists() and fresh.exists() and kept.exists()

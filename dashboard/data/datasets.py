@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -247,6 +248,29 @@ class DatasetRegistry:
         return Dataset(digest[:ID_LENGTH], name, target.resolve(), kind, "upload"), True
 
 
+#: A partial upload older than this was left by a server that stopped mid-upload.
+STALE_UPLOAD_S = 6 * 3600.0
+#: The hidden temp files partial uploads are written to (`UploadSink`): prefix and suffix.
+UPLOAD_TEMP = (".upload-", ".tmp")
+
+
+def sweep_stale_uploads(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove the partial uploads in `folder` untouched for `STALE_UPLOAD_S` (a server that
+    stopped in the middle of an upload leaves one; uploads in progress are written to
+    continuously, so they are never this old); returns the removed paths."""
+    now = time.time() if now is None else now
+    removed = []
+    pattern = f"{UPLOAD_TEMP[0]}*{UPLOAD_TEMP[1]}"
+    for path in folder.glob(pattern) if folder.is_dir() else ():
+        try:
+            if now - path.stat().st_mtime > STALE_UPLOAD_S:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # another process swept it
+            continue
+    return removed
+
+
 class UploadSink:
     """One upload arriving: its bytes go straight to a hidden temp file beside the stored
     uploads (same file system, so keeping it is an atomic rename), hashed and counted as they
@@ -255,7 +279,7 @@ class UploadSink:
 
     def __init__(self, folder: Path, filename: str, max_mb: float) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=folder)
+        fd, name = tempfile.mkstemp(prefix=UPLOAD_TEMP[0], suffix=UPLOAD_TEMP[1], dir=folder)
         self.path = Path(name)
         self.filename = filename
         self.max_mb = max_mb

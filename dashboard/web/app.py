@@ -25,7 +25,7 @@ from dash import Dash
 
 from dashboard.config import ENV_CONFIG, AppConfig, bundled_folder, resolve_secret_key
 from dashboard.data import view_cache
-from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.datasets import DatasetRegistry, sweep_stale_uploads
 from dashboard.hosting import auth, protection
 from dashboard.hosting.settings import load_config
 from dashboard.jobs.queue import JobQueue, parse_fit_params
@@ -79,6 +79,7 @@ def create_app(config: AppConfig) -> Dash:
     # Callbacks and the API send small bodies; /upload streams files under its own limit.
     server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     view_cache.use(config.cache_dir / "views", config.view_cache_mb)
+    sweep_stale_uploads(config.cache_dir / "uploads")
     queue = JobQueue(config)
     server.extensions[context.QUEUE_KEY] = queue
     protection.install_protection(server, config.max_upload_mb, before_auth=True)
