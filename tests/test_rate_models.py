@@ -263,3 +263,36 @@ def test_rate_callbacks_of_a_vanished_dataset_change_nothing(pair):
         for call in (rate_views.show_rate, rate_views.show_rate_models):
             with pytest.raises(PreventUpdate):
                 call("Gene001", "000000000000")
+
+
+GONE = "000000000000"  # a dataset id that is not (or no longer) offered
+
+
+def test_result_callbacks_of_a_vanished_dataset_leave_the_page_as_it_is(pair):
+    """Every callback that reads a page's results raises PreventUpdate, rather than a server
+    error, when the dataset went away while its page was open (`context.fitted`)."""
+    from dash.exceptions import PreventUpdate
+
+    app = pair[0]
+    with app.server.test_request_context():
+        from dashboard.web.pages import coherence, genes, heatmap, permutation, portraits, stream
+
+        calls = [
+            lambda: coherence.cdf(["a"], GONE),
+            lambda: coherence.top_bottom("a", GONE),
+            lambda: coherence.download(1, GONE),
+            lambda: genes.show_gene("Gene001", "cell_type", GONE),
+            lambda: genes.download_csv(1, GONE),
+            lambda: genes.download_gene(1, "Gene001", GONE),
+            lambda: heatmap.draw("permutation_score", 10, 0, 5, None, GONE),
+            lambda: heatmap.open_gene({"points": [{"y": "Gene001"}]}, GONE),
+            lambda: permutation.heatmap(10, GONE),
+            lambda: permutation.download(1, GONE),
+            lambda: portraits.draw("permutation_score", 6, 0, "cell_type", None, GONE),
+            lambda: portraits.download(1, ["Gene001"], GONE),
+            lambda: stream.refresh_colors([], GONE, None),
+            lambda: stream.download(1, {}, GONE),
+        ]
+        for call in calls:
+            with pytest.raises(PreventUpdate):
+                call()

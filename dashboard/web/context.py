@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import flask
 from dash import dcc, html
+from dash.exceptions import PreventUpdate
 
 from dashboard.data.contract import ResultsError
 from dashboard.data.datasets import Dataset, DatasetRegistry, UnknownDataset
@@ -97,3 +98,12 @@ def companion(results: Results) -> Results | None:
     except ResultsError:
         return None
     return other if set(other.gene_names) == set(results.gene_names) else None
+
+
+def fitted(ds: str | None) -> tuple[Dataset, Results]:
+    """(dataset, results) for a callback of a page that shows results; PreventUpdate (the
+    page stays as it is) when they are gone, e.g. a dataset removed while its page was open."""
+    dataset, results, _ = resolve(ds)
+    if dataset is None or results is None:
+        raise PreventUpdate
+    return dataset, results

@@ -90,9 +90,7 @@ def rate_models_card(dataset, results: Results, companion: Results) -> html.Sect
 def show_rate(gene: str, ds: str):
     """The selected gene's transcription rate under each fit, and its MSE under each (with the
     gene's place in the comparison when both fits exist)."""
-    _, results, _ = context.resolve(ds)
-    if results is None:  # the dataset or its results went away while the page was open
-        raise PreventUpdate
+    _, results = context.fitted(ds)
     gene = gene if gene in results.gene_index else results.gene_ignoring_case(gene or "")
     if gene is None:
         return figures.empty_figure("Pick a gene from the table."), None
@@ -103,9 +101,7 @@ def show_rate(gene: str, ds: str):
 
 def show_rate_models(gene: str, ds: str):
     """The per-gene comparison of the two fits, with the selected gene marked."""
-    _, results, _ = context.resolve(ds)
-    if results is None:
-        raise PreventUpdate
+    _, results = context.fitted(ds)
     constant, time_dependent = rate_pair(results, context.companion(results))
     if constant is None or time_dependent is None:
         raise PreventUpdate

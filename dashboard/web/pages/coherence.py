@@ -76,7 +76,7 @@ def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div
 )
 def cdf(cell_types: list[str], ds: str):
     """CDF lines of the ticked cell types."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     return figures.coherence_cdf_figure(results, cell_types or None)
 
 
@@ -104,7 +104,7 @@ def gene_table(results: Results, cell_type: str, genes: list[str], ds: str) -> h
 def top_bottom(cell_type: str, ds: str):
     """The 10 most and least coherent genes of `cell_type` with their coherence, as gene
     links."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     top, bottom = figures.top_bottom_coherence(results, cell_type, n=10)
     lists = [
         html.Div([html.H3(title), gene_table(results, cell_type, genes, ds)])
@@ -123,7 +123,7 @@ def download(clicks: int, ds: str):
     """Genes × cell types mean velocity coherence (what the CDFs and lists are drawn from)."""
     if not clicks:
         raise PreventUpdate
-    dataset, results, _ = context.resolve(ds)
+    dataset, results = context.fitted(ds)
     table = pd.DataFrame(
         results.varm_matrix("coherence"),
         index=pd.Index(results.gene_names, name="gene"),

@@ -264,7 +264,7 @@ def update_table(
 ) -> tuple:
     """Rows matching the search in the chosen order (on a new order: its first page; else the
     page with the selected gene, highlighted); in place of an empty table, why nothing matches."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     rows = table_records(results, search, sort_by)
     trigger = dash.ctx.triggered_id
     return (
@@ -304,7 +304,7 @@ def select_from_table(active_cell: dict | None) -> str:
 def show_gene(gene: str, color_by: str, ds: str):
     """Every figure of the selected gene (a link's name in another case opens the fitted gene),
     and the URL that reopens this view."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     if gene not in results.gene_index:
         gene = results.gene_ignoring_case(gene or "") or gene
     search = ui.page_href("", ds, gene=gene, color_by=None if color_by == "cell_type" else color_by)
@@ -334,7 +334,7 @@ def show_gene(gene: str, color_by: str, ds: str):
 )
 def download_csv(clicks: int | None, ds: str):
     """The full gene table as CSV."""
-    dataset, results, _ = context.resolve(ds)
+    dataset, results = context.fitted(ds)
     return dcc.send_data_frame(
         results.gene_table().to_csv, f"velodash_genes_{dataset.id}.csv", index=False
     )
@@ -351,7 +351,7 @@ def download_gene(clicks: int | None, gene: str | None, ds: str):
     """The selected gene's per-cell values: what its figures show."""
     if not clicks or not gene:
         raise PreventUpdate
-    dataset, results, _ = context.resolve(ds)
+    dataset, results = context.fitted(ds)
     try:
         g = results.gene_arrays(gene)
     except KeyError:

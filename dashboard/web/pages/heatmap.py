@@ -84,7 +84,7 @@ def layout(
 )
 def draw(rank: str, n: int, _show: int, smooth: int, text: str | None, ds: str):
     """The heatmap for the ranking or the typed list (unknown names are reported)."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     genes, message, query = resolve_genes(results, rank, n, text, N_DEFAULT, N_RANGE)
     window = number(smooth, SMOOTH_DEFAULT, *SMOOTH_RANGE)
     figure = figures.heatmap_figure(results, genes, n_convolve=window)
@@ -104,7 +104,7 @@ def open_gene(click: dict | None, ds: str) -> str:
     """A click on a gene's row opens that gene (the cell-type bar is not a gene)."""
     points = (click or {}).get("points") or []
     gene = points[0].get("y") if points else None
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     if not isinstance(gene, str) or gene not in results.gene_index:
         raise PreventUpdate
     return ui.page_href("/genes", ds, gene=gene)
@@ -121,7 +121,7 @@ def download(clicks: int, shown: dict | None, ds: str):
     """The drawn matrix: one row per gene (peak order), one column per latent-time bin."""
     if not clicks or not shown or not shown.get("genes"):
         raise PreventUpdate
-    dataset, results, _ = context.resolve(ds)
+    dataset, results = context.fitted(ds)
     data = figures.heatmap_data(results, shown["genes"], n_convolve=shown["smooth"])
     columns = [f"bin{k:03d}_t={t:.4f}" for k, t in enumerate(data.time)]
     table = pd.DataFrame(data.z, index=pd.Index(data.genes, name="gene"), columns=columns)

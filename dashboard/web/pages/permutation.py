@@ -101,7 +101,7 @@ def layout(ds: str | None = None, top: str | int = 30, **_query) -> html.Div:
 )
 def heatmap(n_top: int, ds: str):
     """Heatmap and gene links for the `n_top` highest-scoring genes."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     table = results.gene_table().nlargest(_n_top(n_top), "permutation_score")
     links = [html.Span(ui.gene_link(g, ds), className="pill") for g in table["gene"]]
     return (
@@ -134,7 +134,7 @@ def download(clicks: int, ds: str):
     """Every gene's permutation score and its effect (t-statistic) per cell type."""
     if not clicks:
         raise PreventUpdate
-    dataset, results, _ = context.resolve(ds)
+    dataset, results = context.fitted(ds)
     effect = pd.DataFrame(
         results.varm_matrix("permutation_effect"),
         columns=[f"effect_{c}" for c in results.cell_types],

@@ -85,7 +85,7 @@ def layout(
 )
 def draw(rank: str, n: int, _show: int, color: str, text: str | None, ds: str):
     """The grid for the ranking or the typed list (unknown names are reported, not fatal)."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     genes, message, query = resolve_genes(results, rank, n, text, N_DEFAULT, N_RANGE)
     figure = figures.portrait_grid_figure(
         results, genes, color_by=color, link=ui.page_href("/genes", ds) + "&gene={gene}"
@@ -107,7 +107,7 @@ def open_gene(click: dict | None, ds: str) -> str:
     custom = points[0].get("customdata") if points else None
     if not custom or len(custom) < 2:
         raise PreventUpdate
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     return ui.page_href("/genes", ds, gene=results.gene_names[int(custom[1])])
 
 
@@ -122,7 +122,7 @@ def download(clicks: int, genes: list[str] | None, ds: str):
     """The plotted points (Ms, Mu of the subsampled cells per gene) with each gene's fit."""
     if not clicks or not genes:
         raise PreventUpdate
-    dataset, results, _ = context.resolve(ds)
+    dataset, results = context.fitted(ds)
     cells = figures.portrait_cells(results)
     types = cell_type_labels(results, cells)
     points = pd.concat(

@@ -261,7 +261,7 @@ selection_panel.register("stream", "stream-graph", "stream-ds")
 )
 def refresh_colors(_saved: list, ds: str, gene: str | None) -> list[dict]:
     """A newly saved selection becomes a colouring."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     return color_options(results, ds, gene)
 
 
@@ -331,7 +331,7 @@ def draw(
 ) -> tuple:
     """Rebuild the embedding, or only recolour it (typed-array Patch) when colour changed; keep
     the two colour controls in step (:func:`colour_controls`)."""
-    _, results, _ = context.resolve(ds)
+    _, results = context.fitted(ds)
     color, picked_out, options, gene_out = colour_controls(
         results, ds, ctx.triggered_id, picked, gene
     )
@@ -428,7 +428,7 @@ def download(clicks: int, shown: dict | None, ds: str):
     """Every cell with its coordinates, projected velocity (per source shown) and colour."""
     if not clicks or not shown:
         raise PreventUpdate
-    dataset, results, _ = context.resolve(ds)
+    dataset, results = context.fitted(ds)
     color, _ = _resolve_color(results, ds, shown.get("color"))
     values = color if isinstance(color, ColorValues) or color is None else None
     if isinstance(color, str):

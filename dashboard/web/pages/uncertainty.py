@@ -112,7 +112,7 @@ def download(clicks: int, ds: str):
     """Every cell with its coordinates, cell type and both uncertainties."""
     if not clicks:
         raise PreventUpdate
-    dataset, results, _ = context.resolve(ds)
+    dataset, results = context.fitted(ds)
     table = cells_table(results, sources=())
     name = ui.export_name(dataset, "uncertainty")
     return dcc.send_data_frame(table.to_csv, f"{name}.csv", index=False)
