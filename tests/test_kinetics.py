@@ -19,8 +19,9 @@ from core.kinetics import (
 TIMES = np.array([0.0, 0.05, 0.7, 3.0, 9.5, 20.0])
 
 
-def _ode(alpha_of_t, beta, gamma, t_eval, y0=(0.0, 0.0)):
-    """Reference solution of du/dt = α(t) − βu, ds/dt = βu − γs (DOP853, rtol 1e-12)."""
+def _ode(alpha_of_t, beta, gamma, t_eval, y0=(0.0, 0.0), max_step=np.inf):
+    """Reference solution of du/dt = α(t) − βu, ds/dt = βu − γs (DOP853, rtol 1e-12;
+    `max_step` small enough not to step over a switch in α)."""
     sol = solve_ivp(
         lambda t, y: [alpha_of_t(t) - beta * y[0], beta * y[0] - gamma * y[1]],
         (0.0, float(t_eval[-1])),
@@ -29,6 +30,7 @@ def _ode(alpha_of_t, beta, gamma, t_eval, y0=(0.0, 0.0)):
         method="DOP853",
         rtol=1e-12,
         atol=1e-14,
+        max_step=max_step,
     )
     return sol.y[0], sol.y[1]
 
@@ -222,19 +224,9 @@ def test_trajectory_switches_and_matches_ode():
     assert t.shape == u.shape == s.shape == (101,)
     assert t[0] == 0.0 and t[-1] == 20.0 and 8.0 in t
     assert np.all(np.diff(t) > 0)
-    rate = lambda x: 1.5 if x < 8.0 else 0.0  # noqa: E731
-    sol = solve_ivp(
-        lambda x, y: [rate(x) - 0.8 * y[0], 0.8 * y[0] - 0.3 * y[1]],
-        (0.0, 20.0),
-        [0.0, 0.0],
-        t_eval=t,
-        rtol=1e-10,
-        atol=1e-12,
-        method="DOP853",
-        max_step=0.05,
-    )
-    np.testing.assert_allclose(u, sol.y[0], atol=1e-6)
-    np.testing.assert_allclose(s, sol.y[1], atol=1e-6)
+    u_ref, s_ref = _ode(lambda x: 1.5 if x < 8.0 else 0.0, 0.8, 0.3, t, max_step=0.05)
+    np.testing.assert_allclose(u, u_ref, atol=1e-6)
+    np.testing.assert_allclose(s, s_ref, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -245,26 +237,15 @@ def test_time_dependent_trajectory_and_rate_match_ode(alpha, alpha_1, lam):
     the switch, then repression (α = 0); `transcription_rate` is that α(t)."""
     beta, gamma, t_switch = 0.8, 0.3, 7.0
     t, u, s = trajectory(alpha, beta, gamma, t_switch, 20.0, 151, alpha_1=alpha_1, lambda_alpha=lam)
+    induced = lambda x: alpha_1 - (alpha_1 - alpha) * np.exp(-lam * x)  # noqa: E731
     rate = transcription_rate(alpha, alpha_1, lam, t_switch, t)
-    np.testing.assert_allclose(
-        rate[t < t_switch], (alpha_1 - (alpha_1 - alpha) * np.exp(-lam * t))[t < t_switch]
-    )
+    np.testing.assert_allclose(rate[t < t_switch], induced(t)[t < t_switch])
     assert np.all(rate[t >= t_switch] == 0.0)
-    sol = solve_ivp(
-        lambda x, y: [
-            (alpha_1 - (alpha_1 - alpha) * np.exp(-lam * x) if x < t_switch else 0.0) - beta * y[0],
-            beta * y[0] - gamma * y[1],
-        ],
-        (0.0, 20.0),
-        [0.0, 0.0],
-        t_eval=t,
-        rtol=1e-10,
-        atol=1e-12,
-        method="DOP853",
-        max_step=0.05,
+    u_ref, s_ref = _ode(
+        lambda x: induced(x) if x < t_switch else 0.0, beta, gamma, t, max_step=0.05
     )
-    np.testing.assert_allclose(u, sol.y[0], atol=1e-6)
-    np.testing.assert_allclose(s, sol.y[1], atol=1e-6)
+    np.testing.assert_allclose(u, u_ref, atol=1e-6)
+    np.testing.assert_allclose(s, s_ref, atol=1e-6)
     # λ = 0 is the constant-rate curve
     constant = trajectory(alpha, beta, gamma, t_switch, 20.0, 151)
     np.testing.assert_array_equal(
