@@ -29,6 +29,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Each pytest-xdist worker serves its test apps from its own range of ports: dash.testing
+#: numbers them from 58050 in every process, so two workers could take the same port at once.
+PORTS_PER_WORKER = 500
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this process's dash_duo servers a port range of their own."""
+    from dash.testing.application_runners import BaseDashRunner
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    BaseDashRunner._next_port = 58050 + PORTS_PER_WORKER * int(worker.removeprefix("gw") or 0)
+
+
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 PANCREAS = SHARED_DATA / "pancreas_739.h5ad"
 
