@@ -14,6 +14,10 @@ Conventions shared by all figures:
 * Hover uses ``customdata`` (cell index, latent time, uncertainties) + ``hovertemplate``; the
   trace name carries the cell type. The app maps the index back to the cell id on click.
 * Optional slots that a fit skipped give an explanatory empty figure (:func:`empty_figure`).
+* Above ``dashboard.data.overview.POINT_BUDGET`` cells, the cell layer draws the subsample a
+  :class:`~dashboard.data.overview.CellView` picks (the overview, or the cells of a zoomed
+  window), and the figure says so in a note (:func:`view_note`, the first annotation);
+  :func:`cell_layer_patch` swaps the drawn cells for another view's.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import plotly.graph_objects as go
 from _plotly_utils.utils import to_typed_array_spec
 from plotly.exceptions import PlotlyError
 
+from dashboard.data.overview import CellView, overview
 from dashboard.data.results import Results
 from dashboard.data.values import ColorValues
 
@@ -289,6 +294,15 @@ def cell_markers(
     return [{"color": values.values[idx], "coloraxis": "coloraxis"} for idx in groups]
 
 
+def shown_groups(groups: list[np.ndarray], cells: np.ndarray, n_cells: int) -> list[np.ndarray]:
+    """Each group's cell indices restricted to ``cells`` (order kept)."""
+    if len(cells) == n_cells:
+        return groups
+    keep = np.zeros(n_cells, dtype=bool)
+    keep[cells] = True
+    return [idx[keep[idx]] for idx in groups]
+
+
 def cell_traces(
     results: Results,
     xy: np.ndarray,
@@ -297,10 +311,13 @@ def cell_traces(
     size: float,
     opacity: float,
     full_hover: bool,
+    cells: np.ndarray | None = None,
 ) -> list[go.Scattergl]:
-    """The cell layer: one Scattergl per category of :func:`cell_layer_split`, out of the
-    legend (see :func:`legend_keys`)."""
+    """The cell layer: one Scattergl per category of :func:`cell_layer_split` holding its
+    cells among ``cells`` (all when None), out of the legend (see :func:`legend_keys`)."""
     names, groups, colors = split_cells(results, color)
+    if cells is not None:
+        groups = shown_groups(groups, cells, results.n_cells)
     hover = cell_hover(results, full_hover)
     template = hover.template
     if values is not None and values.kind == "numeric":
@@ -320,6 +337,53 @@ def cell_traces(
         )
         for name, idx, marker in zip(names, groups, markers, strict=True)
     ]
+
+
+def view_note(text: str) -> dict:
+    """The annotation saying which cells a subsampled scatter shows (bottom left of the plot)."""
+    return {
+        "text": text,
+        "name": "cells-shown",
+        "x": 0,
+        "y": 0,
+        "xref": "paper",
+        "yref": "paper",
+        "xanchor": "left",
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": 11, "color": "#3e4c59"},
+        "bgcolor": "rgba(255, 255, 255, 0.85)",
+    }
+
+
+def cell_layer_patch(
+    results: Results,
+    xy: np.ndarray,
+    color: str | ColorValues | None,
+    values: ColorValues | None,
+    view: CellView,
+    full_hover: bool = False,
+    zoomable: bool = True,
+) -> dict:
+    """What swaps the cells a :func:`cell_figure` (same ``xy``, ``color``, ``values`` and
+    ``full_hover``) draws for ``view``'s: ``{"traces": [{"x", "y", "customdata"[, "color"]}
+    per cell trace, in trace order, typed arrays], "note": the note's text}`` (``color`` only
+    for a numeric colouring; the note is the figure's first annotation)."""
+    _, groups, _ = split_cells(results, color)
+    groups = shown_groups(groups, view.cells, results.n_cells)
+    customdata = cell_hover(results, full_hover).customdata
+    numeric = values is not None and values.kind == "numeric"
+    traces = []
+    for idx in groups:
+        trace = {
+            "x": typed(xy[idx, 0]),
+            "y": typed(xy[idx, 1]),
+            "customdata": typed(customdata[idx]),
+        }
+        if numeric:
+            trace["color"] = typed(values.values[idx])
+        traces.append(trace)
+    return {"traces": traces, "note": view.note(zoomable) or ""}
 
 
 def legend_keys(names: list[str], colors: dict[str, str]) -> list[go.Scatter]:
@@ -355,15 +419,23 @@ def cell_figure(
     full_hover: bool = False,
     legend: bool = True,
     subtitle: str = "",
+    view: CellView | None = None,
+    zoomable: bool = False,
 ) -> go.Figure:
     """Cell layer, then ``extra`` traces on top, then the legend keys, built in one go (each
     plotly update call re-validates, which dominated the gene-click latency). ``legend=False``
-    leaves the category keys out (a numeric colouring whose split nobody needs to toggle)."""
-    cells = cell_traces(results, xy, color, values, size, opacity, full_hover)
+    leaves the category keys out (a numeric colouring whose split nobody needs to toggle).
+    The cell layer draws ``view``'s cells (default: the overview, every cell up to the point
+    budget) and a subsample says so in a note (``zoomable``: that zooming in shows more)."""
+    view = view if view is not None else overview(results)
+    cells = cell_traces(results, xy, color, values, size, opacity, full_hover, view.cells)
     names, _, colors = split_cells(results, color)
     keys = legend_keys(names, colors) if legend else []
     axes = axes if axes is not None else embedding_axes()
     layout = base_layout(title, uirevision, subtitle, **axes)
+    note = view.note(zoomable)
+    if note:
+        layout["annotations"] = [view_note(note)]
     if values is not None and values.kind == "numeric":
         layout["coloraxis"] = numeric_coloraxis(values.values, values.label, diverging)
     return go.Figure(data=[*cells, *(extra or []), *keys], layout=layout)

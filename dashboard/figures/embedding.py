@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 import plotly.graph_objects as go
 
+from dashboard.data.overview import CellView, Window, window_view
 from dashboard.data.projections import (
     SOURCES,
     agreement,
@@ -29,6 +30,7 @@ from dashboard.figures.common import (
     embedding_axes,
     empty_figure,
     numeric_coloraxis,
+    shown_groups,
     split_cells,
     typed,
 )
@@ -132,6 +134,7 @@ def embedding_figure(
     opacity: float = 0.8,
     source: SourceChoice = "velovi",
     confidence: bool = False,
+    window: Window | None = None,
 ) -> go.Figure:
     """UMAP of all cells coloured by ``color`` (cell types when None, an obs column, a gene's
     ``layer`` values, or ready-made :class:`ColorValues` such as a selection) with velocity on
@@ -144,7 +147,9 @@ def embedding_figure(
     veloVI on top). ``confidence`` fades streams where the local extrinsic uncertainty is high
     (see :mod:`dashboard.data.projections`). Trace order: cells (one per category), velocity (per
     source), legend keys, one per category (out of the legend when the colouring is numeric: its
-    colour bar explains the colours). The axis ranges hug the cells (equal aspect).
+    colour bar explains the colours). The axis ranges hug the cells (equal aspect). The cells
+    drawn are those of :func:`cells_shown` for ``window`` (the zoomed axis ranges; None: the
+    overview); a subsample is named in the first annotation.
     """
     values = color if isinstance(color, ColorValues) else None
     if values is None and color is not None:
@@ -175,6 +180,8 @@ def embedding_figure(
         extra=extra,
         axes=_ranged_axes(results),
         full_hover=True,
+        view=cells_shown(results, window),
+        zoomable=True,
     )
     if _numeric(values):
         n_keys = len(split_cells(results, color)[0])
@@ -193,15 +200,25 @@ def embedding_figure(
     return fig
 
 
+def cells_shown(results: Results, window: Window | None) -> CellView:
+    """The cells the UMAP draws when zoomed to ``window`` (None: the overview)."""
+    return window_view(results, results.umap, window)
+
+
 def _numeric(values: ColorValues | None) -> bool:
     return values is not None and values.kind == "numeric"
 
 
 def recolor_patch(
-    results: Results, color: str | None, previous: str | None = None, layer: str = "Ms"
+    results: Results,
+    color: str | None,
+    previous: str | None = None,
+    layer: str = "Ms",
+    window: Window | None = None,
 ) -> dict | None:
     """The partial update that recolours an :func:`embedding_figure` built with colour
-    ``previous`` to ``color``, or None when the cell layer's split changes (rebuild instead).
+    ``previous`` (and ``window``) to ``color``, or None when the cell layer's split changes
+    (rebuild instead). The colours are those of the cells drawn for ``window``.
 
     Returns ``{"markers": [{"color", "coloraxis"} per cell trace, in trace order],
     "coloraxis": layout.coloraxis dict or None, "title": str, "legend": bool}`` with numeric
@@ -213,6 +230,7 @@ def recolor_patch(
         return None
     values = results.color_values(color, layer) if color is not None else None
     names, groups, colors = split_cells(results, color)
+    groups = shown_groups(groups, cells_shown(results, window).cells, results.n_cells)
     markers = cell_markers(values, names, groups, colors)
     numeric = _numeric(values)
     return {

@@ -3,7 +3,8 @@ the rest under "more"), a gene (named in "Colour by") or a saved selection, with
 an arrow grid from veloVI, the scVelo baseline or both (optionally faded where extrinsic
 uncertainty is high), their per-cell agreement, and the selection panel (lasso or box). The
 graphs are sized so that the equal-aspect UMAP fills them. Recolouring sends a typed-array
-Patch; the view state lives in the URL."""
+Patch; the view state lives in the URL. Above the point budget the UMAP draws a subsample of
+the cells, and a zoom or pan sends the cells inside the window (:mod:`dashboard.web.zoom`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from dashboard.data.exports import cells_table
 from dashboard.data.results import Results
 from dashboard.data.selections import COLOR_PREFIX, SelectionError
 from dashboard.data.values import ColorValues
-from dashboard.figures.embedding import embedding_aspect
-from dashboard.web import context, selection_panel
+from dashboard.figures.common import cell_layer_patch
+from dashboard.figures.embedding import cells_shown, embedding_aspect
+from dashboard.web import context, selection_panel, zoom
 from dashboard.web import widgets as ui
 
 dash.register_page(__name__, path="/stream", name="Velocity", title="velodash · velocity", order=1)
@@ -198,6 +200,7 @@ def layout(
         [
             dcc.Store(id="stream-ds", data=dataset.id),
             dcc.Store(id="stream-shown"),
+            dcc.Store(id="stream-window"),  # the zoomed window drawn (None: the overview)
             dcc.Download(id="stream-download"),
             ui.url_state_store(),
             controls,
@@ -317,6 +320,7 @@ def colour_controls(
     Input("stream-fade", "value"),
     State("stream-shown", "data"),
     State("stream-ds", "data"),
+    State("stream-window", "data"),
 )
 def draw(
     picked: str | None,
@@ -328,9 +332,11 @@ def draw(
     fade: list[str],
     shown: dict | None,
     ds: str,
+    window: list | None = None,
 ) -> tuple:
     """Rebuild the embedding, or only recolour it (typed-array Patch) when colour changed; keep
-    the two colour controls in step (:func:`colour_controls`)."""
+    the two colour controls in step (:func:`colour_controls`). Either draws the cells of the
+    zoomed ``window`` (None: the overview)."""
     _, results = context.fitted(ds)
     color, picked_out, options, gene_out = colour_controls(
         results, ds, ctx.triggered_id, picked, gene
@@ -351,7 +357,11 @@ def draw(
         shown and (shown.get("color") or "").startswith(COLOR_PREFIX)
     )
     recolour_only = same_velocity and plain and ctx.triggered_id in ("stream-color", "stream-gene")
-    update = figures.recolor_patch(results, color, shown["color"]) if recolour_only else None
+    update = (
+        figures.recolor_patch(results, color, shown["color"], window=window)
+        if recolour_only
+        else None
+    )
     message = None
     if update is None:
         figure_color, message = _resolve_color(results, ds, color)
@@ -363,6 +373,7 @@ def draw(
             smooth=smooth,
             source=source,
             confidence=bool(fade),
+            window=window,
         )
     else:
         figure = Patch()
@@ -387,6 +398,29 @@ def draw(
         options,
         gene_out,
     )
+
+
+@callback(
+    Output("stream-graph", "figure", allow_duplicate=True),
+    Output("stream-window", "data"),
+    Input("stream-graph", "relayoutData"),
+    State("stream-window", "data"),
+    State("stream-shown", "data"),
+    State("stream-ds", "data"),
+    prevent_initial_call=True,
+)
+def zoomed(relayout: dict | None, current: list | None, shown: dict | None, ds: str) -> tuple:
+    """A zoom or pan draws the cells inside the window (all of them up to the point budget),
+    a double-click the overview again: a Patch of the cell traces, coloured as shown."""
+    _, results = context.fitted(ds)
+    window = zoom.next_window(results, results.umap, relayout, current)
+    color, _ = _resolve_color(results, ds, (shown or {}).get("color"))
+    values = color if isinstance(color, ColorValues) else None
+    if isinstance(color, str):
+        values = results.color_values(color)
+    view = cells_shown(results, window)
+    update = cell_layer_patch(results, results.umap, color, values, view, full_hover=True)
+    return zoom.cells_patch(update), window
 
 
 @callback(
