@@ -9,6 +9,8 @@ the t = 20 axis) between the model's units and the simulation's, so they compare
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -69,18 +71,37 @@ def direction_error(
     ``slowest`` share of cells by the norm of their standardised true velocity (a velocity
     near 0 has no direction) and cells whose error is undefined.
     """
-    v = np.asarray(velocity, dtype=np.float64)
-    t = np.asarray(true_velocity, dtype=np.float64)
-    sd_v, sd_t = v.std(axis=0), t.std(axis=0)
-    genes = (sd_v > 0) & (sd_t > 0) & np.isfinite(sd_v) & np.isfinite(sd_t)
-    v, t = v[:, genes] / sd_v[genes], t[:, genes] / sd_t[genes]
-    speed = np.linalg.norm(t, axis=1)
-    v -= v.mean(axis=1, keepdims=True)
-    t -= t.mean(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.einsum("ng,ng->n", v, t) / (
-            np.linalg.norm(v, axis=1) * np.linalg.norm(t, axis=1)
+    return direction_error_blocks([(velocity, true_velocity)], slowest)
+
+
+def direction_error_blocks(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], slowest: float = SLOWEST_LEFT_OUT
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`direction_error` from consecutive gene blocks ``(velocity, true_velocity)``,
+    each (N, g): per-cell sums over genes are accumulated block by block (float64), so the
+    whole (N, G) layers are never held at once."""
+    sums = None
+    for velocity, true_velocity in blocks:
+        v = np.asarray(velocity, dtype=np.float64)
+        t = np.asarray(true_velocity, dtype=np.float64)
+        sd_v, sd_t = v.std(axis=0), t.std(axis=0)
+        genes = (sd_v > 0) & (sd_t > 0) & np.isfinite(sd_v) & np.isfinite(sd_t)
+        v, t = v[:, genes] / sd_v[genes], t[:, genes] / sd_t[genes]
+        part = np.stack(
+            [
+                v.sum(1),
+                t.sum(1),
+                np.einsum("ng,ng->n", v, v),
+                np.einsum("ng,ng->n", t, t),
+                np.einsum("ng,ng->n", v, t),
+                np.full(v.shape[0], genes.sum(), dtype=np.float64),
+            ]
         )
+        sums = part if sums is None else sums + part
+    sv, st, svv, stt, svt, n = sums
+    speed = np.sqrt(stt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = (svt - sv * st / n) / np.sqrt((svv - sv**2 / n) * (stt - st**2 / n))
     error = 1.0 - cosine
     defined = np.isfinite(error) & (speed > np.quantile(speed, slowest))
     return error, defined

@@ -23,12 +23,12 @@ from core.io import (
     file_fingerprint,
     read_dataset,
     validate_counts,
-    write_h5ad_atomic,
 )
 from core.memory import release_free_memory
 from core.options import STAGE_SPAN
 from core.params import FitParams, ProgressCallback, ProgressEvent
 from core.preprocess import PreprocessConfig, preprocess
+from core.results_io import write_results
 from core.threads import fit_threads
 
 #: obs column holding the single group used when a dataset has no cell-type annotation.
@@ -334,6 +334,6 @@ def fit_file(
     result = _fit_prepared(prepared, params, stages, should_stop, fingerprint, n_threads)
     result.uns["velodash"]["input"] = input_path.name
     with stages.stage("write", f"writing {Path(output_path).name}"):
-        path = write_h5ad_atomic(result, output_path)
+        path = write_results(result, output_path)
     stages.report(ProgressEvent("done", 1.0, f"results written to {path}"))
     return path

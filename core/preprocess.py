@@ -144,14 +144,25 @@ def _filter_normalize_hvg(
 _SMOOTH_BLOCK_ELEMENTS = 2**24
 
 
-def _smooth(connectivities: sparse.spmatrix, counts) -> np.ndarray:
-    """kNN means ``connectivities @ counts`` (N, G) as dense float32, one block of genes at a
-    time: sparse × dense, so no near-dense sparse product (12–16 bytes per entry) is formed."""
+def moment_kernel(connectivities: sparse.spmatrix) -> sparse.csr_matrix:
+    """scVelo's first-order moment kernel (N, N) float32 from ``obsp['connectivities']``: the
+    binarised kNN graph plus self, each row normalised to sum 1 (``get_connectivities``)."""
+    shell = ad.AnnData(
+        obs=pd.DataFrame(index=pd.RangeIndex(connectivities.shape[0]).astype(str)),
+        obsp={"connectivities": connectivities},
+        uns={"neighbors": {"connectivities_key": "connectivities"}},
+    )
+    return get_connectivities(shell)
+
+
+def smooth(kernel: sparse.spmatrix, counts) -> np.ndarray:
+    """kNN means ``kernel @ counts`` (N, G) as dense float32, one block of genes at a time:
+    sparse × dense, so no near-dense sparse product (12–16 bytes per entry) is formed."""
     n_cells, n_genes = counts.shape
     out = np.empty((n_cells, n_genes), dtype=np.float32)
     for genes in blocks_within(n_genes, n_cells, _SMOOTH_BLOCK_ELEMENTS):
         block = counts[:, genes]
-        out[:, genes] = connectivities @ (block.toarray() if sparse.issparse(block) else block)
+        out[:, genes] = kernel @ (block.toarray() if sparse.issparse(block) else block)
     return out
 
 
@@ -169,11 +180,16 @@ def _embed_and_smooth(adata: ad.AnnData, config: PreprocessConfig) -> None:
     )
     # scVelo's own moment kernel (binarised kNN + self, row-normalised); called directly because
     # scv.pp.moments silently re-normalises integer-looking layers, which normalize=False forbids.
-    connectivities = get_connectivities(adata)
+    kernel = moment_kernel(adata.obsp["connectivities"])
     for layer, moment in (("spliced", "Ms"), ("unspliced", "Mu")):
-        adata.layers[moment] = _smooth(connectivities, adata.layers[layer])
+        adata.layers[moment] = smooth(kernel, adata.layers[layer])
     if config.compute_umap and "X_umap" not in adata.obsm:
+        # scanpy ≤ 1.11 lets umap-learn zero small weights of obsp['connectivities'] in place
+        # (scanpy#4028): keep the graph the moments were computed from, so the file's
+        # connectivities rebuild Ms_raw/Mu_raw exactly (core.results_io).
+        graph = adata.obsp["connectivities"].copy()
         sc.tl.umap(adata, random_state=config.seed)
+        adata.obsp["connectivities"] = graph
 
 
 def _min_max_scaled(moments: np.ndarray) -> np.ndarray:

@@ -58,6 +58,27 @@ class Moments:
             self.all_finite and other.all_finite,
         )
 
+    @classmethod
+    def concat(cls, parts: list[Moments]) -> Moments:
+        """The moments of consecutive column blocks of one matrix, as one (G,) record."""
+        return cls(
+            np.concatenate([m.count for m in parts]),
+            np.concatenate([m.total for m in parts]),
+            np.concatenate([m.total_sq for m in parts]),
+            np.concatenate([m.shift for m in parts]),
+            all(m.all_finite for m in parts),
+        )
+
+    def columns(self, genes: slice) -> Moments:
+        """The moments of the columns ``genes`` only."""
+        return Moments(
+            self.count[genes],
+            self.total[genes],
+            self.total_sq[genes],
+            self.shift[genes],
+            self.all_finite,
+        )
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -170,13 +191,25 @@ def compare_selection(X: np.ndarray, mask: np.ndarray, totals: Moments | None = 
     smaller side of the selection is read. Raises ValueError for an empty selection or one that
     holds every cell (nothing to compare with).
     """
-    mask = _check_mask(mask, X.shape[0])
+    mask = check_mask(mask, X.shape[0])
     if totals is None:
         totals = column_moments(X)
-    n_in = int(mask.sum())
-    small_is_in = n_in <= X.shape[0] - n_in
-    rows = np.flatnonzero(mask if small_is_in else ~mask)
+    rows, small_is_in = smaller_side(mask)
     small = column_moments(X, rows, totals.shift, check_finite=not totals.all_finite)
+    return comparison_from_moments(small, totals, small_is_in)
+
+
+def smaller_side(mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Row indices of the smaller side of ``mask`` (N,) bool (the selected cells or the rest)
+    and whether that side is the selection: the only rows a comparison needs to read."""
+    n_in = int(mask.sum())
+    small_is_in = n_in <= mask.size - n_in
+    return np.flatnonzero(mask if small_is_in else ~mask), small_is_in
+
+
+def comparison_from_moments(small: Moments, totals: Moments, small_is_in: bool) -> Comparison:
+    """Welch's t-test per gene from the moments of the smaller side (:func:`smaller_side`)
+    and of all cells: the other side is their difference."""
     large = totals - small
     inside, outside = (small, large) if small_is_in else (large, small)
     mean_in, var_in = _mean_var(inside)
@@ -185,7 +218,9 @@ def compare_selection(X: np.ndarray, mask: np.ndarray, totals: Moments | None = 
     return Comparison(mean_in, mean_out, t, p, _bh(p))
 
 
-def _check_mask(mask: np.ndarray, n_cells: int) -> np.ndarray:
+def check_mask(mask: np.ndarray, n_cells: int) -> np.ndarray:
+    """``mask`` as a bool (N,) array; ValueError when its shape is wrong, it selects no cell
+    or every cell (nothing to compare with)."""
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != (n_cells,):
         raise ValueError(f"the selection mask has shape {mask.shape}, expected ({n_cells},)")
@@ -213,6 +248,13 @@ def velocity_drivers(
     sqrt(t_velocity² + max(t_coherence, 0)²) (|t_velocity| without coherence).
     """
     vel = compare_selection(velocity, mask, velocity_totals)
+    coh = None if coherence is None else compare_selection(coherence, mask, coherence_totals)
+    return drivers_frame(vel, coh)
+
+
+def drivers_frame(vel: Comparison, coh: Comparison | None = None) -> pd.DataFrame:
+    """The ranked drivers table of :func:`velocity_drivers` from the velocity (and coherence)
+    comparisons."""
     columns = {
         "velocity_in": vel.mean_in,
         "velocity_out": vel.mean_out,
@@ -221,8 +263,7 @@ def velocity_drivers(
         "q_velocity": vel.q,
     }
     score = np.abs(vel.t)
-    if coherence is not None:
-        coh = compare_selection(coherence, mask, coherence_totals)
+    if coh is not None:
         columns.update(
             coherence_in=coh.mean_in,
             coherence_out=coh.mean_out,

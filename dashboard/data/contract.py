@@ -7,6 +7,7 @@ Slots are either REQUIRED (every ``velodash fit`` writes them) or belong to an o
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import anndata as ad
@@ -63,11 +64,12 @@ class ResultsError(ValueError):
     """Not a usable velodash results file; the message says what is wrong and how to fix it."""
 
 
-def has_slot(adata: ad.AnnData, slot: str) -> bool:
-    """Whether ``slot`` ("layers/Ms", "uns/velodash/history", …) exists in ``adata``."""
+def has_slot(adata: ad.AnnData, slot: str, layers: Collection[str] | None = None) -> bool:
+    """Whether ``slot`` ("layers/Ms", "uns/velodash/history", …) exists in ``adata``;
+    ``layers``: the layer names when they are not in ``adata`` (a results file read lazily)."""
     kind, *keys = slot.split("/")
     container: Any = {
-        "layers": adata.layers,
+        "layers": adata.layers if layers is None else layers,
         "var": adata.var,
         "varm": adata.varm,
         "obs": adata.obs,
@@ -81,15 +83,17 @@ def has_slot(adata: ad.AnnData, slot: str) -> bool:
     return True
 
 
-def validate_results(adata: ad.AnnData) -> None:
-    """Raise :class:`ResultsError` naming every missing REQUIRED slot of the results contract."""
-    missing = [slot for slot in REQUIRED_SLOTS if not has_slot(adata, slot)]
+def validate_results(adata: ad.AnnData, layers: Collection[str] | None = None) -> None:
+    """Raise :class:`ResultsError` naming every missing REQUIRED slot of the results contract
+    (``layers`` as in :func:`has_slot`)."""
+    layers = adata.layers if layers is None else layers
+    missing = [slot for slot in REQUIRED_SLOTS if not has_slot(adata, slot, layers)]
     if not missing:
         return
     hint = (
         "It looks like a counts file (it has spliced/unspliced layers): fit it first with "
         "`velodash fit <file>` or the Fit button on the home page."
-        if {"spliced", "unspliced"} <= set(adata.layers)
+        if {"spliced", "unspliced"} <= set(layers)
         else "Open a file written by `velodash fit` (or fit your counts file first)."
     )
     raise ResultsError(f"Not a velodash results file: missing {', '.join(missing)}. {hint}")

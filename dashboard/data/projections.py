@@ -32,7 +32,7 @@ def baseline_missing_reason(results: Results) -> str | None:
         return None
     if not results.has("baseline"):
         return results.missing_reason("baseline")
-    if "distances" not in results.adata.obsp:
+    if "distances" not in results.store.obsp_names:
         return (
             "The results file has no kNN graph (obsp['distances']), which projecting the scVelo "
             "baseline onto the UMAP needs; refit with a current velodash."
@@ -41,16 +41,19 @@ def baseline_missing_reason(results: Results) -> str | None:
 
 
 def _project_baseline(results: Results) -> np.ndarray:
+    """The baseline's UMAP projection for results fitted before velodash stored it (small
+    files of older versions: this reads the velocity genes of two layers whole)."""
     from core.graph import candidate_neighbors, transition_matrix, velocity_graph
     from core.streams import velocity_embedding
 
-    V = results.layer_matrix("velocity_baseline")
-    X = results.layer_matrix("Ms")
-    genes = np.isfinite(V).all(axis=0)
+    genes = np.ones(results.n_genes, dtype=bool)
     if "velocity_genes" in results.adata.var:
         genes &= results.adata.var["velocity_genes"].to_numpy(dtype=bool)
+    V = results.layer_columns("velocity_baseline", np.flatnonzero(genes))
+    finite = np.isfinite(V).all(axis=0)
+    X = results.layer_columns("Ms", np.flatnonzero(genes)[finite])
     vgraph = velocity_graph(
-        V[:, genes], X[:, genes], candidate_neighbors(results.adata), device="cpu"
+        V[:, finite], X, candidate_neighbors(results.obsp("distances")), device="cpu"
     )
     T = transition_matrix(vgraph, use_negative_cosines=True)
     return velocity_embedding(T, results.umap).astype(np.float32)

@@ -1,7 +1,9 @@
 """Data access for the dashboard: open a velodash results file once and serve what figures need.
 
 A results file is immutable and content-addressed, so :func:`load_results` memoises the opened
-:class:`Results` per ``(path, mtime, size)``, and each :class:`Results` memoises derived data
+:class:`Results` per ``(path, mtime, size)``. It is read lazily (:mod:`dashboard.data.store`):
+the per-cell arrays once, a gene's layers when the gene is asked for, whole layers only as
+streams of gene blocks (:meth:`Results.layer_blocks`). Each :class:`Results` memoises derived data
 (gene table, per-gene arrays, stream geometry…) in a small bounded LRU (:meth:`Results.memo`).
 Nothing here is per-user state: two web workers opening the same file agree on everything.
 
@@ -16,7 +18,7 @@ import difflib
 import heapq
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -24,11 +26,12 @@ from typing import Any, Literal, TypeVar
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+from scipy import sparse
 
 from dashboard.data import view_cache
 from dashboard.data.contract import FEATURES, STATES, ResultsError, has_slot, validate_results
 from dashboard.data.datasets import fingerprint
+from dashboard.data.store import MemoryStore, ResultsStore
 from dashboard.data.values import ColorValues, GeneArrays
 
 T = TypeVar("T")
@@ -36,29 +39,31 @@ T = TypeVar("T")
 SINGLE_GROUP = "all cells"
 
 
-def _column(matrix: Any, j: int) -> np.ndarray:
-    """Column ``j`` of a dense or sparse (N, G) matrix as a contiguous float32 (N,) array."""
-    col = matrix[:, j]
-    if sp.issparse(col):
-        col = col.toarray()
-    return np.ascontiguousarray(np.asarray(col, dtype=np.float32).ravel())
-
-
 def _scalar(var: pd.DataFrame, key: str, j: int) -> float | None:
     return float(var[key].iloc[j]) if key in var else None
 
 
 class Results:
-    """A validated, read-only results AnnData with typed, memoised accessors for the figures."""
+    """A validated, read-only results file with typed, memoised accessors for the figures.
+
+    :attr:`adata` holds obs, var, obsm, varm and uns; the layers are read through
+    :attr:`store` (:meth:`layer_columns`, :meth:`layer_blocks`, :meth:`gene_arrays`)."""
 
     MEMO_SIZE = 128
 
-    def __init__(self, adata: ad.AnnData, key: str | None = None, path: Path | None = None):
-        """Wrap ``adata`` (validated); ``key`` identifies its content for caches (default: id)."""
-        validate_results(adata)
-        self.adata = adata
+    def __init__(
+        self,
+        source: ad.AnnData | ResultsStore,
+        key: str | None = None,
+        path: Path | None = None,
+    ):
+        """Wrap an AnnData in memory or an opened :class:`ResultsStore` (validated); ``key``
+        identifies its content for caches (default: the object's id)."""
+        self.store = MemoryStore(source) if isinstance(source, ad.AnnData) else source
+        self.adata = self.store.adata
+        validate_results(self.adata, self.store.layers)
         self.path = path
-        self.key = key or f"memory:{id(adata)}"
+        self.key = key or f"memory:{id(source)}"
         self._memo: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -85,7 +90,7 @@ class Results:
     def has(self, feature: str) -> bool:
         """Whether every slot of optional ``feature`` (a key of :data:`FEATURES`) is present."""
         slots, _ = FEATURES[feature]
-        return all(has_slot(self.adata, s) for s in slots)
+        return all(has_slot(self.adata, s, self.store.layers) for s in slots)
 
     def missing_reason(self, feature: str) -> str | None:
         """None when ``feature`` is present, else a sentence for the figure's empty state."""
@@ -204,9 +209,7 @@ class Results:
         if kind == "numeric":
             return ColorValues(key, key, "numeric", self.obs_numeric(key))
         if key in self.gene_index:
-            if layer not in self.adata.layers:
-                raise KeyError(f"no layer {layer!r}; layers are {', '.join(self.adata.layers)}")
-            values = _column(self.adata.layers[layer], self.gene_index[key])
+            values = self.store.column(layer, self.gene_index[key])
             return ColorValues(key, f"{key} ({layer})", "numeric", values)
         raise KeyError(
             f"cannot colour by {key!r}: it is neither a gene name nor an obs column "
@@ -267,22 +270,22 @@ class Results:
 
     def _gene_arrays(self, gene: str) -> GeneArrays:
         j = self.resolve_gene(gene)
-        layers, var = self.adata.layers, self.adata.var
+        var, column = self.adata.var, self.store.column
 
         def optional(name: str) -> np.ndarray | None:
-            return _column(layers[name], j) if name in layers else None
+            return column(name, j) if self.has_layer(name) else None
 
         state = None
         if self.has("states"):
-            probs = np.stack([_column(layers[f"state_{s}"], j) for s in STATES], axis=1)
+            probs = np.stack([column(f"state_{s}", j) for s in STATES], axis=1)
             state = probs.argmax(1).astype(np.int8)
         return GeneArrays(
             gene=gene,
             index=j,
-            ms=_column(layers["Ms"], j),
-            mu=_column(layers["Mu"], j),
-            velocity=_column(layers["velocity"], j),
-            fit_t=_column(layers["fit_t"], j),
+            ms=column("Ms", j),
+            mu=column("Mu", j),
+            velocity=column("velocity", j),
+            fit_t=column("fit_t", j),
             latent_time=self.latent_time,
             alpha=float(var["fit_alpha"].iloc[j]),
             beta=float(var["fit_beta"].iloc[j]),
@@ -343,18 +346,27 @@ class Results:
                 table[dst] = var[src].to_numpy()
         return table
 
-    def layer_matrix(self, key: str) -> np.ndarray | None:
-        """float32 C-contiguous dense (N, G) ``layers[key]`` (memoised; sparse or other dtypes
-        are converted once), or None when the layer is absent."""
-        if key not in self.adata.layers:
-            return None
+    # -- layers (read from disk; never a whole layer at once) -------------------------------
+    def has_layer(self, key: str) -> bool:
+        """Whether the file has ``layers[key]``."""
+        return key in self.store.layers
 
-        def build() -> np.ndarray:
-            layer = self.adata.layers[key]
-            dense = layer.toarray() if sp.issparse(layer) else np.asarray(layer)
-            return np.ascontiguousarray(dense, dtype=np.float32)
+    def layer_columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
+        """float32 (N, k) ``layers[key]`` of ``genes`` (a slice or column indices); raises
+        KeyError for an absent layer."""
+        return self.store.columns(key, genes)
 
-        return self.memo(("layer", key), build)
+    def layer_blocks(self, *keys: str) -> Iterator[tuple[slice, list[np.ndarray]]]:
+        """``(genes, [values of each key])`` over all genes, one block of genes at a time
+        (float32 (N, g) each, about 32 MB per layer): reduce whole layers in bounded memory."""
+        width = min(self.store.block_genes(k) for k in keys)
+        for start in range(0, self.n_genes, width):
+            genes = slice(start, min(start + width, self.n_genes))
+            yield genes, [self.store.columns(k, genes) for k in keys]
+
+    def obsp(self, key: str) -> sparse.csr_matrix | None:
+        """``obsp[key]`` (N × N: ``distances``, ``connectivities``) read on demand, or None."""
+        return self.store.obsp(key)
 
     def varm_matrix(self, key: str) -> np.ndarray | None:
         """float32 (G, C) ``varm[key]`` (``coherence``, ``permutation_effect``) or None."""
@@ -433,10 +445,4 @@ def load_results(path: str | Path) -> Results:
 
 @lru_cache(maxsize=4)
 def _load_cached(path: str, mtime_ns: int, size: int) -> Results:
-    try:
-        adata = ad.read_h5ad(path)
-    except Exception as exc:  # anndata/h5py raise many types for a non-h5ad file
-        raise ResultsError(
-            f"cannot read {path} as an .h5ad file ({exc}); choose a velodash results file"
-        ) from exc
-    return Results(adata, key=f"{path}:{mtime_ns}:{size}", path=Path(path))
+    return Results(ResultsStore(path), key=f"{path}:{mtime_ns}:{size}", path=Path(path))

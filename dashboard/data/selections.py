@@ -30,12 +30,17 @@ from matplotlib.path import Path as MplPath
 
 from core.io import write_text_atomic
 from core.selection import (
+    Comparison,
+    Moments,
     ValueSummary,
+    check_mask,
     column_moments,
+    comparison_from_moments,
+    drivers_frame,
     group_counts,
     rank_drivers,
+    smaller_side,
     summarise_values,
-    velocity_drivers,
 )
 from dashboard.data.results import Results
 
@@ -142,23 +147,41 @@ class SelectionSummary:
     drivers: pd.DataFrame
 
 
-def _moments(results: Results, layer: str):
-    return results.memo(
-        ("moments", layer), lambda: column_moments(results.layer_matrix(layer)), shared=True
+def _moments(results: Results, layer: str) -> Moments:
+    """:class:`Moments` of a whole layer (N, G), streamed a block of genes at a time; cached
+    per machine (the view cache), so later selections read only their own side."""
+
+    def build() -> Moments:
+        return Moments.concat([column_moments(v) for _, (v,) in results.layer_blocks(layer)])
+
+    return results.memo(("moments", layer), build, shared=True)
+
+
+def _comparison(results: Results, layer: str, mask: np.ndarray) -> Comparison:
+    """Welch's test per gene of ``layers[layer]`` between ``mask`` and the rest, reading the
+    layer a block of genes at a time (only the smaller side's rows are summed)."""
+    totals = _moments(results, layer)
+    rows, small_is_in = smaller_side(mask)
+    small = Moments.concat(
+        [
+            column_moments(v, rows, totals.shift[genes], check_finite=not totals.all_finite)
+            for genes, (v,) in results.layer_blocks(layer)
+        ]
     )
+    return comparison_from_moments(small, totals, small_is_in)
 
 
 def drivers_table(results: Results, mask: np.ndarray, rank_by: str = "score") -> pd.DataFrame:
     """Velocity drivers of ``mask`` (N,) with gene names, ranked by ``rank_by``
-    (``score``/``velocity``/``coherence``; see :mod:`core.selection`)."""
-    coherence = results.layer_matrix("velocity_coherence")
-    table = velocity_drivers(
-        results.layer_matrix("velocity"),
-        mask,
-        coherence,
-        _moments(results, "velocity"),
-        _moments(results, "velocity_coherence") if coherence is not None else None,
+    (``score``/``velocity``/``coherence``; see :mod:`core.selection`). Raises ValueError for
+    an empty selection or one holding every cell."""
+    mask = check_mask(mask, results.n_cells)
+    coherence = (
+        _comparison(results, "velocity_coherence", mask)
+        if results.has_layer("velocity_coherence")
+        else None
     )
+    table = drivers_frame(_comparison(results, "velocity", mask), coherence)
     table.insert(0, "gene", np.asarray(results.gene_names)[table.index.to_numpy()])
     return rank_drivers(table.reset_index(drop=True), rank_by)
 

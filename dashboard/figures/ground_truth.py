@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.stats import spearmanr
 
-from core.ground_truth import direction_error, recovery, uncertainty_calibration
+from core.ground_truth import direction_error_blocks, recovery, uncertainty_calibration
 from dashboard.data.results import Results
 from dashboard.figures.common import base_layout, empty_figure
 
@@ -28,12 +28,13 @@ def ground_truth_metrics(results: Results) -> dict[str, np.ndarray] | None:
         return None
 
     def build() -> dict[str, np.ndarray]:
-        return recovery(
-            results.layer_matrix("fit_t"),
-            results.obs_numeric("true_t"),
-            results.layer_matrix("velocity"),
-            results.layer_matrix("true_velocity"),
-        )
+        true_t = results.obs_numeric("true_t")
+        keys = ["fit_t", "velocity"] + ["true_velocity"] * results.has_layer("true_velocity")
+        parts = [
+            recovery(fit_t, true_t, velocity, *(truth or [None]))
+            for _, (fit_t, velocity, *truth) in results.layer_blocks(*keys)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     return results.memo(("ground_truth",), build)
 
@@ -95,12 +96,12 @@ CALIBRATION_BINS = 10
 def _direction_error(results: Results) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-cell direction error and its mask (:func:`core.ground_truth.direction_error`),
     memoised; None without ``layers['true_velocity']``."""
-    if results.layer_matrix("true_velocity") is None:
+    if not results.has_layer("true_velocity"):
         return None
     return results.memo(
         ("direction_error",),
-        lambda: direction_error(
-            results.layer_matrix("velocity"), results.layer_matrix("true_velocity")
+        lambda: direction_error_blocks(
+            blocks for _, blocks in results.layer_blocks("velocity", "true_velocity")
         ),
     )
 

@@ -100,7 +100,7 @@ def heatmap_data(
     t = results.latent_time
     cells = np.flatnonzero(np.isfinite(t))
     cells = cells[np.argsort(t[cells], kind="stable")]
-    X = results.layer_matrix("Ms")[np.ix_(cells, idx)]
+    X = results.layer_columns("Ms", idx)[cells]
     smooth = moving_average(X, n_convolve)
     bins = column_bins(cells.size, max_columns)
     counts = np.bincount(bins)

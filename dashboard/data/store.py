@@ -1,0 +1,235 @@
+"""A results ``.h5ad`` opened lazily: the small parts in memory, the (cells × genes) layers on
+disk, read a gene (or a block of genes) at a time.
+
+Opening reads ``obs``, ``var``, ``obsm``, ``varm`` and ``uns`` (without its N × N graphs) into a
+skeleton AnnData: the per-cell arrays the pages draw, loaded once. Layers stay in the file and
+are read through h5py: files written by :func:`core.results_io.write_results` keep each layer in
+chunks of all cells × a few genes, so a gene costs one chunk. Files of older versions
+(unchunked layers) still open while their layers are small enough to read column by column;
+larger ones are refused with the command that rewrites them (:data:`CONVERT_COMMAND`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+from anndata.io import read_elem, sparse_dataset
+from scipy import sparse
+
+from core.results_io import gene_blocks, genes_per_chunk
+from dashboard.data.contract import ResultsError
+
+#: An unchunked dense layer larger than this is refused (a gene would read most of the layer).
+CONTIGUOUS_LIMIT_BYTES = 64 << 20
+#: Bytes of one block when a layer is streamed whole (:meth:`ResultsStore.blocks`).
+BLOCK_BYTES = 32 << 20
+#: How to rewrite a file of an older velodash in the lazy layout.
+CONVERT_COMMAND = "velodash convert {path}"
+_SPARSE_ENCODINGS = {"csr_matrix", "csc_matrix"}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Where a layer lives: its h5 path, shape, and whether it is a dense array."""
+
+    name: str
+    shape: tuple[int, int]
+    dense: bool
+    chunks: tuple[int, ...] | None
+
+
+def _encoding(node: h5py.Group | h5py.Dataset) -> str:
+    value = node.attrs.get("encoding-type", "")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_uns(group: h5py.Group) -> tuple[dict, list[str]]:
+    """``uns`` without its sparse matrices (the N × N velocity graphs), and their keys."""
+    uns, left = {}, []
+    for key, node in group.items():
+        if _encoding(node) in _SPARSE_ENCODINGS:
+            left.append(key)
+        else:
+            uns[key] = read_elem(node)
+    return uns, left
+
+
+class _LayerReaders:
+    """What both stores share: the layer table and the readers built on ``columns``."""
+
+    layers: dict[str, LayerInfo]
+
+    def columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def block_genes(self, key: str) -> int:
+        raise NotImplementedError
+
+    def _info(self, key: str) -> LayerInfo:
+        if key not in self.layers:
+            raise KeyError(f"no layer {key!r}; layers are {', '.join(self.layers)}")
+        return self.layers[key]
+
+    def column(self, key: str, j: int) -> np.ndarray:
+        """float32 (N,) values of ``layers[key]`` for gene ``j``."""
+        return self.columns(key, slice(j, j + 1))[:, 0].copy()
+
+    def blocks(self, key: str) -> Iterator[tuple[slice, np.ndarray]]:
+        """``(genes, values)`` over the whole layer, one float32 (N, g) block at a time
+        (:meth:`block_genes` genes, about :data:`BLOCK_BYTES`): a layer reduced in bounded
+        memory."""
+        for genes in gene_blocks(self._info(key).shape[1], self.block_genes(key)):
+            yield genes, self.columns(key, genes)
+
+
+class ResultsStore(_LayerReaders):
+    """One results file: :attr:`adata` (a skeleton AnnData without layers, X or obsp) and
+    lazy readers of its layers (:meth:`column`, :meth:`columns`, :meth:`blocks`), its obsp
+    graphs and its ``uns`` matrices. Safe to share between threads; reopens the file after a
+    fork."""
+
+    def __init__(self, path: str | os.PathLike):
+        """Open ``path``; raises :class:`ResultsError` for a file that is not an AnnData or
+        whose unchunked layers are too large to read lazily."""
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._handle: tuple[int, h5py.File] | None = None
+        try:
+            with h5py.File(self.path, "r") as f:
+                uns, self.uns_matrices = _read_uns(f["uns"]) if "uns" in f else ({}, [])
+                parts = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm") if k in f}
+                self.layers = self._layer_infos(f)
+                self.obsp_names = list(f["obsp"].keys()) if "obsp" in f else []
+        except Exception as exc:  # h5py/anndata raise many types for a file that is not h5ad
+            raise ResultsError(
+                f"cannot read {self.path} as an .h5ad file ({exc}); choose a velodash results file"
+            ) from exc
+        self.adata = ad.AnnData(
+            obs=parts.get("obs"),
+            var=parts.get("var"),
+            obsm=parts.get("obsm"),
+            varm=parts.get("varm"),
+            uns=uns,
+        )
+        self._refuse_large_contiguous()
+
+    @staticmethod
+    def _layer_infos(f: h5py.File) -> dict[str, LayerInfo]:
+        infos = {}
+        for name, node in f["layers"].items() if "layers" in f else ():
+            if isinstance(node, h5py.Dataset) and node.ndim == 2:
+                infos[name] = LayerInfo(name, tuple(node.shape), True, node.chunks)
+            elif _encoding(node) in _SPARSE_ENCODINGS:
+                shape = tuple(int(x) for x in node.attrs["shape"])
+                infos[name] = LayerInfo(name, shape, False, None)
+        return infos
+
+    def _refuse_large_contiguous(self) -> None:
+        large = [
+            info.name
+            for info in self.layers.values()
+            if info.dense
+            and info.chunks is None
+            and info.shape[0] * info.shape[1] * 4 > CONTIGUOUS_LIMIT_BYTES
+        ]
+        if large:
+            command = CONVERT_COMMAND.format(path=self.path)
+            raise ResultsError(
+                f"{self.path.name} was written by an older velodash: its layers "
+                f"({', '.join(large)}) are stored whole, so the dashboard would read most of a "
+                f"layer for every gene. Rewrite it once with `{command}` (same content, read "
+                "a gene at a time), then open it again."
+            )
+
+    # -- the open file -----------------------------------------------------------------------
+    def _file(self) -> h5py.File:
+        """This process's read handle (h5py handles do not survive a fork)."""
+        pid = os.getpid()
+        if self._handle is None or self._handle[0] != pid:
+            self._handle = (pid, h5py.File(self.path, "r"))
+        return self._handle[1]
+
+    def _dense(self, key: str) -> h5py.Dataset:
+        return self._file()["layers"][key]
+
+    # -- layers ------------------------------------------------------------------------------
+    def columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
+        """float32 (N, k) C-contiguous values of ``layers[key]`` for ``genes`` (a slice or
+        column indices, any order and repeats): reads only the chunks holding them."""
+        info = self._info(key)
+        with self._lock:
+            if not info.dense:
+                block = sparse_dataset(self._file()["layers"][key])[:, genes]
+                return np.ascontiguousarray(block.toarray(), dtype=np.float32)
+            if isinstance(genes, slice):
+                return np.ascontiguousarray(self._dense(key)[:, genes], dtype=np.float32)
+            idx = np.asarray(genes, dtype=np.int64)
+            order = np.unique(idx)  # h5py reads increasing indices; map back afterwards
+            values = self._dense(key)[:, order] if order.size else np.empty((info.shape[0], 0))
+        positions = np.searchsorted(order, idx)
+        return np.ascontiguousarray(np.asarray(values, dtype=np.float32)[:, positions])
+
+    def block_genes(self, key: str) -> int:
+        """Genes per block when ``key`` is streamed whole: a multiple of its chunk width,
+        about :data:`BLOCK_BYTES`."""
+        info = self._info(key)
+        width = info.chunks[1] if info.chunks else genes_per_chunk(info.shape[0])
+        per_block = max(1, BLOCK_BYTES // max(1, info.shape[0] * 4))
+        return max(width, per_block // width * width)
+
+    # -- graphs ------------------------------------------------------------------------------
+    def obsp(self, key: str) -> sparse.csr_matrix | None:
+        """``obsp[key]`` (an N × N graph) read on demand, or None when absent."""
+        if key not in self.obsp_names:
+            return None
+        with self._lock:
+            return sparse.csr_matrix(read_elem(self._file()["obsp"][key]))
+
+    def uns_matrix(self, key: str) -> sparse.csr_matrix | None:
+        """A sparse ``uns[key]`` left out of :attr:`adata` (``velocity_graph``…), or None."""
+        if key not in self.uns_matrices:
+            return None
+        with self._lock:
+            return sparse.csr_matrix(read_elem(self._file()["uns"][key]))
+
+
+class MemoryStore(_LayerReaders):
+    """The :class:`ResultsStore` interface over an AnnData in memory (results being built, or
+    made by tests): same readers, no file."""
+
+    def __init__(self, adata: ad.AnnData):
+        """Serve ``adata``'s layers, obsp graphs and sparse ``uns`` entries."""
+        self.path = None
+        self.adata = adata
+        self.layers = {
+            name: LayerInfo(name, tuple(v.shape), not sparse.issparse(v), None)
+            for name, v in adata.layers.items()
+        }
+        self.obsp_names = list(adata.obsp.keys())
+        self.uns_matrices = [k for k, v in adata.uns.items() if sparse.issparse(v)]
+
+    def columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
+        """float32 (N, k) C-contiguous values of ``layers[key]`` for ``genes``."""
+        self._info(key)
+        block = self.adata.layers[key][:, genes]
+        block = block.toarray() if sparse.issparse(block) else block
+        return np.ascontiguousarray(block, dtype=np.float32)
+
+    def block_genes(self, key: str) -> int:
+        """Genes per block when ``key`` is streamed whole (about :data:`BLOCK_BYTES`)."""
+        return max(1, BLOCK_BYTES // max(1, self._info(key).shape[0] * 4))
+
+    def obsp(self, key: str) -> sparse.csr_matrix | None:
+        """``obsp[key]`` or None."""
+        return sparse.csr_matrix(self.adata.obsp[key]) if key in self.adata.obsp else None
+
+    def uns_matrix(self, key: str) -> sparse.csr_matrix | None:
+        """A sparse ``uns[key]`` or None."""
+        return sparse.csr_matrix(self.adata.uns[key]) if key in self.uns_matrices else None
