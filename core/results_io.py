@@ -123,7 +123,15 @@ def convert_results(source: str | os.PathLike, target: str | os.PathLike | None 
     """Rewrite a results file of an older velodash in the gene-chunked layout (same content;
     raw moments left out only where they rebuild exactly) to ``target`` (default: in place,
     atomically). Returns the path written."""
-    adata = ad.read_h5ad(source)
+    from core.io import DatasetError, read_dataset
+
+    adata = read_dataset(source)
+    if "velodash" not in adata.uns:
+        raise DatasetError(
+            f"{Path(source).name} is not a velodash results file (no uns['velodash']); only "
+            "files written by `velodash fit` are converted. Fit a counts file with "
+            "`velodash fit`."
+        )
     return write_results(adata, target if target is not None else source)
 
 

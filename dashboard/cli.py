@@ -92,6 +92,18 @@ def _simulate_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_simulate)
 
 
+def _convert_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="rewrite a results file of an older velodash so it opens lazily",
+        description="Rewrite a results .h5ad written by an older velodash in the current layout "
+        "(layers chunked by gene, compressed; same content), in place or to --out.",
+    )
+    p.add_argument("results", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="write here instead of in place")
+    p.set_defaults(func=_cmd_convert)
+
+
 def _run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
@@ -235,6 +247,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from core.results_io import convert_results
+
+    path = convert_results(args.results, args.out)
+    print(f"velodash: converted {args.results} → {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from dashboard.web.app import serve
 
@@ -316,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _fit_parser(sub)
     _simulate_parser(sub)
+    _convert_parser(sub)
     _run_parser(sub)
     _serve_parser(sub)
     _worker_parser(sub)
