@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard.data.overview import Window, window_view
 from dashboard.data.results import Results
 from dashboard.figures.common import (
     SEQUENTIAL,
@@ -17,6 +18,7 @@ from dashboard.figures.common import (
     empty_figure,
     group_indices,
     robust_range,
+    view_note,
 )
 
 #: Unit line of every uncertainty axis: the paper's measure, drawn on its log scale.
@@ -58,13 +60,16 @@ def _power_label(value: float) -> str:
     return power if mantissa == 1 else f"{mantissa:g}×{power}"
 
 
-def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
+def uncertainty_figures(
+    results: Results, point_size: float = 3.0, window: Window | None = None
+) -> go.Figure:
     """Intrinsic and extrinsic uncertainty on the UMAP, side by side in ONE figure whose two
     panels share both axes, so zoom/pan is linked client-side (and the page spends one WebGL
     context, not two). Colours: Viridis on log10 of the cosine variance (the paper's figures
     are on that scale; its values span decades), clipped to the p1–p99 range so a few outliers
     do not darken the rest, the colour bar labelled in powers of ten; the hover gives the raw
-    value. A panel whose analysis was skipped says so."""
+    value. A panel whose analysis was skipped says so. Above the point budget each panel draws
+    the cells of ``window`` (the zoomed ranges; None: the overview) and a note says so."""
     kinds = ("intrinsic", "extrinsic")
     fig = make_subplots(
         rows=1,
@@ -75,7 +80,9 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
         subplot_titles=[f"{k} uncertainty" for k in kinds],
     )
     hover = cell_hover(results)
-    xy = results.umap
+    view = window_view(results, results.umap, window)
+    cells = view.cells
+    xy = results.umap[cells]
     for col, kind in enumerate(kinds, start=1):
         axis = "coloraxis" if col == 1 else "coloraxis2"
         if not results.has(kind):
@@ -90,7 +97,7 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
             continue
         values = results.obs_numeric(f"{kind}_uncertainty")
         logged = log10_uncertainty(values)
-        lo, hi = robust_range(logged)
+        lo, hi = robust_range(logged)  # the colours of every cell, drawn or not
         fig.add_trace(
             go.Scattergl(
                 x=xy[:, 0],
@@ -98,11 +105,11 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
                 mode="markers",
                 name=f"{kind} uncertainty",
                 showlegend=False,
-                customdata=np.column_stack([hover.customdata, values]),
+                customdata=np.column_stack([hover.customdata[cells], values[cells]]),
                 hovertemplate=hover.template
                 + f"<br>{kind} uncertainty %{{customdata[{hover.customdata.shape[1]}]:.3g}}"
                 + "<extra></extra>",
-                marker={"size": point_size, "color": logged, "coloraxis": axis},
+                marker={"size": point_size, "color": logged[cells], "coloraxis": axis},
             ),
             row=1,
             col=col,
@@ -125,6 +132,9 @@ def uncertainty_figures(results: Results, point_size: float = 3.0) -> go.Figure:
     layout = base_layout("", f"{results.key}:umap", showlegend=False)
     layout["margin"]["t"] = 64  # the panel titles sit below the modebar row
     fig.update_layout(layout)
+    note = view.note()
+    if note:
+        fig.add_annotation(view_note(note))
     fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False)
     fig.update_yaxes(
         showgrid=False, zeroline=False, showticklabels=False, scaleanchor="x", scaleratio=1

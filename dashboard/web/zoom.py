@@ -2,17 +2,49 @@
 ``dashboard.data.overview.POINT_BUDGET``) answers a zoom or pan with the cells inside the new
 window, and a double-click (autorange or the figure's own ranges) with the overview again.
 
-The page keeps the window it drew in a ``dcc.Store`` (so a recolour or rebuild draws the same
-cells) and sends the new cells as a Patch of the cell traces (:func:`cells_patch`)."""
+A clientside callback (:func:`register`) passes on only the events that change an axis range:
+plotly follows a zoom with an ``autosize`` event, and Dash drops the answer to a callback whose
+input changes again while it runs, so the zoom's answer would be lost. The page keeps the
+window it drew in a ``dcc.Store`` (so a recolour or rebuild draws the same cells) and sends the
+new cells as a Patch of the cell traces (:func:`cells_patch`)."""
 
 from __future__ import annotations
 
+import dash
 import numpy as np
-from dash import Patch
+from dash import Input, Output, Patch, dcc
 from dash.exceptions import PreventUpdate
 
 from dashboard.data import overview
 from dashboard.data.results import Results
+
+#: relayoutData -> the event when it sets or resets an axis range, else no update.
+_RANGE_EVENTS = """
+function (event) {
+  const ranges = Object.keys(event || {}).filter((k) => /^[xy]axis[0-9]*[.](auto)?range/.test(k));
+  return ranges.length ? event : window.dash_clientside.no_update;
+}
+"""
+
+
+def request_store(graph_id: str) -> dcc.Store:
+    """The store :func:`register` writes ``graph_id``'s range events into (put it in the
+    page's layout; the page's zoom callback listens to it)."""
+    return dcc.Store(id=f"{graph_id}-zoom")
+
+
+def register(graph_id: str) -> str:
+    """Register, once per page module, the clientside callback that copies ``graph_id``'s
+    relayout events that change an axis range into its :func:`request_store`; returns that
+    store's id."""
+    store = f"{graph_id}-zoom"
+    dash.clientside_callback(
+        _RANGE_EVENTS,
+        Output(store, "data"),
+        Input(graph_id, "relayoutData"),
+        prevent_initial_call=True,
+    )
+    return store
 
 
 def next_window(

@@ -1,6 +1,7 @@
 """Gene view: a searchable, sortable gene table (CSV download) and the selected gene's phase
 portrait, expression over latent time, velocity on the UMAP, permutation effect and baseline.
-The selected gene is in the URL (``/genes?ds=sample&gene=Top2a``)."""
+The selected gene is in the URL (``/genes?ds=sample&gene=Top2a``). Above the point budget the
+velocity UMAP draws a subsample, a zoom the cells in the window, and each gene opens unzoomed."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from dash.dash_table.Format import Format, Scheme
 from dash.exceptions import PreventUpdate
 
 from dashboard import figures
-from dashboard.data import gene_filter
+from dashboard.data import gene_filter, overview
 from dashboard.data.contract import STATES
 from dashboard.data.exports import cell_type_labels
 from dashboard.data.results import Results
+from dashboard.data.values import ColorValues
+from dashboard.figures.common import cell_layer_patch
 from dashboard.figures.genes import gene_graph_height
-from dashboard.web import context, rate_views
+from dashboard.web import context, rate_views, zoom
 from dashboard.web import widgets as ui
 
 dash.register_page(__name__, path="/genes", name="Genes", title="velodash · genes", order=3)
@@ -237,6 +240,8 @@ def layout(
         [
             dcc.Store(id="genes-ds", data=dataset.id),
             dcc.Store(id="genes-selected", data=gene),
+            dcc.Store(id="gene-velocity-window"),  # {"gene", "window"} drawn when zoomed
+            zoom.request_store("gene-velocity-umap"),
             ui.url_state_store(),
             dcc.Download(id="genes-download"),
             html.Div(
@@ -319,11 +324,44 @@ def show_gene(gene: str, color_by: str, ds: str):
             results, gene, color_by=color_by, companion=context.companion(results)
         ),
         figures.gene_over_time_figure(results, gene),
-        figures.gene_velocity_embedding_figure(results, gene),
+        velocity_umap(results, gene),
         figures.permutation_effect_figure(results, gene),
         figures.baseline_agreement_figure(results, gene),
         search,
     )
+
+
+def velocity_umap(results: Results, gene: str):
+    """The gene's velocity on the UMAP; above the point budget (a subsample, whose zoomed cells
+    depend on the gene) every gene opens unzoomed."""
+    fig = figures.gene_velocity_embedding_figure(results, gene)
+    if results.n_cells > overview.POINT_BUDGET:
+        fig.layout.uirevision = f"{results.key}:umap:{gene}"
+    return fig
+
+
+@callback(
+    Output("gene-velocity-umap", "figure", allow_duplicate=True),
+    Output("gene-velocity-window", "data"),
+    Input(zoom.register("gene-velocity-umap"), "data"),
+    State("gene-velocity-window", "data"),
+    State("genes-selected", "data"),
+    State("genes-ds", "data"),
+    prevent_initial_call=True,
+)
+def zoom_velocity_umap(relayout: dict | None, drawn: dict | None, gene: str, ds: str) -> tuple:
+    """A zoom of the velocity UMAP draws the cells inside the window, a double-click the
+    overview (:mod:`dashboard.web.zoom`)."""
+    _, results = context.fitted(ds)
+    if gene not in results.gene_index:
+        raise PreventUpdate
+    current = drawn["window"] if drawn and drawn.get("gene") == gene else None
+    window = zoom.next_window(results, results.umap, relayout, current)
+    velocity = results.gene_arrays(gene).velocity
+    values = ColorValues(gene, f"{gene} velocity", "numeric", velocity)
+    view = overview.window_view(results, results.umap, window)
+    update = cell_layer_patch(results, results.umap, None, values, view)
+    return zoom.cells_patch(update), {"gene": gene, "window": window}
 
 
 @callback(

@@ -201,6 +201,7 @@ def layout(
             dcc.Store(id="stream-ds", data=dataset.id),
             dcc.Store(id="stream-shown"),
             dcc.Store(id="stream-window"),  # the zoomed window drawn (None: the overview)
+            zoom.request_store("stream-graph"),
             dcc.Download(id="stream-download"),
             ui.url_state_store(),
             controls,
@@ -350,9 +351,10 @@ def draw(
         "source": source,
         "fade": bool(fade),
     }
-    same_velocity = shown is not None and {k: v for k, v in shown.items() if k != "color"} == {
-        k: v for k, v in state.items() if k != "color"
-    }
+    same_velocity = shown is not None and all(
+        shown.get(k) == v for k, v in state.items() if k != "color"
+    )
+    state["window"] = window  # the cells drawn (see `zoomed`)
     plain = not (color or "").startswith(COLOR_PREFIX) and not (
         shown and (shown.get("color") or "").startswith(COLOR_PREFIX)
     )
@@ -403,17 +405,24 @@ def draw(
 @callback(
     Output("stream-graph", "figure", allow_duplicate=True),
     Output("stream-window", "data"),
-    Input("stream-graph", "relayoutData"),
+    Input(zoom.register("stream-graph"), "data"),
+    Input("stream-shown", "data"),
     State("stream-window", "data"),
-    State("stream-shown", "data"),
     State("stream-ds", "data"),
     prevent_initial_call=True,
 )
-def zoomed(relayout: dict | None, current: list | None, shown: dict | None, ds: str) -> tuple:
+def zoomed(relayout: dict | None, shown: dict | None, current: list | None, ds: str) -> tuple:
     """A zoom or pan draws the cells inside the window (all of them up to the point budget),
-    a double-click the overview again: a Patch of the cell traces, coloured as shown."""
+    a double-click the overview again: a Patch of the cell traces, coloured as shown. A
+    figure drawn for another window (a rebuild or recolour that was under way while the user
+    zoomed) gets the cells of the window zoomed to."""
     _, results = context.fitted(ds)
-    window = zoom.next_window(results, results.umap, relayout, current)
+    if ctx.triggered_id == "stream-shown":
+        if not shown or shown.get("window") == current:
+            raise PreventUpdate
+        window = current
+    else:
+        window = zoom.next_window(results, results.umap, relayout, current)
     color, _ = _resolve_color(results, ds, (shown or {}).get("color"))
     values = color if isinstance(color, ColorValues) else None
     if isinstance(color, str):
@@ -441,7 +450,7 @@ def url_state(shown: dict | None, active: dict | None, ds: str) -> str:
     query = {
         k: ("1" if v is True else str(v))
         for k, v in shown.items()
-        if k != "color" and v != DEFAULTS[k] and v is not False
+        if k in DEFAULTS and v != DEFAULTS[k] and v is not False
     }
     sel = active.get("id") if active else None
     _, results, problem = context.resolve(ds)

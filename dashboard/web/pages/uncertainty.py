@@ -1,5 +1,6 @@
 """Uncertainty view: intrinsic and extrinsic uncertainty maps with linked zoom, their
-distribution per cell type, and the selection panel (lasso or box on either map)."""
+distribution per cell type, and the selection panel (lasso or box on either map). Above the
+point budget the maps draw a subsample, and a zoom draws the cells in the window."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dash.exceptions import PreventUpdate
 
 from dashboard import figures
 from dashboard.data.exports import cells_table
-from dashboard.web import context, selection_panel
+from dashboard.web import context, selection_panel, zoom
 from dashboard.web import widgets as ui
 
 dash.register_page(
@@ -25,6 +26,8 @@ def layout(ds: str | None = None, sel: str | None = None, **_query) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="uncertainty-ds", data=dataset.id),
+            dcc.Store(id="uncertainty-window"),
+            zoom.request_store("uncertainty-maps"),
             dcc.Download(id="uncertainty-download"),
             ui.url_state_store(),
             html.Div(
@@ -88,6 +91,21 @@ def layout(ds: str | None = None, sel: str | None = None, **_query) -> html.Div:
 
 
 selection_panel.register("uncertainty", "uncertainty-maps", "uncertainty-ds")
+
+
+@callback(
+    Output("uncertainty-maps", "figure"),
+    Output("uncertainty-window", "data"),
+    Input(zoom.register("uncertainty-maps"), "data"),
+    State("uncertainty-window", "data"),
+    State("uncertainty-ds", "data"),
+    prevent_initial_call=True,
+)
+def zoomed(relayout: dict | None, current: list | None, ds: str) -> tuple:
+    """A zoom draws the cells inside the window on both maps, a double-click the overview."""
+    _, results = context.fitted(ds)
+    window = zoom.next_window(results, results.umap, relayout, current)
+    return figures.uncertainty_figures(results, window=window), window
 
 
 @callback(
