@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from core.io import DatasetError, file_fingerprint
 from core.params import FitParams, results_key
 from core.pipeline import fit_file
+from core.results_io import read_results
 from core.simulate import simulate_branching
 from core.train import TrainingCancelled
 
@@ -80,7 +81,7 @@ def result_path(raw_path, tmp_path_factory, events) -> Path:
 
 @pytest.fixture(scope="module")
 def result(result_path) -> anndata.AnnData:
-    return anndata.read_h5ad(result_path)
+    return read_results(result_path)  # as scVelo/CellRank users read it (raw moments restored)
 
 
 def test_results_file_has_every_contract_slot(result):
