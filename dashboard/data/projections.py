@@ -24,6 +24,9 @@ from dashboard.data.results import Results
 Source = Literal["velovi", "scvelo"]
 SOURCES: dict[str, str] = {"velovi": "veloVI", "scvelo": "scVelo baseline"}
 CONFIDENCE_NEIGHBORS = 30
+#: Largest pair of layers (bytes) read whole to project the baseline of a file fitted before
+#: velodash stored the projection (or with --skip graph).
+PROJECT_LIMIT_BYTES = 256 << 20
 
 
 def baseline_missing_reason(results: Results) -> str | None:
@@ -36,6 +39,12 @@ def baseline_missing_reason(results: Results) -> str | None:
         return (
             "The results file has no kNN graph (obsp['distances']), which projecting the scVelo "
             "baseline onto the UMAP needs; refit with a current velodash."
+        )
+    if 2 * 4 * results.n_cells * results.n_genes > PROJECT_LIMIT_BYTES:
+        return (
+            "The results file has no projected scVelo baseline (obsm['velocity_baseline_umap']),"
+            " and projecting it here would read two whole layers of this large file; refit "
+            "without --skip graph to store it."
         )
     return None
 
