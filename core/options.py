@@ -18,6 +18,10 @@ TIME_STATISTICS = ("mean", "max")
 #: :mod:`core.convergence`, or the reference's ELBO patience fires) or "elbo" (the reference
 #: veloVI's rule alone); the first is the default.
 STOPPING_RULES = ("velocity", "elbo")
+#: The splicing loss L_splice of SplicedVAE (see ``core.splicing_vae.splice_loss``), the paper's
+#: three: the first is the default, the one that validated best on held-out pancreas cells
+#: (bench/RESULTS.md, "Without spliced/unspliced").
+SPLICE_LOSSES = ("binomial", "mse", "weighted_mse")
 #: Where a fit runs: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu" or "cuda".
 DEVICES = ("auto", "cpu", "cuda")
 #: The scVelo baseline veloVI is compared with (see :mod:`core.baseline`): "steady_state" (the
@@ -26,6 +30,7 @@ BASELINES = ("steady_state", "dynamical")
 #: The fit's stages in the order the pipeline runs them (``uns['velodash']['timings']`` keys;
 #: the results file stores them in alphabetical order).
 STAGES = (
+    "splicing",
     "preprocess",
     "train",
     "posterior",
@@ -37,8 +42,9 @@ STAGES = (
     "write",
 )
 #: Where each stage ends on the overall progress bar, in `STAGES` order (training is filled
-#: epoch by epoch); the shares follow the stages' typical run times.
-STAGE_ENDS = (0.15, 0.70, 0.75, 0.78, 0.92, 0.93, 0.96, 0.99, 1.0)
+#: epoch by epoch); the shares follow the stages' typical run times. "splicing" (spliced/unspliced
+#: predicted from a reference, only then) has no share: its messages count its epochs.
+STAGE_ENDS = (0.0, 0.15, 0.70, 0.75, 0.78, 0.92, 0.93, 0.96, 0.99, 1.0)
 #: stage -> (start, end) of its share of the progress bar.
 STAGE_SPAN = dict(zip(STAGES, zip((0.0, *STAGE_ENDS[:-1]), STAGE_ENDS, strict=True), strict=True))
 

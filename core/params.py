@@ -4,6 +4,7 @@ pipeline (scanpy, torch)."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from core.options import (
     DEVICES,
     PI_ESTIMATORS,
     POSTERIOR_MODES,
+    SPLICE_LOSSES,
     STOPPING_RULES,
     TIME_STATISTICS,
 )
@@ -25,6 +27,16 @@ from core.options import (
 ANALYSES = ("graph", "intrinsic", "extrinsic", "coherence", "permutation", "baseline")
 #: Analyses that need another one: coherence and extrinsic uncertainty use the velocity graph.
 REQUIRES = {"extrinsic": "graph", "coherence": "graph"}
+#: Options of the splicing prediction (SplicedVAE): they address results only when a reference
+#: is used, so every fit without one keeps the content key it had before they existed.
+SPLICING_OPTIONS = (
+    "splicing_reference_sha256",
+    "splicing_loss",
+    "splicing_epochs",
+)
+#: Longest list of known options an unknown option's message shows.
+_KNOWN_SHOWN = 300
+_SHA256_HEX = frozenset("0123456789abcdef")
 #: numpy's largest seed (scanpy seeds numpy's legacy generator).
 _MAX_SEED = 2**32 - 1
 
@@ -118,8 +130,31 @@ class FitParams:
         choices=ANALYSES,
         item="analysis",
     )
+    # spliced/unspliced predicted from a reference (SplicedVAE, core.splicing)
+    splicing_reference_sha256: str | None = option(
+        None,
+        "sha256 of the reference dataset whose spliced/unspliced counts train SplicedVAE to "
+        "predict this dataset's (set from `velodash fit --splicing-reference FILE` or the home "
+        "page's reference picker); None: the dataset has its own",
+        cli=False,
+    )
+    splicing_loss: str = option(
+        SPLICE_LOSSES[0],
+        "SplicedVAE's splicing loss: 'binomial' (the default: validated best on held-out "
+        "pancreas cells), 'mse' (the paper's) or 'weighted_mse' (weighted by counts)",
+        choices=SPLICE_LOSSES,
+    )
+    splicing_epochs: int = option(
+        150, "SplicedVAE training epochs (the paper's 150)", min=1, max=10_000, cli=False
+    )
 
     def __post_init__(self) -> None:
+        digest = self.splicing_reference_sha256
+        if digest is not None and (len(digest) != 64 or not set(digest) <= _SHA256_HEX):
+            raise ValueError(
+                "'splicing_reference_sha256' must be 64 lowercase hex digits (a file's sha256) "
+                f"or null; got {digest[:70]!r}"
+            )
         for name, declared in FIT_OPTIONS.items():
             declared.check(getattr(self, name))
             if declared.kind is float:  # 0 and 0.0 are one option value, and one content key
@@ -149,6 +184,20 @@ class FitParams:
         field of the same name for, with their values: ``config(**params.for_config(config))``."""
         return {f.name: getattr(self, f.name) for f in fields(config) if f.name in FIT_OPTIONS}
 
+    @property
+    def predicts_splicing(self) -> bool:
+        """Whether spliced/unspliced are predicted from a reference (SplicedVAE)."""
+        return self.splicing_reference_sha256 is not None
+
+    def key_dict(self) -> dict:
+        """What addresses the results (`results_key`): every option, less the splicing ones when
+        no reference is used (so older fits keep their content key)."""
+        values = self.to_dict()
+        if not self.predicts_splicing:
+            for name in SPLICING_OPTIONS:
+                del values[name]
+        return values
+
     def analyses(self) -> list[str]:
         """Analyses that will run: not skipped, and with what they need not skipped."""
         return [a for a in ANALYSES if a not in self.skip and REQUIRES.get(a) not in self.skip]
@@ -168,9 +217,14 @@ def parse_fit_options(values: Mapping[str, Any]) -> FitParams:
         )
     unknown = sorted(set(map(str, values)) - set(FIT_OPTIONS))
     if unknown:
-        raise ValueError(
-            f"unknown fit option(s): {', '.join(unknown)}; known: {', '.join(sorted(FIT_OPTIONS))}"
-        )
+        close = [m for u in unknown for m in difflib.get_close_matches(u, FIT_OPTIONS, 1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        known = ", ".join(sorted(FIT_OPTIONS))
+        if len(known) > _KNOWN_SHOWN:
+            known = (
+                known[: known.rfind(", ", 0, _KNOWN_SHOWN)] + ", … (all in docs/architecture.md)"
+            )
+        raise ValueError(f"unknown fit option(s): {', '.join(unknown)}{hint}; known: {known}")
     return FitParams(**values)
 
 
@@ -191,9 +245,10 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 
 def results_key(fingerprint: str, params: FitParams) -> str:
-    """Content address of a results file: hash of the input fingerprint, options and version."""
+    """Content address of a results file: hash of the input fingerprint, options (with the
+    splicing reference's sha256 when one is used, `FitParams.key_dict`) and version."""
     payload = json.dumps(
-        {"fingerprint": fingerprint, "params": params.to_dict(), "version": __version__},
+        {"fingerprint": fingerprint, "params": params.key_dict(), "version": __version__},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ from anndata import AnnData
 
 from core import __version__
 from core.io import (
+    DatasetError,
     detect_groupby,
     file_fingerprint,
     read_dataset,
@@ -31,6 +33,8 @@ from core.preprocess import PreprocessConfig, preprocess
 from core.results_io import write_results
 from core.threads import fit_threads
 
+#: Most held-out reference cells the velocity check fits veloVI on (twice).
+VELOCITY_CHECK_CELLS = 2000
 #: obs column holding the single group used when a dataset has no cell-type annotation.
 SINGLE_GROUP_KEY = "velodash_group"
 
@@ -322,18 +326,115 @@ def fit_file(
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     threads: int | None = None,
+    splicing_reference: str | Path | None = None,
 ) -> Path:
     """Read a raw dataset, fit it as `run` does, and write the results file atomically; the raw
-    counts are dropped once preprocessed."""
+    counts are dropped once preprocessed.
+
+    With ``splicing_reference`` (a dataset with spliced/unspliced counts; its sha256 must equal
+    ``params.splicing_reference_sha256`` when that is set) the input's S/U are predicted from
+    it first (:func:`predict_splicing_stage`) and ``uns['velodash']['splicing']`` records how.
+    """
     input_path = Path(input_path)
     fingerprint = file_fingerprint(input_path)
     stages = _Stages(progress)
     n_threads = _set_threads(threads)
+    adata = read_dataset(input_path)
+    record = None
+    if splicing_reference is not None or params.predicts_splicing:
+        adata, params, record = predict_splicing_stage(
+            adata, params, splicing_reference, stages, should_stop
+        )
     # the raw counts live only while they are preprocessed (at 50,000 cells, over 1 GB)
-    prepared = _prepare(read_dataset(input_path), params, stages)
+    prepared = _prepare(adata, params, stages)
+    del adata
+    if record is not None:
+        prepared.result.uns["velodash"] = {"splicing": record}
     result = _fit_prepared(prepared, params, stages, should_stop, fingerprint, n_threads)
     result.uns["velodash"]["input"] = input_path.name
     with stages.stage("write", f"writing {Path(output_path).name}"):
         path = write_results(result, output_path)
     stages.report(ProgressEvent("done", 1.0, f"results written to {path}"))
     return path
+
+
+def predict_splicing_stage(
+    query: AnnData,
+    params: FitParams,
+    reference_path: str | Path | None,
+    stages: _Stages,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[AnnData, FitParams, dict]:
+    """The "splicing" stage: SplicedVAE trained on the reference predicts the query's S/U.
+
+    Returns the query with predicted layers, `params` with the reference's sha256, and the
+    record for ``uns['velodash']['splicing']`` (reference name and sha256, options, held-out
+    ratio metrics and the velocity agreement of veloVI fits of (at most
+    `VELOCITY_CHECK_CELLS` of) the held-out cells from true and from predicted counts).
+    """
+    from core.splicing import predict_splicing
+    from core.splicing_vae import SplicingConfig
+    from core.velovi import resolve_device
+
+    if reference_path is None:
+        raise DatasetError(
+            "this fit predicts spliced/unspliced counts from a reference (sha256 "
+            f"{params.splicing_reference_sha256[:12]}…) but no reference file was given."
+        )
+    reference_path = Path(reference_path)
+    digest = file_fingerprint(reference_path)
+    if params.predicts_splicing and digest != params.splicing_reference_sha256:
+        raise DatasetError(
+            f"the splicing reference {reference_path.name} changed since this fit was asked "
+            "for (its sha256 differs); ask for the fit again."
+        )
+    params = replace(params, splicing_reference_sha256=digest)
+    config = SplicingConfig(
+        loss=params.splicing_loss, max_epochs=params.splicing_epochs, seed=params.seed
+    )
+    with stages.stage("splicing", f"predicting spliced/unspliced from {reference_path.name}"):
+        prediction = predict_splicing(
+            read_dataset(reference_path),
+            query,
+            config,
+            min_shared_counts=params.min_shared_counts,
+            device=str(resolve_device(params.device)),
+            progress=lambda done, message: stages.within("splicing", done, message),
+            should_stop=should_stop,
+        )
+        record = {**prediction.record, "reference": reference_path.name, "reference_sha256": digest}
+        started = time.perf_counter()
+        stages.within("splicing", 1.0, "velocity from true vs predicted S/U (held-out cells)")
+        record["velocity"] = _velocity_check(prediction, params)
+        record["timings"]["velocity_check"] = round(time.perf_counter() - started, 3)
+    return prediction.query, params, record
+
+
+def _velocity_check(prediction, params: FitParams) -> dict:
+    """veloVI on the held-out reference cells from their true and their predicted S/U, on one
+    embedding (a UMAP of their total counts), compared by `velocity_agreement`."""
+    import scanpy as sc
+
+    from core.splicing_validation import velocity_agreement
+
+    n_cells = prediction.held_out_true.n_obs
+    cells = np.sort(np.random.default_rng(params.seed).permutation(n_cells)[:VELOCITY_CHECK_CELLS])
+    held_out = [prediction.held_out_true[cells].copy(), prediction.held_out_predicted[cells].copy()]
+    embedding = held_out[1].copy()
+    sc.pp.normalize_total(embedding)
+    sc.pp.log1p(embedding)
+    sc.pp.pca(embedding, n_comps=min(params.n_pcs, embedding.n_obs - 1), random_state=params.seed)
+    sc.pp.neighbors(embedding, n_neighbors=min(params.n_neighbors, embedding.n_obs - 1))
+    sc.tl.umap(embedding, random_state=params.seed)
+    check = replace(
+        params,
+        groupby=None,
+        splicing_reference_sha256=None,
+        skip=("intrinsic", "extrinsic", "coherence", "permutation", "baseline"),
+    )
+    fits = []
+    for held in held_out:
+        held.obsm["X_umap"] = embedding.obsm["X_umap"]
+        with _quiet_libraries():
+            fits.append(run(held, check))
+    return velocity_agreement(*fits)

@@ -30,6 +30,14 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
         if option.cli:
             p.add_argument(option.flag, dest=option.name, **_fit_argument(option))
     p.add_argument(
+        "--splicing-reference",
+        type=Path,
+        metavar="REF",
+        help="for INPUT without spliced/unspliced layers: a dataset with them (.h5ad/.loom, "
+        "same species and gene naming) that SplicedVAE learns to predict them from; the "
+        "results record that S/U were predicted and the held-out validation",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         help="CPU threads for torch (default: $VELODASH_THREADS, else every core)",
@@ -215,7 +223,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     out = args.out or Path.cwd() / f"{args.input.stem}.velodash.h5ad"
     start = time.perf_counter()
     path = fit_file(
-        args.input, out, params, progress=_FitReporter(args.quiet), threads=args.threads
+        args.input,
+        out,
+        params,
+        progress=_FitReporter(args.quiet),
+        threads=args.threads,
+        splicing_reference=args.splicing_reference,
     )
     _print_summary(path, time.perf_counter() - start)
     return 0
@@ -234,9 +247,29 @@ def _print_summary(path: Path, seconds: float) -> None:
         f"{history.get('stop_reason', 'stopped')}, best validation ELBO "
         f"{min(history['elbo_validation']):.2f})\n"
         f"  stages: {timings}\n"
+        f"{_splicing_summary(info.get('splicing'))}"
         f"  results: {path}"
     )
     result.file.close()
+
+
+def _splicing_summary(record) -> str:
+    """One line on predicted spliced/unspliced counts ('' when the input had its own)."""
+    if record is None:
+        return ""
+    held = record["held_out"]
+    line = (
+        f"  S/U predicted by SplicedVAE from {record['reference']}: held-out ratio R = "
+        f"{held['ratio_pearson']:.3f}, RMSE = {held['ratio_rmse']:.3f} "
+        f"({int(record['n_cells_held_out'])} cells, {int(record['n_genes'])} genes)"
+    )
+    if "velocity" in record:
+        velocity = record["velocity"]
+        line += (
+            f"; velocity cosine vs true S/U median {velocity['cosine_median']:.2f}, "
+            f"latent-time Spearman {velocity['latent_time_spearman']:.2f}"
+        )
+    return line + "\n"
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
