@@ -27,7 +27,7 @@ FAKE_RESULTS = dict(n_cells=30_000, n_genes=20, n_types=9, seed=5)
 BUDGET = 8_000
 
 #: The drawn cells of a graph's cell traces (those with customdata): their indices, colours
-#: (numbers, or null for a category colour) and the text of the figure's notes.
+#: (numbers, or null for a category colour) and the text of its subtitle and annotations.
 DRAWN = """
 const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
 if (!gd || !gd._fullData || document.querySelector('[data-dash-is-loading="true"]')) return null;
@@ -41,7 +41,8 @@ for (const t of gd._fullData) {
   }
 }
 return {cells: cells, colors: colors,
-        notes: (gd.layout.annotations || []).map((a) => a.text).join(' | ')};
+        notes: [gd._fullLayout.title.subtitle.text,
+                ...(gd.layout.annotations || []).map((a) => a.text)].join(' | ')};
 """
 
 

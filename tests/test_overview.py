@@ -105,7 +105,7 @@ def test_figure_recolour_and_zoom_patch_draw_the_same_cells(results, budget):
     fig = embedding_figure(results, velocity="none")
     drawn = _drawn(fig, n_types)
     assert np.array_equal(drawn, overview.overview(results).cells)
-    assert "zoom in to see all" in fig.layout.annotations[0].text
+    assert "zoom in to see all" in fig.layout.title.subtitle.text
     # a gene recolour sends one value per drawn cell, the gene's values of those cells
     gene = results.gene_names[0]
     update = recolor_patch(results, gene, results.groupby)
@@ -145,5 +145,5 @@ def _array(spec: dict | np.ndarray) -> np.ndarray:
 def test_small_results_draw_every_cell(results):
     fig = embedding_figure(results, velocity="none")
     assert len(_drawn(fig, len(results.cell_types))) == results.n_cells
-    assert not fig.layout.annotations
+    assert not fig.layout.title.subtitle.text
     assert isinstance(overview.overview(results), CellView)

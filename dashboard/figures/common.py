@@ -16,8 +16,9 @@ Conventions shared by all figures:
 * Optional slots that a fit skipped give an explanatory empty figure (:func:`empty_figure`).
 * Above ``dashboard.data.overview.POINT_BUDGET`` cells, the cell layer draws the subsample a
   :class:`~dashboard.data.overview.CellView` picks (the overview, or the cells of a zoomed
-  window), and the figure says so in a note (:func:`view_note`, the first annotation);
-  :func:`cell_layer_patch` swaps the drawn cells for another view's.
+  window), and the figure says so in its subtitle (a figure without a title bar, in the
+  annotation :func:`view_note`); :func:`cell_layer_patch` swaps the drawn cells for another
+  view's.
 """
 
 from __future__ import annotations
@@ -340,7 +341,8 @@ def cell_traces(
 
 
 def view_note(text: str) -> dict:
-    """The annotation saying which cells a subsampled scatter shows (bottom left of the plot)."""
+    """The annotation saying which cells a subsampled scatter without a title bar shows (the
+    uncertainty maps; bottom left of the plot)."""
     return {
         "text": text,
         "name": "cells-shown",
@@ -368,7 +370,7 @@ def cell_layer_patch(
     """What swaps the cells a :func:`cell_figure` (same ``xy``, ``color``, ``values`` and
     ``full_hover``) draws for ``view``'s: ``{"traces": [{"x", "y", "customdata"[, "color"]}
     per cell trace, in trace order, typed arrays], "note": the note's text}`` (``color`` only
-    for a numeric colouring; the note is the figure's first annotation)."""
+    for a numeric colouring; the note is the figure's subtitle)."""
     _, groups, _ = split_cells(results, color)
     groups = shown_groups(groups, view.cells, results.n_cells)
     customdata = cell_hover(results, full_hover).customdata
@@ -426,16 +428,15 @@ def cell_figure(
     plotly update call re-validates, which dominated the gene-click latency). ``legend=False``
     leaves the category keys out (a numeric colouring whose split nobody needs to toggle).
     The cell layer draws ``view``'s cells (default: the overview, every cell up to the point
-    budget) and a subsample says so in a note (``zoomable``: that zooming in shows more)."""
+    budget) and a subsample says so in the subtitle (``zoomable``: that zooming in shows more),
+    where it shows above the plot however tall the plot is."""
     view = view if view is not None else overview(results)
     cells = cell_traces(results, xy, color, values, size, opacity, full_hover, view.cells)
     names, _, colors = split_cells(results, color)
     keys = legend_keys(names, colors) if legend else []
     axes = axes if axes is not None else embedding_axes()
-    layout = base_layout(title, uirevision, subtitle, **axes)
     note = view.note(zoomable)
-    if note:
-        layout["annotations"] = [view_note(note)]
+    layout = base_layout(title, uirevision, " · ".join(filter(None, [subtitle, note])), **axes)
     if values is not None and values.kind == "numeric":
         layout["coloraxis"] = numeric_coloraxis(values.values, values.label, diverging)
     return go.Figure(data=[*cells, *(extra or []), *keys], layout=layout)

@@ -149,7 +149,7 @@ def embedding_figure(
     source), legend keys, one per category (out of the legend when the colouring is numeric: its
     colour bar explains the colours). The axis ranges hug the cells (equal aspect). The cells
     drawn are those of :func:`cells_shown` for ``window`` (the zoomed axis ranges; None: the
-    overview); a subsample is named in the first annotation.
+    overview); a subsample is named in the subtitle.
     """
     values = color if isinstance(color, ColorValues) else None
     if values is None and color is not None:

@@ -71,8 +71,8 @@ def next_window(
 
 def cells_patch(update: dict, patch: Patch | None = None) -> Patch:
     """A Patch (or ``patch`` extended) that puts :func:`dashboard.figures.common.
-    cell_layer_patch`'s cells into the first traces of a figure and its note into the first
-    annotation."""
+    cell_layer_patch`'s cells into the first traces of a figure and its note into the subtitle
+    (of a figure whose subtitle is only that note)."""
     patch = Patch() if patch is None else patch
     for i, trace in enumerate(update["traces"]):
         patch["data"][i]["x"] = trace["x"]
@@ -80,5 +80,5 @@ def cells_patch(update: dict, patch: Patch | None = None) -> Patch:
         patch["data"][i]["customdata"] = trace["customdata"]
         if "color" in trace:
             patch["data"][i]["marker"]["color"] = trace["color"]
-    patch["layout"]["annotations"][0]["text"] = update["note"]
+    patch["layout"]["title"]["subtitle"]["text"] = update["note"]
     return patch
