@@ -44,6 +44,11 @@ def _query(reference: anndata.AnnData) -> anndata.AnnData:
     return query
 
 
+def _say(line: str) -> None:
+    """Print one line of the report as soon as it is measured."""
+    print(line, flush=True)
+
+
 def _row(name: str, metrics: dict, seconds: float | None) -> str:
     cells = " | ".join(f"{metrics[k]:.3f}" for k in HEADLINE)
     return f"| {name} | {cells} | {'' if seconds is None else f'{seconds:.0f}'} |"
@@ -60,80 +65,83 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--losses", nargs="+", default=["binomial", "mse", "weighted_mse"])
     parser.add_argument("--no-velocity", action="store_true")
+    parser.add_argument("--no-latent", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reference = anndata.read_h5ad(DATA)
     query = _query(reference)
     labels = reference.obs["clusters"].to_numpy().astype(str)
     results: dict = {"load_average": os.getloadavg(), "epochs": args.epochs, "losses": {}}
-    lines = [
+    _say(f"load average at start {results['load_average']}")
+    _say(
         "| predictor | R (weighted) | RMSE (weighted) | R (unweighted) | RMSE (unweighted) "
-        "| R (entries) | RMSE (entries) | train s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    default = None
-    for loss in ("binomial", "mse", "weighted_mse"):
+        "| R (entries) | RMSE (entries) | s |"
+    )
+    _say("|---|---|---|---|---|---|---|---|")
+    first = None
+    for loss in args.losses:
         config = SplicingConfig(loss=loss, max_epochs=args.epochs)
         start = time.perf_counter()
         prediction = predict_splicing(reference, query, config)
         seconds = time.perf_counter() - start
         held = prediction.record["held_out"]
         results["losses"][loss] = {k: held[k] for k in HEADLINE} | {"seconds": seconds}
-        lines.append(_row(f"SplicedVAE, {loss}", held, seconds))
-        if default is None:
-            default = prediction
-    record = default.record
-    lines.append(
-        _row("each gene's mean share (no cell variation)", record["gene_mean_baseline"], None)
-    )
-    true = default.held_out_true
-    spliced = np.asarray(true.layers["spliced"].toarray())
-    totals = spliced + np.asarray(true.layers["unspliced"].toarray())
-    share = spliced.sum() / totals.sum()
-    constant = ratio_metrics(np.full(totals.shape, share), spliced, totals, list(true.var_names))
-    lines.append(_row("one global share (no head)", constant, None))
-    results["gene_mean"] = {k: record["gene_mean_baseline"][k] for k in HEADLINE}
-    results["global_share"] = {k: constant[k] for k in HEADLINE}
-
-    genes = list(true.var_names)
-    ref = reference[:, genes]
-    s_all = np.asarray(ref.layers["spliced"].toarray())
-    t_all = s_all + np.asarray(ref.layers["unspliced"].toarray())
-    for name, weight in (("SplicedVAE (λ = 1)", 1.0), ("scVI without the head (λ = 0)", 0.0)):
-        model = SplicedVAE(
-            t_all, s_all, SplicingConfig(splice_weight=weight, max_epochs=args.epochs)
-        )
-        model.train()
-        results.setdefault("silhouette", {})[name] = _silhouette(model, t_all, labels)
-    lines.append("")
-    lines.append("| latent space | silhouette of cell types (held-out cells) |")
-    lines.append("|---|---|")
-    lines += [f"| {k} | {v:.3f} |" for k, v in results["silhouette"].items()]
+        _say(_row(f"SplicedVAE, {loss}", held, seconds))
+        if first is None:
+            first = prediction
+            record = prediction.record
+            _say(
+                _row(
+                    "each gene's mean share (no cell variation)", record["gene_mean_baseline"], None
+                )
+            )
+            true = prediction.held_out_true
+            spliced = np.asarray(true.layers["spliced"].toarray())
+            totals = spliced + np.asarray(true.layers["unspliced"].toarray())
+            share = np.full(totals.shape, spliced.sum() / totals.sum())
+            constant = ratio_metrics(share, spliced, totals, list(true.var_names))
+            _say(_row("one global share (no head)", constant, None))
+            results["gene_mean"] = {k: record["gene_mean_baseline"][k] for k in HEADLINE}
+            results["global_share"] = {k: constant[k] for k in HEADLINE}
+        OUT.parent.mkdir(exist_ok=True)
+        OUT.write_text(json.dumps(results, indent=1, default=float))
 
     if not args.no_velocity:
         from core.pipeline import _velocity_check
 
         start = time.perf_counter()
-        velocity = _velocity_check(default, FitParams(device="cpu"))
+        velocity = _velocity_check(first, FitParams(device="cpu"))
+        seconds = time.perf_counter() - start
         results["velocity"] = {
             k: v for k, v in velocity.items() if not isinstance(v, np.ndarray)
-        } | {"seconds": time.perf_counter() - start}
-        lines.append("")
-        lines.append(
-            f"velocity (veloVI from true vs predicted S/U, {len(velocity['cosine'])} held-out "
-            f"cells, {velocity['n_genes']} shared genes): cosine median "
-            f"{velocity['cosine_median']:.3f} (quartiles "
-            f"{np.nanpercentile(velocity['cosine'], 25):.3f}–"
-            f"{np.nanpercentile(velocity['cosine'], 75):.3f}), embedding cosine median "
+        } | {"seconds": seconds}
+        cosine = velocity["cosine"]
+        _say(
+            f"velocity ({args.losses[0]}; veloVI from true vs predicted S/U, {len(cosine)} "
+            f"held-out cells, {velocity['n_genes']} shared genes): cosine median "
+            f"{velocity['cosine_median']:.3f} (quartiles {np.nanpercentile(cosine, 25):.3f}–"
+            f"{np.nanpercentile(cosine, 75):.3f}), embedding cosine median "
             f"{velocity.get('cosine_embedding_median', float('nan')):.3f}, latent-time "
-            f"Spearman {velocity['latent_time_spearman']:.3f}; "
-            f"{results['velocity']['seconds']:.0f} s"
+            f"Spearman {velocity['latent_time_spearman']:.3f}; {seconds:.0f} s"
         )
+        OUT.write_text(json.dumps(results, indent=1, default=float))
+
+    if not args.no_latent:
+        genes = list(first.held_out_true.var_names)
+        ref = reference[:, genes]
+        s_all = np.asarray(ref.layers["spliced"].toarray())
+        t_all = s_all + np.asarray(ref.layers["unspliced"].toarray())
+        for name, weight in (("SplicedVAE (λ = 1)", 1.0), ("scVI without the head (λ = 0)", 0.0)):
+            config = SplicingConfig(splice_weight=weight, max_epochs=args.epochs)
+            model = SplicedVAE(t_all, s_all, config)
+            model.train()
+            value = _silhouette(model, t_all, labels)
+            results.setdefault("silhouette", {})[name] = value
+            _say(f"latent silhouette of cell types (held-out cells), {name}: {value:.3f}")
     results["load_average_end"] = os.getloadavg()
-    print("\n".join(lines))
-    print(f"load average start {results['load_average']}, end {results['load_average_end']}")
-    OUT.parent.mkdir(exist_ok=True)
+    _say(f"load average at end {results['load_average_end']}")
     OUT.write_text(json.dumps(results, indent=1, default=float))
 
 

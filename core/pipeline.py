@@ -392,7 +392,8 @@ def predict_splicing_stage(
     config = SplicingConfig(
         loss=params.splicing_loss, max_epochs=params.splicing_epochs, seed=params.seed
     )
-    with stages.stage("splicing", f"predicting spliced/unspliced from {reference_path.name}"):
+    label = reference_path.resolve().name
+    with stages.stage("splicing", f"predicting spliced/unspliced from {label}"):
         prediction = predict_splicing(
             read_dataset(reference_path),
             query,
@@ -402,7 +403,8 @@ def predict_splicing_stage(
             progress=lambda done, message: stages.within("splicing", done, message),
             should_stop=should_stop,
         )
-        record = {**prediction.record, "reference": reference_path.name, "reference_sha256": digest}
+        # a job's reference is a link named by its hash: record the file's own name
+        record = {**prediction.record, "reference": label, "reference_sha256": digest}
         started = time.perf_counter()
         stages.within("splicing", 1.0, "velocity from true vs predicted S/U (held-out cells)")
         record["velocity"] = _velocity_check(prediction, params)

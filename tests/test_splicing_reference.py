@@ -138,3 +138,42 @@ def test_held_out_pancreas_ratios_beat_the_paper_and_a_constant_ratio_does_not()
     ablated = ratio_metrics(constant, spliced, totals, list(true.var_names))
     assert not (ablated["ratio_pearson"] > PAPER_R and ablated["ratio_rmse"] < PAPER_RMSE)
     assert ablated["ratio_rmse"] > held["ratio_rmse"] + 0.05
+
+
+def test_the_queue_takes_only_an_offered_reference_with_counts(tmp_path):
+    """Enforced on the server (pages and JSON API alike): the reference must be a dataset
+    offered here (any signed-in user may read those) that has S/U; it is linked for the job
+    by its hash, and the job's public record holds no path."""
+    from dashboard.config import AppConfig
+    from dashboard.data.datasets import DatasetRegistry, fingerprint, reference_file
+    from dashboard.jobs.queue import InvalidFitOptions, JobQueue
+
+    query = tmp_path / "query.h5ad"
+    _data(MOUSE, splicing=False).write_h5ad(query)
+    reference = tmp_path / "ref.h5ad"
+    _data(MOUSE, seed=1).write_h5ad(reference)
+    elsewhere = tmp_path / "elsewhere.h5ad"  # a file with S/U the server does not offer
+    _data(MOUSE, seed=2).write_h5ad(elsewhere)
+    config = AppConfig(
+        data=(query, reference), cache_dir=tmp_path / "cache", sample_path=tmp_path / "none"
+    )
+    queue = JobQueue(config)
+    registry = DatasetRegistry(config)
+    by_path = {d.path: d for d in registry.datasets()}
+    q, ref = by_path[query.resolve()], by_path[reference.resolve()]
+    assert [d.id for d in registry.splicing_references()] == [ref.id]
+
+    def params(path):
+        return FitParams(splicing_reference_sha256=fingerprint(path))
+
+    with pytest.raises(InvalidFitOptions, match="must be a dataset offered here"):
+        queue.submit(q, params(elsewhere), "ann")
+    with pytest.raises(InvalidFitOptions, match="must be a dataset offered here"):
+        queue.submit(q, params(query), "ann")  # offered, but without S/U
+    with pytest.raises(InvalidFitOptions, match="a splicing reference is not needed"):
+        queue.submit(ref, params(reference), "ann")
+    job, created = queue.submit(q, params(reference), "ann")
+    assert created and job.params["splicing_reference_sha256"] == fingerprint(reference)
+    linked = reference_file(job.output_path, fingerprint(reference))
+    assert linked is not None and linked.resolve() == reference.resolve()
+    assert str(tmp_path) not in str(queue.public(job))

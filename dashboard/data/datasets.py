@@ -35,6 +35,9 @@ UPLOADS_DISABLED = (
     "datasets folder, or open it locally with `velodash run FILE`."
 )
 
+#: Folder of the cache holding links to the splicing references of fits (`reference_link`).
+REFERENCES = "references"
+
 Kind = Literal["results", "raw"]
 Source = Literal["sample", "cli", "data_dir", "upload"]
 
@@ -161,6 +164,37 @@ class DatasetRegistry:
             if match:
                 return match[0].id
         return None
+
+    def has_splicing(self, dataset: Dataset) -> bool:
+        """Whether a raw dataset has spliced and unspliced layers (else it needs a reference)."""
+        try:
+            return dataset.kind == "raw" and h5_info(dataset.path)[2]
+        except OSError:
+            return False
+
+    def splicing_references(self) -> list[Dataset]:
+        """The datasets that can serve as a splicing reference: raw, with spliced/unspliced."""
+        return [d for d in self.datasets() if self.has_splicing(d)]
+
+    @property
+    def references_dir(self) -> Path:
+        """Where `reference_link` puts the references of queued fits (by content hash)."""
+        return self.config.cache_dir / REFERENCES
+
+    def reference_link(self, dataset: Dataset) -> Path:
+        """A link ``cache_dir/references/<sha256><suffix>`` to `dataset`'s file, made
+        atomically: a fit job finds its reference by the sha256 in its options (no server path
+        in the job's public record), on this machine or a worker sharing the cache."""
+        digest = fingerprint(dataset.path)
+        link = self.references_dir / f"{digest}{dataset.path.suffix.lower()}"
+        if link.exists() and link.resolve() == dataset.path:
+            return link
+        self.references_dir.mkdir(parents=True, exist_ok=True)
+        temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        temp.unlink(missing_ok=True)
+        temp.symlink_to(dataset.path)
+        os.replace(temp, link)
+        return link
 
     def results_path_for_fit(self, dataset: Dataset, params: FitParams) -> Path:
         """Where a fit of `dataset` with `params` is written: its content address."""
@@ -319,6 +353,17 @@ class UploadSink:
         """Close and remove the temp file (nothing when `store_upload` kept it)."""
         self._file.close()
         self.path.unlink(missing_ok=True)
+
+
+def reference_file(results_path: str | Path, digest: str) -> Path | None:
+    """The linked reference with sha256 `digest` of a fit writing `results_path` (in
+    ``cache_dir/results``), made by `DatasetRegistry.reference_link`; None when absent."""
+    folder = Path(results_path).parent.parent / REFERENCES
+    for suffix in SUPPORTED_SUFFIXES:
+        path = folder / f"{digest}{suffix}"
+        if path.exists():
+            return path
+    return None
 
 
 def upload_limit_message(max_mb: float) -> str:

@@ -100,7 +100,9 @@ class JobQueue:
         """The job fitting `dataset` with `params`: existing or new; (job, whether new).
 
         A new job is queued (and published to the workers when hosted). Raises NothingToFit for
-        a results file, InvalidFitOptions for a CUDA fit where no fit can use CUDA
+        a results file, InvalidFitOptions for a splicing reference that is not an offered
+        dataset with spliced/unspliced counts (or one for a dataset that has them), for a CUDA
+        fit where no fit can use CUDA
         (`dashboard.jobs.devices`), and QueueUnavailable when the store or the broker cannot be
         reached.
         """
@@ -108,6 +110,8 @@ class JobQueue:
             raise NothingToFit(
                 f"{dataset.label} is already a results file: there is nothing to fit"
             )
+        if params.predicts_splicing:
+            self._link_reference(dataset, params.splicing_reference_sha256)
         output = self.registry.results_path_for_fit(dataset, params)
         if params.device == "cuda" and not output.exists() and not cuda_available(self):
             raise InvalidFitOptions("no CUDA GPU is available to the fits here; choose CPU or auto")
@@ -146,6 +150,24 @@ class JobQueue:
                 self.store.transition(job.id, ("queued",), "failed", error=message, finished=now)
                 raise QueueUnavailable(message) from err
         return job, True
+
+    def _link_reference(self, dataset: Dataset, digest: str) -> None:
+        """Check a fit's splicing reference and link it for the job (see
+        `DatasetRegistry.reference_link`): it must be a dataset offered here (so one the
+        requesting user may read) with spliced/unspliced counts, and the dataset must have
+        none. Raises InvalidFitOptions otherwise."""
+        if self.registry.has_splicing(dataset):
+            raise InvalidFitOptions(
+                f"{dataset.label} has its own spliced/unspliced counts: a splicing reference "
+                "is not needed"
+            )
+        reference = self.registry.identical_to(digest)
+        if reference is None or not self.registry.has_splicing(reference):
+            raise InvalidFitOptions(
+                "the splicing reference must be a dataset offered here with spliced/unspliced "
+                "counts; pick one from the list"
+            )
+        self.registry.reference_link(reference)
 
     def get(self, job_id: str) -> Job:
         """The job with this id; JobNotFound for a malformed or unknown id."""

@@ -275,6 +275,7 @@ def _worker_main(argv: list[str]) -> int:
     from core.io import DatasetError
     from core.params import FitParams
     from core.pipeline import fit_file
+    from dashboard.data.datasets import reference_file
 
     input_path, output, params = argv
 
@@ -282,11 +283,18 @@ def _worker_main(argv: list[str]) -> int:
         print(PROTOCOL_PREFIX + json.dumps(payload), flush=True)
 
     try:
+        options = FitParams.from_dict(json.loads(params))
+        reference = None
+        if options.predicts_splicing:
+            reference = reference_file(output, options.splicing_reference_sha256)
+            if reference is None:
+                raise DatasetError("the splicing reference of this fit is no longer offered")
         fit_file(
             input_path,
             output,
-            FitParams.from_dict(json.loads(params)),
+            options,
             progress=lambda event: emit(dataclasses.asdict(event)),
+            splicing_reference=reference,
         )
     except (DatasetError, ValueError, TypeError) as err:
         emit({"error": str(err), "kind": "DatasetError"})

@@ -10,6 +10,7 @@ from dash import State, dcc, html
 from core.fit_options import FitOption
 from core.options import DEVICES
 from core.params import FIT_OPTIONS
+from dashboard.data.datasets import Dataset, DatasetRegistry, UnknownDataset, fingerprint
 
 #: The fit options the home page offers (declared in `core.params.FitParams`), and the ids of
 #: their controls; the request's other options keep their defaults.
@@ -85,3 +86,50 @@ def requested_options(values: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             requested[name] = value
     return requested
+
+
+#: The id of the splicing-reference picker (shown for a dataset without spliced/unspliced).
+REFERENCE_PICKER = "fit-reference"
+
+
+def reference_picker(registry: DatasetRegistry, dataset: Dataset | None) -> html.Div:
+    """ "Predict splicing from a reference": a dataset without spliced/unspliced layers picks a
+    dataset that has them (SplicedVAE learns the spliced share from it). Hidden otherwise (the
+    picker stays in the page so the Fit callback can read it)."""
+    needed = dataset is not None and dataset.kind == "raw" and not registry.has_splicing(dataset)
+    references = registry.splicing_references() if needed else []
+    options = [{"label": d.label, "value": d.id} for d in references]
+    note = (
+        "This dataset has no spliced/unspliced counts: predict them from a reference with them "
+        "(SplicedVAE, an scVI with a splicing-ratio head; 30 % of the reference's cells are "
+        "held out to measure it, and every page of the result says so)."
+        if options
+        else "This dataset has no spliced/unspliced counts and no dataset here has them: add "
+        "one (e.g. the pancreas subset) to predict them from it."
+    )
+    return html.Div(
+        [
+            html.Label("Predict splicing from a reference", className="label", title=note),
+            dcc.Dropdown(
+                options,
+                options[0]["value"] if options else None,
+                id=REFERENCE_PICKER,
+                clearable=False,
+                placeholder="no reference available",
+            ),
+            html.Div(note, className="caveat"),
+        ],
+        id="fit-reference-box",
+        style=None if needed else {"display": "none"},
+    )
+
+
+def reference_option(registry: DatasetRegistry, reference_id: str | None) -> dict[str, Any]:
+    """The fit option a picked reference sets (its sha256), {} when none is picked; an id the
+    server does not offer raises UnknownDataset (the queue checks the reference again)."""
+    if not reference_id:
+        return {}
+    reference = registry.get(reference_id)
+    if not registry.has_splicing(reference):
+        raise UnknownDataset(reference_id)
+    return {"splicing_reference_sha256": fingerprint(reference.path)}

@@ -23,7 +23,7 @@ from dashboard.data.datasets import DatasetRegistry, UnknownDataset
 from dashboard.hosting import auth
 from dashboard.jobs.queue import JobFinished, JobNotFound
 from dashboard.jobs.store import FINAL, QueueUnavailable
-from dashboard.web import context, jobview
+from dashboard.web import context, jobview, splicing_views
 from dashboard.web import widgets as ui
 
 #: Poll intervals (ms) while the dataset has a queued/running job, and otherwise.
@@ -49,6 +49,7 @@ def layout() -> html.Div:
             dcc.Store(id=ui.NOTICE),
             ui.navbar(user),
             ui.job_bar(),
+            html.Div(id=splicing_views.BADGE_ID),
             html.Div(id=ui.JOB_ALERT),
             html.Div(id=ui.NOTICE_AREA),
             html.Main(dash.page_container, className="page"),
@@ -218,6 +219,17 @@ def register_callbacks(app: dash.Dash, registry: DatasetRegistry) -> None:
         except UnknownDataset:
             label = ""
         return [ui.page_href(path, ds) for path, _ in ui.PAGES] + [label]
+
+    @app.callback(
+        Output(splicing_views.BADGE_ID, "children"),
+        Input(ui.URL, "search"),
+        Input(ui.JOB_FINISHED, "data"),
+    )
+    def splicing_badge(search: str | None, _finished):
+        """On every page of a fit whose S/U were predicted: say so, with the held-out R (again
+        when a fit of the page's dataset finishes)."""
+        _, results, _ = context.resolve(dataset_of(search, registry))
+        return splicing_views.badge(splicing_views.record_of(results))
 
     app.clientside_callback(
         ClientsideFunction("velodash", "syncUrl"),

@@ -31,7 +31,7 @@ from dashboard.hosting import auth
 from dashboard.jobs import devices
 from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
 from dashboard.jobs.store import QueueUnavailable
-from dashboard.web import context, fit_form, jobview, rate_views, run_report
+from dashboard.web import context, fit_form, jobview, rate_views, run_report, splicing_views
 from dashboard.web import widgets as ui
 from dashboard.web.upload_route import UPLOAD_PATH
 
@@ -139,6 +139,7 @@ def layout(ds: str | None = None, **_query) -> html.Div:
                                     fit_form.fit_controls(defaults.to_dict(), cuda),
                                     className="control",
                                 ),
+                                fit_form.reference_picker(context.current_registry(), dataset),
                                 html.Div(
                                     [
                                         html.Button(
@@ -242,6 +243,7 @@ def summary_view(ds: str | None) -> html.Div:
             html.P(f"Stages: {timings}", className="caveat") if timings else None,
             rate_views.rate_note(dataset, results),
             *[ui.alert(reason, "info") for reason in info["missing"].values()],
+            splicing_views.validation_panel(splicing_views.record_of(results), dataset.label),
         ]
     )
 
@@ -254,18 +256,28 @@ def summary_view(ds: str | None) -> html.Div:
         "ds": State("home-ds", "data"),
         "polls": State(ui.JOB_POLL, "n_intervals"),
         "options": fit_form.control_states(),
+        "reference": State(fit_form.REFERENCE_PICKER, "value"),
     },
     prevent_initial_call=True,
 )
-def submit_fit(clicks: int | None, ds: str | None, polls: int | None, options: dict[str, Any]):
+def submit_fit(
+    clicks: int | None,
+    ds: str | None,
+    polls: int | None,
+    options: dict[str, Any],
+    reference: str | None = None,
+):
     """Queue a fit of the shown dataset with the `options` of the page's controls (an empty one
-    keeps its default), or join the fit already queued or running (editors)."""
+    keeps its default) and, for a dataset without spliced/unspliced, the picked splicing
+    reference; or join the fit already queued or running (editors)."""
     if not clicks:
         raise PreventUpdate
     try:
         user = auth.require("editor", "Fitting")
         dataset = context.current_registry().get(ds)
         requested = fit_form.requested_options(options)
+        if not context.current_registry().has_splicing(dataset):
+            requested |= fit_form.reference_option(context.current_registry(), reference)
         params = parse_fit_params(context.current_registry().config, requested)
         job, created = context.current_queue().submit(dataset, params, user.name)
     except auth.Forbidden as err:

@@ -10,7 +10,7 @@ from dash.exceptions import PreventUpdate
 
 from dashboard import figures
 from dashboard.data.exports import cells_table
-from dashboard.web import context, selection_panel, zoom
+from dashboard.web import context, selection_panel, splicing_views, zoom
 from dashboard.web import widgets as ui
 
 dash.register_page(
@@ -53,6 +53,17 @@ def layout(ds: str | None = None, sel: str | None = None, **_query) -> html.Div:
                                 "select cells.",
                                 className="caveat",
                             ),
+                            html.P(
+                                "The spliced/unspliced counts of this fit were predicted "
+                                "(SplicedVAE): intrinsic and extrinsic uncertainty are those "
+                                "of veloVI given the predicted counts and do not include the "
+                                "prediction's error (it is not propagated); the home page's "
+                                "validation shows how far the velocity agrees with true counts.",
+                                className="caveat",
+                                id="uncertainty-splicing-note",
+                            )
+                            if splicing_views.record_of(results)
+                            else None,
                             ui.download_button("uncertainty-csv"),
                         ],
                         className="card-foot",
