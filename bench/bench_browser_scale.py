@@ -215,6 +215,7 @@ def measure(path: Path, budget: str, loads: int, port: int) -> dict:
                 out[page] = {
                     "first": runs[0],
                     **{k: statistics.median(r[k] for r in later) for k in runs[0]},
+                    "points": runs[-1]["points"],
                 }
                 if page == "stream":
                     out[page]["zoom"] = zoom(driver, graph, path)

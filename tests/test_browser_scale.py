@@ -2,7 +2,7 @@
 budget the velocity map draws the budgeted subsample and says so; zooming in draws exactly the
 cells inside the window (full resolution), a gene recolour colours exactly the drawn cells with
 their values, and a double-click brings the overview back. The uncertainty maps zoom the same
-way.
+way, and so does the gene page's velocity UMAP.
 
 Run: ``pytest -m browser tests/test_browser_scale.py`` (Debian ``chromium`` and
 ``chromium-driver``).
@@ -162,4 +162,26 @@ def test_uncertainty_maps_zoom_to_full_resolution(
     window, inside = _window(results, 0.05)
     _relayout(dash_duo, "uncertainty-maps", {"xaxis.range": window[:2], "yaxis.range": window[2:]})
     _wait_cells(dash_duo, "uncertainty-maps", np.sort(np.tile(inside, 2)))
+    assert dash_duo.get_logs() == []
+
+
+def test_gene_velocity_umap_zooms_to_full_resolution(
+    dash_duo, tmp_path, results, results_path, budget
+):
+    gene = results.gene_names[2]
+    ds = _start(dash_duo, tmp_path, results_path)
+    _viewport(dash_duo, 1280, 900)
+    dash_duo.driver.get(f"{dash_duo.server_url}/genes?ds={ds}&gene={gene}")
+    until(lambda: _rendered(dash_duo, "gene-velocity-umap"), timeout=60)
+    first = _wait_cells(dash_duo, "gene-velocity-umap", overview.overview(results).cells)
+    assert "showing 8,000 of 30,000 cells" in first["notes"]
+    window, inside = _window(results, 0.05)
+    _relayout(
+        dash_duo, "gene-velocity-umap", {"xaxis.range": window[:2], "yaxis.range": window[2:]}
+    )
+    zoomed = _wait_cells(dash_duo, "gene-velocity-umap", inside)
+    velocity = results.gene_arrays(gene).velocity
+    cells = np.asarray(zoomed["cells"], dtype=int)
+    assert np.allclose(np.asarray(zoomed["colors"], dtype=np.float32), velocity[cells])
+    assert f"all {len(inside):,} cells in view" in zoomed["notes"]
     assert dash_duo.get_logs() == []
