@@ -121,3 +121,33 @@ def test_an_unreadable_cache_builds_the_view(tmp_path, caplog):
         assert view_cache.get_or_compute("content", ("view",), lambda: 0) == 42  # stored again
     finally:
         view_cache.use(tmp_path / "after", 64)
+
+
+def test_a_finished_fit_leaves_its_default_views_for_the_first_visit(tiny_counts, tmp_path):
+    """A fit job (real fit interpreter) builds the default views into cache_dir/views after
+    writing its results: a dashboard process then draws the velocity page and the gene table
+    without building either (the same guard as above)."""
+    from fake_results import QUICK_FIT
+
+    from dashboard.jobs.runner import run_fit
+
+    output = tmp_path / "cache" / "results" / "fit.h5ad"
+    assert run_fit(str(tiny_counts), str(output), QUICK_FIT)["status"] == "done"
+    assert (tmp_path / "cache" / view_cache.VIEWS).is_dir()
+    _run(tmp_path / "cache" / view_cache.VIEWS, output, "forbid")
+
+
+def test_warming_reports_each_view_and_never_fails_the_fit(results_file, tmp_path):
+    from dashboard.data.warm import warm_results_file
+
+    placed = tmp_path / "cache" / "results" / "fit.h5ad"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(results_file.read_bytes())
+    try:
+        seconds = warm_results_file(placed)
+        assert {"gene table", "veloVI streams", "velocity moments"} <= set(seconds)
+        broken = placed.with_name("broken.h5ad")
+        broken.write_bytes(b"not an h5ad file")
+        assert warm_results_file(broken) is None
+    finally:
+        view_cache.use(tmp_path / "after", 64)

@@ -147,7 +147,7 @@ class SelectionSummary:
     drivers: pd.DataFrame
 
 
-def _moments(results: Results, layer: str) -> Moments:
+def layer_moments(results: Results, layer: str) -> Moments:
     """:class:`Moments` of a whole layer (N, G), streamed a block of genes at a time; cached
     per machine (the view cache), so later selections read only their own side."""
 
@@ -160,7 +160,7 @@ def _moments(results: Results, layer: str) -> Moments:
 def _comparison(results: Results, layer: str, mask: np.ndarray) -> Comparison:
     """Welch's test per gene of ``layers[layer]`` between ``mask`` and the rest, reading the
     layer a block of genes at a time (only the smaller side's rows are summed)."""
-    totals = _moments(results, layer)
+    totals = layer_moments(results, layer)
     rows, small_is_in = smaller_side(mask)
     small = Moments.concat(
         [

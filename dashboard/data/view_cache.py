@@ -35,24 +35,28 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _cache: diskcache.Cache | None = None
+#: The views folder inside a cache dir (``cache_dir/views``, beside ``cache_dir/results``).
+VIEWS = "views"
 #: "No entry" (a stored view may itself be None).
 _MISSING = object()
 
 
-def use(directory: Path, size_limit_mb: float) -> diskcache.Cache:
+def use(directory: Path, size_limit_mb: float | None = None) -> diskcache.Cache:
     """Share views through the diskcache at `directory` (created if needed), holding at most
-    `size_limit_mb` MB; returns it. A second call with another folder switches to it."""
+    `size_limit_mb` MB (None: the limit the cache was created with, e.g. by the app, or
+    diskcache's default for a new one); returns it. A second call with another folder
+    switches to it."""
     global _cache
-    limit = int(size_limit_mb * 2**20)
+    settings = {} if size_limit_mb is None else {"size_limit": int(size_limit_mb * 2**20)}
     with _lock:
         if _cache is None or Path(_cache.directory) != Path(directory):
             if _cache is not None:
                 _cache.close()
             _cache = diskcache.Cache(
-                str(directory), size_limit=limit, eviction_policy="least-recently-used"
+                str(directory), eviction_policy="least-recently-used", **settings
             )
-        elif _cache.size_limit != limit:
-            _cache.reset("size_limit", limit)
+        elif settings and _cache.size_limit != settings["size_limit"]:
+            _cache.reset("size_limit", settings["size_limit"])
         return _cache
 
 

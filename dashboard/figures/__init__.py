@@ -22,11 +22,9 @@ from dashboard.figures.common import (
     typed,
 )
 from dashboard.figures.embedding import (
-    ARROW_GRID,
     CONFIDENCE_ALPHA,
     SOURCE_RGB,
     STREAM_WIDTHS,
-    StreamGeometry,
     agreement_figure,
     embedding_figure,
     recolor_patch,
@@ -78,7 +76,6 @@ from dashboard.figures.training import training_curve_figure
 from dashboard.figures.uncertainty import uncertainty_by_type_figure, uncertainty_figures
 
 __all__ = [
-    "ARROW_GRID",
     "CONFIDENCE_ALPHA",
     "DIVERGING",
     "ECDF_POINTS",
@@ -95,7 +92,6 @@ __all__ = [
     "STREAM_WIDTHS",
     "TEMPLATE",
     "HeatmapData",
-    "StreamGeometry",
     "agreement_figure",
     "baseline_agreement_figure",
     "calibration_figure",

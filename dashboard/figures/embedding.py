@@ -5,7 +5,6 @@ typed-array recolouring patch, and the veloVI–scVelo agreement map."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -20,6 +19,14 @@ from dashboard.data.projections import (
     projected_velocity,
 )
 from dashboard.data.results import Results
+from dashboard.data.stream_geometry import (
+    DEFAULT_DENSITY,
+    DEFAULT_SMOOTH,
+    StreamGeometry,
+    arrow_geometry,
+    segments,
+    stream_geometry,
+)
 from dashboard.data.values import ColorValues
 from dashboard.figures.common import (
     cell_figure,
@@ -53,7 +60,6 @@ BASELINE_WIDTH_SCALE, BASELINE_ALPHA_SCALE, BASELINE_HEAD_SCALE = 2.5, 0.7, 1.5
 RANGE_PAD = 0.04  # axis range around the cells, as a fraction of their extent per axis
 #: Opacity of streams by confidence level (0 low, 1 medium, 2 high; see projections).
 CONFIDENCE_ALPHA = (0.12, 0.4, 0.85)
-ARROW_GRID = 0.6  # arrow-grid density relative to scVelo's 50 nodes per axis
 STREAM_WIDTHS = (0.6, 1.2, 1.9, 2.7)  # px, one trace per speed class (slow → fast)
 ARROW_WIDTH = 1.2
 
@@ -127,8 +133,8 @@ def embedding_figure(
     results: Results,
     color: str | ColorValues | None = None,
     velocity: VelocityMode = "streams",
-    density: float = 1.0,
-    smooth: float = 0.5,
+    density: float = DEFAULT_DENSITY,
+    smooth: float = DEFAULT_SMOOTH,
     layer: str = "Ms",
     point_size: float = 3.0,
     opacity: float = 0.8,
@@ -244,33 +250,6 @@ def recolor_patch(
     }
 
 
-@dataclass(frozen=True)
-class StreamGeometry:
-    """Velocity drawn as 2-point line segments: start (x0, y0) and end (x1, y1) points (S,),
-    each segment's speed (S,) (0 for arrows, whose length already shows speed), and arrowheads
-    (x, y, angle in degrees clockwise from north) (H,). float32."""
-
-    x0: np.ndarray
-    y0: np.ndarray
-    x1: np.ndarray
-    y1: np.ndarray
-    speed: np.ndarray
-    head_x: np.ndarray
-    head_y: np.ndarray
-    head_angle: np.ndarray
-
-
-def _segments(
-    x: np.ndarray, y: np.ndarray, speed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The 2-point segments of NaN-separated polylines: x0, y0, x1, y1 and mean speed (S,)."""
-    x, y, speed = (np.asarray(a, dtype=np.float64) for a in (x, y, speed))
-    valid = np.isfinite(x) & np.isfinite(y)
-    seg = np.flatnonzero(valid[:-1] & valid[1:])  # segment i joins vertices i and i+1
-    seg_speed = np.nan_to_num(0.5 * (speed[seg] + speed[seg + 1]))
-    return x[seg], y[seg], x[seg + 1], y[seg + 1], seg_speed
-
-
 def _speed_class(speed: np.ndarray, n_classes: int) -> np.ndarray:
     """Class k of each segment: speeds in (k/n, (k+1)/n] of the fastest (int (S,))."""
     rel = speed / max(float(speed.max(initial=0.0)), 1e-12)
@@ -293,51 +272,11 @@ def speed_classes(
     ``n_classes`` classes by segment speed relative to the fastest (class k holds speeds in
     (k/n, (k+1)/n] of the maximum); each class is float32 (x, y) of 2-point segments joined by
     NaN, drawn as one trace of one line width."""
-    x0, y0, x1, y1, seg_speed = _segments(x, y, speed)
+    x0, y0, x1, y1, seg_speed = segments(x, y, speed)
     cls = _speed_class(seg_speed, n_classes)
     return [
         _joined(x0[cls == c], y0[cls == c], x1[cls == c], y1[cls == c]) for c in range(n_classes)
     ]
-
-
-def _velocity_grid(results: Results, source: str, density: float, smooth: float, mode: str):
-    from core.streams import velocity_grid
-
-    V_emb = projected_velocity(results, source)
-    return velocity_grid(results.umap, V_emb, density=density, smooth=smooth, mode=mode)
-
-
-def _streams(results: Results, source: str, density: float, smooth: float) -> StreamGeometry:
-    def build() -> StreamGeometry:
-        from core.streams import streamlines
-
-        grid = _velocity_grid(results, source, 1.0, smooth, "stream")
-        lines = streamlines(grid, density=2.0 * density)
-        return StreamGeometry(
-            *(a.astype(np.float32) for a in _segments(lines.x, lines.y, lines.speed)),
-            *(
-                np.asarray(a, dtype=np.float32)
-                for a in (lines.arrow_x, lines.arrow_y, lines.arrow_angle)
-            ),
-        )
-
-    return results.memo(("streams", source, float(density), float(smooth)), build, shared=True)
-
-
-def _arrows(results: Results, source: str, density: float, smooth: float) -> StreamGeometry:
-    def build() -> StreamGeometry:
-        # 30 nodes per axis at density 1 (scVelo's 50 crowds a page-sized plot); UMAP units.
-        grid = _velocity_grid(results, source, ARROW_GRID * density, smooth, "arrows")
-        gx, gy = np.meshgrid(grid.x, grid.y)
-        keep = np.isfinite(grid.u) & np.isfinite(grid.v)
-        u, v = grid.u[keep], grid.v[keep]
-        x0, y0 = gx[keep], gy[keep]
-        angle = 90.0 - np.degrees(np.arctan2(v, u))
-        f32 = (np.asarray(a, dtype=np.float32) for a in (x0, y0, x0 + u, y0 + v))
-        x0, y0, x1, y1 = f32
-        return StreamGeometry(x0, y0, x1, y1, np.zeros_like(x0), x1, y1, angle.astype(np.float32))
-
-    return results.memo(("arrows", source, float(density), float(smooth)), build, shared=True)
 
 
 def _levels(results: Results, x: np.ndarray, y: np.ndarray, confidence: bool) -> np.ndarray:
@@ -419,14 +358,14 @@ def _velocity_traces(
 def _stream_traces(
     results: Results, source: str, density: float, smooth: float, confidence: bool, label: bool
 ) -> list[go.Scattergl]:
-    geo = _streams(results, source, density, smooth)
+    geo = stream_geometry(results, source, density, smooth)
     return _velocity_traces(results, source, geo, STREAM_WIDTHS, confidence, "streams", label)
 
 
 def _arrow_traces(
     results: Results, source: str, density: float, smooth: float, confidence: bool, label: bool
 ) -> list[go.Scattergl]:
-    geo = _arrows(results, source, density, smooth)
+    geo = arrow_geometry(results, source, density, smooth)
     return _velocity_traces(results, source, geo, (ARROW_WIDTH,), confidence, "arrows", label)
 
 

@@ -12,6 +12,8 @@ turns bad input into a user-facing message, and stops the fit when `should_stop(
 true. The interpreter dies with the thread that started it (Linux parent-death signal), so a
 killed worker leaves no orphan fit behind; an interrupted fit leaves no partial results file.
 Two jobs for the same output file serialise on a lock file; the second reuses the results.
+After writing, the fit interpreter builds the results' default views into ``cache_dir/views``
+(`dashboard.data.warm`), so the first visit of each page does not wait for them.
 """
 
 from __future__ import annotations
@@ -303,6 +305,10 @@ def _worker_main(argv: list[str]) -> int:
         traceback.print_exc()
         emit({"error": f"{type(err).__name__}: {err}", "kind": type(err).__name__})
         return 1
+    # the first visit of each page then reads its views instead of building them
+    from dashboard.data.warm import warm_results_file
+
+    warm_results_file(output)
     return 0
 
 

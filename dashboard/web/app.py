@@ -78,7 +78,7 @@ def create_app(config: AppConfig) -> Dash:
     server.config[context.CONFIG_KEY] = config
     # Callbacks and the API send small bodies; /upload streams files under its own limit.
     server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    view_cache.use(config.cache_dir / "views", config.view_cache_mb)
+    view_cache.use(config.cache_dir / view_cache.VIEWS, config.view_cache_mb)
     sweep_stale_uploads(config.cache_dir / "uploads")
     queue = JobQueue(config)
     server.extensions[context.QUEUE_KEY] = queue

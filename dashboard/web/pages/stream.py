@@ -15,6 +15,7 @@ from dash.exceptions import PreventUpdate
 from dashboard import figures
 from dashboard.data.exports import cells_table
 from dashboard.data.selections import COLOR_PREFIX
+from dashboard.data.stream_geometry import DEFAULT_DENSITY, DEFAULT_SMOOTH
 from dashboard.figures.common import cell_layer_patch
 from dashboard.figures.embedding import cells_shown, embedding_aspect
 from dashboard.web import context, selection_panel, zoom
@@ -41,7 +42,13 @@ SOURCES = [
     {"label": "both", "value": "both"},
 ]
 CONFIDENCE = [{"label": "fade where extrinsic uncertainty is high", "value": "fade"}]
-DEFAULTS = {"mode": "streams", "density": 1.0, "smooth": 0.5, "source": "velovi", "fade": False}
+DEFAULTS = {
+    "mode": "streams",
+    "density": DEFAULT_DENSITY,
+    "smooth": DEFAULT_SMOOTH,
+    "source": "velovi",
+    "fade": False,
+}
 
 
 def _number(value, default: float) -> float:
@@ -84,8 +91,8 @@ def layout(
     ds: str | None = None,
     color: str | None = None,
     mode: str = "streams",
-    density: str | float = 1.0,
-    smooth: str | float = 0.5,
+    density: str | float = DEFAULT_DENSITY,
+    smooth: str | float = DEFAULT_SMOOTH,
     source: str = "velovi",
     fade: str | None = None,
     sel: str | None = None,
@@ -132,8 +139,14 @@ def layout(
                 "Confidence",
                 dcc.Checklist(CONFIDENCE, ["fade"] if fade else [], id="stream-fade"),
             ),
-            _control("Density", _slider("stream-density", 0.5, 3, 0.25, _number(density, 1.0))),
-            _control("Smoothing", _slider("stream-smooth", 0.1, 1.5, 0.1, _number(smooth, 0.5))),
+            _control(
+                "Density",
+                _slider("stream-density", 0.5, 3, 0.25, _number(density, DEFAULT_DENSITY)),
+            ),
+            _control(
+                "Smoothing",
+                _slider("stream-smooth", 0.1, 1.5, 0.1, _number(smooth, DEFAULT_SMOOTH)),
+            ),
         ],
         className="controls card",
     )
