@@ -161,7 +161,7 @@ def test_the_queue_takes_only_an_offered_reference_with_counts(tmp_path):
     registry = DatasetRegistry(config)
     by_path = {d.path: d for d in registry.datasets()}
     q, ref = by_path[query.resolve()], by_path[reference.resolve()]
-    assert [d.id for d in registry.splicing_references()] == [ref.id]
+    assert [(d.id, n) for d, n in registry.splicing_references(q)] == [(ref.id, 300)]
 
     def params(path):
         return FitParams(splicing_reference_sha256=fingerprint(path))

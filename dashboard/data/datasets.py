@@ -89,6 +89,27 @@ def _h5_info_cached(path: str, size: int, mtime_ns: int) -> tuple[bool, str, boo
     return is_results, recorded, has_counts
 
 
+@functools.lru_cache(maxsize=64)
+def _gene_names_cached(path: str, size: int, mtime_ns: int) -> frozenset[str]:
+    with h5py.File(path, "r") as fh:
+        if "row_attrs" in fh:  # .loom
+            names = fh["row_attrs"]["Gene"][()] if "Gene" in fh["row_attrs"] else []
+        else:
+            var = fh["var"]
+            names = var[var.attrs.get("_index", "_index")][()]
+    return frozenset(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
+def gene_names(path: Path) -> frozenset[str]:
+    """The gene names of an .h5ad/.loom file, read without loading it (memoised); empty when
+    they cannot be read."""
+    try:
+        stat = path.stat()
+        return _gene_names_cached(str(path), stat.st_size, stat.st_mtime_ns)
+    except (OSError, KeyError, TypeError):
+        return frozenset()
+
+
 def h5_info(path: Path) -> tuple[bool, str, bool]:
     """Inspect an HDF5 (.h5ad/.loom) file without loading it; memoised on size and mtime.
 
@@ -172,9 +193,15 @@ class DatasetRegistry:
         except OSError:
             return False
 
-    def splicing_references(self) -> list[Dataset]:
-        """The datasets that can serve as a splicing reference: raw, with spliced/unspliced."""
-        return [d for d in self.datasets() if self.has_splicing(d)]
+    def splicing_references(self, query: Dataset | None = None) -> list[tuple[Dataset, int]]:
+        """The datasets that can serve as a splicing reference (raw, with spliced/unspliced),
+        with the number of genes each shares with `query`, most shared first (0 without one)."""
+        wanted = gene_names(query.path) if query is not None else frozenset()
+        found = [(d, len(wanted & gene_names(d.path))) for d in self.datasets()]
+        return sorted(
+            [(d, n) for d, n in found if self.has_splicing(d) and d != query],
+            key=lambda pair: -pair[1],
+        )
 
     @property
     def references_dir(self) -> Path:

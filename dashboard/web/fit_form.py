@@ -94,11 +94,12 @@ REFERENCE_PICKER = "fit-reference"
 
 def reference_picker(registry: DatasetRegistry, dataset: Dataset | None) -> html.Div:
     """ "Predict splicing from a reference": a dataset without spliced/unspliced layers picks a
-    dataset that has them (SplicedVAE learns the spliced share from it). Hidden otherwise (the
-    picker stays in the page so the Fit callback can read it)."""
+    dataset that has them (SplicedVAE learns the spliced share from it), the one sharing most
+    genes first. Hidden otherwise (the picker stays in the page so the Fit callback can read
+    it)."""
     needed = dataset is not None and dataset.kind == "raw" and not registry.has_splicing(dataset)
-    references = registry.splicing_references() if needed else []
-    options = [{"label": d.label, "value": d.id} for d in references]
+    references = registry.splicing_references(dataset) if needed else []
+    options = [{"label": f"{d.label} ({n:,} shared genes)", "value": d.id} for d, n in references]
     note = (
         "This dataset has no spliced/unspliced counts: predict them from a reference with them "
         "(SplicedVAE, an scVI with a splicing-ratio head; 30 % of the reference's cells are "
