@@ -203,22 +203,45 @@ def _min_max_scaled(moments: np.ndarray) -> np.ndarray:
     return out
 
 
+def _subset_genes(adata: ad.AnnData, keep: np.ndarray) -> ad.AnnData:
+    """``adata[:, keep].copy()`` holding at most one extra layer at a time: each layer is
+    subset and its full version released before the next (the slots without genes are
+    shared, not copied)."""
+    layers = {}
+    for key in list(adata.layers):
+        layers[key] = adata.layers[key][:, keep]
+        del adata.layers[key]
+    return ad.AnnData(
+        X=adata.X[:, keep],
+        obs=adata.obs,
+        var=adata.var[keep],
+        obsm=dict(adata.obsm),
+        varm={k: v[keep] for k, v in adata.varm.items()},
+        obsp=dict(adata.obsp),
+        uns=adata.uns,
+        layers=layers,
+    )
+
+
 def _scale_and_select(adata: ad.AnnData, config: PreprocessConfig) -> ad.AnnData:
-    """veloVI's ``preprocess_data``: keep raw moments, min-max scale, steady-state r2 filter."""
-    adata.layers["Ms_raw"] = adata.layers["Ms"].copy()
-    adata.layers["Mu_raw"] = adata.layers["Mu"].copy()
-    if config.min_max_scale:
-        for moment in ("Ms", "Mu"):
-            adata.layers[moment] = _min_max_scaled(adata.layers[moment])
+    """veloVI's ``preprocess_data``: keep raw moments, min-max scale, steady-state r2 filter.
+
+    Memory: the unscaled moments become ``Ms_raw``/``Mu_raw`` without a copy, scVelo's
+    steady-state velocity layer is dropped as soon as its per-gene fit is read, and the genes
+    are kept one layer at a time (:func:`_subset_genes`)."""
+    for moment in ("Ms", "Mu"):
+        raw = adata.layers[moment]
+        adata.layers[f"{moment}_raw"] = raw
+        adata.layers[moment] = _min_max_scaled(raw) if config.min_max_scale else raw.copy()
     scv.tl.velocity(adata, mode="deterministic")
+    # Steady-state velocity belongs to core.baseline; velocity_params would mislead
+    # scv.tl.velocity_graph about the model's velocity.
+    del adata.layers["velocity"]
     if config.filter_on_r2:
         keep = (adata.var["velocity_r2"] > 0) & (adata.var["velocity_gamma"] > 0)
         if "velocity_genes" in adata.var:  # scVelo does not always write the column
             keep &= adata.var["velocity_genes"].astype(bool)
-        adata = adata[:, keep.to_numpy()].copy()
-    # Steady-state velocity belongs to core.baseline; velocity_params would mislead
-    # scv.tl.velocity_graph about the model's velocity.
-    del adata.layers["velocity"]
+        adata = _subset_genes(adata, keep.to_numpy())
     adata.uns.pop("velocity_params", None)
     return adata
 
