@@ -21,7 +21,7 @@ STOPPING_RULES = ("velocity", "elbo")
 #: The splicing loss L_splice of SplicedVAE (see ``core.splicing_vae.splice_loss``), the paper's
 #: three: the first is the default, the one that validated best on held-out pancreas cells
 #: (bench/RESULTS.md, "Without spliced/unspliced").
-SPLICE_LOSSES = ("binomial", "mse", "weighted_mse")
+SPLICE_LOSSES = ("weighted_mse", "mse", "binomial")
 #: Where a fit runs: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu" or "cuda".
 DEVICES = ("auto", "cpu", "cuda")
 #: The scVelo baseline veloVI is compared with (see :mod:`core.baseline`): "steady_state" (the

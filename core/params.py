@@ -140,8 +140,9 @@ class FitParams:
     )
     splicing_loss: str = option(
         SPLICE_LOSSES[0],
-        "SplicedVAE's splicing loss: 'binomial' (the default: validated best on held-out "
-        "pancreas cells), 'mse' (the paper's) or 'weighted_mse' (weighted by counts)",
+        "SplicedVAE's splicing loss: 'weighted_mse' (squared error weighted by counts, the "
+        "default: validated best on held-out pancreas cells), 'mse' (the paper's) or "
+        "'binomial' (the likelihood of the spliced counts)",
         choices=SPLICE_LOSSES,
     )
     splicing_epochs: int = option(

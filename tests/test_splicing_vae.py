@@ -85,7 +85,7 @@ def test_the_binomial_loss_is_the_binomial_likelihood_up_to_its_constant():
 
 
 def test_an_unknown_loss_is_refused():
-    with pytest.raises(ValueError, match="splice loss must be one of binomial, mse"):
+    with pytest.raises(ValueError, match="splice loss must be one of weighted_mse, mse, binomial"):
         splice_loss("l1", RATIO, SPLICED, TOTAL)
     with pytest.raises(ValueError, match="loss must be one of"):
         SplicingConfig(loss="l1")
