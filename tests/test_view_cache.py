@@ -9,6 +9,8 @@ that cannot be read costs only the view's computation.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -151,3 +153,42 @@ def test_warming_reports_each_view_and_never_fails_the_fit(results_file, tmp_pat
         assert warm_results_file(broken) is None
     finally:
         view_cache.use(tmp_path / "after", 64)
+
+
+KEY_AGAIN = """
+import sys
+from pathlib import Path
+import core.io
+from dashboard.data import datasets
+
+def refuse(path):
+    raise AssertionError("hashed the file again")
+
+datasets.file_fingerprint = refuse
+print(datasets.fingerprint(Path(sys.argv[1])))
+"""
+
+
+def test_the_content_hash_is_kept_on_the_file_for_other_processes(results_file, tmp_path):
+    """A results file's sha256 is computed once per machine (seconds at atlas scale): other
+    processes read it from the file's extended attribute; a rewrite (new mtime) hashes again."""
+    from dashboard.data.datasets import FINGERPRINT_XATTR, fingerprint
+
+    path = tmp_path / "fit.h5ad"
+    path.write_bytes(results_file.read_bytes())
+    digest = fingerprint(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert os.getxattr(path, FINGERPRINT_XATTR).decode().endswith(digest)
+
+    def key_in_fresh_process() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(KEY_AGAIN), str(path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert key_in_fresh_process().stdout.strip() == digest
+    path.write_bytes(path.read_bytes() + b"\0")  # rewritten: size and mtime change
+    assert "hashed the file again" in key_in_fresh_process().stderr

@@ -9,6 +9,7 @@ The registry keeps no mutable state; the only memo is keyed by file size and mti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -65,13 +66,31 @@ class Dataset:
     source: Source
 
 
+#: Extended attribute that keeps a file's sha256 beside its size and mtime, so every process
+#: of the machine, and the next start, reads it instead of hashing gigabytes again.
+FINGERPRINT_XATTR = "user.velodash.sha256"
+
+
 @functools.lru_cache(maxsize=512)
 def _fingerprint_cached(path: str, size: int, mtime_ns: int) -> str:
-    return file_fingerprint(path)
+    stamp = f"{size}:{mtime_ns}:"
+    try:
+        stored = os.getxattr(path, FINGERPRINT_XATTR).decode()
+        if stored.startswith(stamp) and len(stored) == len(stamp) + 64:
+            return stored[len(stamp) :]
+    except (OSError, UnicodeDecodeError):  # no attribute yet, or a filesystem without xattrs
+        pass
+    digest = file_fingerprint(path)
+    with contextlib.suppress(OSError):  # read-only file or filesystem: hash again next time
+        os.setxattr(path, FINGERPRINT_XATTR, (stamp + digest).encode())
+    return digest
 
 
 def fingerprint(path: Path) -> str:
-    """Content hash (sha256 hex) of a file, memoised on (path, size, mtime)."""
+    """Content hash (sha256 hex) of a file, memoised on (path, size, mtime) in this process
+    and, where the filesystem allows, in the file's :data:`FINGERPRINT_XATTR` (a 7 GB results
+    file takes ~6 s to hash). Writing the file changes its mtime, so a stale hash is never
+    used."""
     stat = path.stat()
     return _fingerprint_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
