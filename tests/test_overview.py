@@ -147,3 +147,17 @@ def test_small_results_draw_every_cell(results):
     assert len(_drawn(fig, len(results.cell_types))) == results.n_cells
     assert not fig.layout.title.subtitle.text
     assert isinstance(overview.overview(results), CellView)
+
+
+def test_the_gene_over_time_figure_draws_the_overview_and_says_so(results, budget):
+    from dashboard.figures.genes import gene_over_time_figure
+
+    gene = results.gene_names[2]
+    fig = gene_over_time_figure(results, gene)
+    cells = overview.overview(results).cells
+    arrays = results.gene_arrays(gene)
+    points = [t for t in fig.data if t.mode == "markers"]
+    assert [len(_array(t.x)) for t in points] == [budget, budget]
+    np.testing.assert_array_equal(_array(points[0].y), arrays.mu[cells])
+    np.testing.assert_array_equal(_array(points[1].x), arrays.fit_t[cells])
+    assert f"showing {budget:,} of {results.n_cells:,} cells" in fig.layout.title.subtitle.text

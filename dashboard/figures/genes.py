@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 
 from core.kinetics import trajectory, transcription_rate
 from dashboard.data.contract import STATES
+from dashboard.data.overview import overview
 from dashboard.data.rate_models import rate_pair
 from dashboard.data.results import Results
 from dashboard.data.values import ColorValues
@@ -203,17 +204,19 @@ def phase_portrait_figure(
 
 
 def gene_over_time_figure(results: Results, gene: str, point_size: float = 3.0) -> go.Figure:
-    """Mu and Ms of every cell against the gene's latent time (``layers['fit_t']``, 0–20 axis)
-    with the fitted u(t) and s(t) and a dotted line at the switch time."""
+    """Mu and Ms of every cell (of the overview subsample above the point budget, said in the
+    subtitle) against the gene's latent time (``layers['fit_t']``, 0–20 axis) with the fitted
+    u(t) and s(t) and a dotted line at the switch time."""
     g = results.gene_arrays(gene)
+    view = overview(results)
     curve = fitted_curve(results, gene)
     colors = {"u": "#ff7f0e", "s": "#1f77b4"}
     traces = []
     for key, values, label in (("u", g.mu, "Mu (unspliced)"), ("s", g.ms, "Ms (spliced)")):
         traces += [
             go.Scattergl(
-                x=g.fit_t,
-                y=values,
+                x=g.fit_t[view.cells],
+                y=values[view.cells],
                 mode="markers",
                 name=label,
                 hovertemplate=f"{label}<br>t %{{x:.2f}}: %{{y:.3g}}<extra></extra>",
@@ -232,7 +235,7 @@ def gene_over_time_figure(results: Results, gene: str, point_size: float = 3.0) 
     layout = base_layout(
         title,
         f"{results.key}:time:{gene}",
-        subtitle,
+        " · ".join(filter(None, [subtitle, view.note(zoomable=False)])),
         shapes=[{"type": "line", "line": {"dash": "dot", "color": "#666"}, **switch}],
         annotations=[
             {"x": g.t_switch, "y": 1, "yref": "paper", "text": "switch", "showarrow": False}
