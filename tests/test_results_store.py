@@ -223,23 +223,19 @@ def test_every_view_is_drawn_under_a_memory_limit_smaller_than_the_layers(tmp_pa
         print("OK", summary.n_selected, len(summary.drivers), vm_data() - limit)
         """
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", **SINGLE_THREADED},
-        timeout=300,
-    )
-    assert run.returncode == 0 and "OK" in run.stdout, run.stderr[-3000:]
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={"PATH": "/usr/bin:/bin", **SINGLE_THREADED},
+            timeout=300,
+        )
+
+    lazy = run(script)
+    assert lazy.returncode == 0 and "OK" in lazy.stdout, lazy.stderr[-3000:]
     # the same process reading the file whole (what the dashboard did) runs out of memory
-    eager = script.replace("r = load_results(", "import anndata; anndata.read_h5ad(")
-    run = subprocess.run(
-        [sys.executable, "-c", eager],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", **SINGLE_THREADED},
-        timeout=300,
-    )
-    assert run.returncode != 0 and "MemoryError" in run.stderr
+    eager = run(script.replace("r = load_results(", "import anndata; anndata.read_h5ad("))
+    assert eager.returncode != 0 and "MemoryError" in eager.stderr
