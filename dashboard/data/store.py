@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,53 @@ def _read_uns(group: h5py.Group) -> tuple[dict, list[str]]:
         else:
             uns[key] = read_elem(node)
     return uns, left
+
+
+class _GeneChunks:
+    """Reads a dense layer stored in chunks of all cells × w genes chunk by chunk, decoding
+    HDF5's shuffle and deflate filters with numpy and zlib: h5py's own reading of such a
+    selection copies element by element (≈130 MB/s here), the chunks themselves read and
+    decode at disk or zlib speed (≈1.3 GB/s uncompressed)."""
+
+    _DEFLATE, _SHUFFLE = 1, 2  # HDF5 filter ids
+
+    def __init__(self, ds: h5py.Dataset):
+        self.ds = ds
+        plist = ds.id.get_create_plist()
+        self.filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+
+    @classmethod
+    def applies(cls, ds: h5py.Dataset) -> bool:
+        """Whether ``ds`` is a float32 layer in whole-cell chunks with no other filters."""
+        if ds.chunks is None or ds.chunks[0] != ds.shape[0] or ds.dtype != np.float32:
+            return False
+        plist = ds.id.get_create_plist()
+        ids = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+        return ids <= {cls._DEFLATE, cls._SHUFFLE}
+
+    def _chunk(self, start: int) -> np.ndarray:
+        """The chunk whose first gene is ``start``, as float32 (N, w)."""
+        mask, raw = self.ds.id.read_direct_chunk((0, start))
+        # filters were applied in pipeline order on write: undo them in reverse; a set bit
+        # of the mask marks a filter that was skipped for this chunk
+        for position in reversed(range(len(self.filters))):
+            if mask & (1 << position):
+                continue
+            if self.filters[position] == self._DEFLATE:
+                raw = zlib.decompress(raw)
+            else:
+                raw = np.frombuffer(raw, dtype=np.uint8).reshape(4, -1).T.tobytes()
+        return np.frombuffer(raw, dtype=np.float32).reshape(self.ds.chunks)
+
+    def read(self, genes: np.ndarray) -> np.ndarray:
+        """float32 (N, k) values of the increasing gene indices ``genes``."""
+        width = self.ds.chunks[1]
+        out = np.empty((self.ds.shape[0], len(genes)), dtype=np.float32)
+        starts = genes // width * width
+        for start in np.unique(starts):
+            where = np.flatnonzero(starts == start)
+            out[:, where] = self._chunk(int(start))[:, genes[where] - start]
+        return out
 
 
 class _LayerReaders:
@@ -168,11 +216,17 @@ class ResultsStore(_LayerReaders):
             if not info.dense:
                 block = sparse_dataset(self._file()["layers"][key])[:, genes]
                 return np.ascontiguousarray(block.toarray(), dtype=np.float32)
+            ds = self._dense(key)
             if isinstance(genes, slice):
-                return np.ascontiguousarray(self._dense(key)[:, genes], dtype=np.float32)
+                genes = range(*genes.indices(info.shape[1]))
             idx = np.asarray(genes, dtype=np.int64)
-            order = np.unique(idx)  # h5py reads increasing indices; map back afterwards
-            values = self._dense(key)[:, order] if order.size else np.empty((info.shape[0], 0))
+            order = np.unique(idx)  # read increasing indices once each; map back afterwards
+            if _GeneChunks.applies(ds):
+                values = _GeneChunks(ds).read(order)
+            else:
+                values = ds[:, order] if order.size else np.empty((info.shape[0], 0))
+        if np.array_equal(order, idx):
+            return np.ascontiguousarray(values, dtype=np.float32)
         positions = np.searchsorted(order, idx)
         return np.ascontiguousarray(np.asarray(values, dtype=np.float32)[:, positions])
 
