@@ -223,20 +223,63 @@ def _subset_genes(adata: ad.AnnData, keep: np.ndarray) -> ad.AnnData:
     )
 
 
+#: scVelo's thresholds for velocity genes (``scv.tl.velocity``'s ``min_r2`` and the
+#: ``Velocity`` class's ``min_ratio``); the steady-state fit below uses scVelo's defaults.
+_MIN_R2, _MIN_RATIO = 0.01, 0.01
+
+
+def _steady_state_fit(adata: ad.AnnData) -> None:
+    """``scv.tl.velocity(adata, mode="deterministic")``'s per-gene fit (``var['velocity_gamma'|
+    'velocity_r2'|'velocity_genes'|…]``, written by scVelo's ``write_pars``), computed on
+    blocks of genes with scVelo's ``Velocity`` class so its dense temporaries stay bounded.
+
+    Every parameter is per gene; only the velocity-gene rule looks at all genes (scVelo lowers
+    the r² threshold to the 80th percentile when fewer than two genes pass), so it is applied
+    once to the whole fit, as scVelo states it. The steady-state velocity itself is not kept
+    (it belongs to core.baseline)."""
+    from scvelo.tools.velocity import Velocity, write_pars
+
+    n_cells, n_genes = adata.shape
+    spans = blocks_within(n_genes, n_cells, _SMOOTH_BLOCK_ELEMENTS)
+    if len(spans) > 1 and spans[-1].stop - spans[-1].start == 1:
+        # scVelo squeezes a one-gene block to a vector: give the last gene to its neighbours
+        spans[-2:] = [slice(spans[-2].start, n_genes)]
+    parts = []
+    for genes in spans:
+        block = ad.AnnData(
+            obs=adata.obs[[]],
+            var=adata.var.iloc[genes],
+            layers={m: adata.layers[m][:, genes] for m in ("Ms", "Mu")},
+        )
+        velo = Velocity(block, min_r2=_MIN_R2, r2_adjusted=None, use_highly_variable=True)
+        velo.compute_deterministic(fit_offset=False, perc=[5, 95])
+        Ms, Mu = velo._Ms, velo._Mu
+        passing = (
+            (velo._r2 > _MIN_R2)
+            & (velo._gamma > _MIN_RATIO)
+            & (np.max(Ms > 0, 0) > 0)
+            & (np.max(Mu > 0, 0) > 0)
+        )
+        if velo._highly_variable is not None:
+            passing &= np.asarray(velo._highly_variable, dtype=bool)
+        parts.append([*velo.get_pars()[:-1], passing])
+    pars = [np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in range(len(parts[0]))]
+    if pars[-1].sum() < 2:  # scVelo's low-signal rule, over all genes
+        pars[-1] = pars[5] > np.percentile(pars[5], 80)
+    write_pars(adata, "velocity", pars, velo.get_pars_names())
+
+
 def _scale_and_select(adata: ad.AnnData, config: PreprocessConfig) -> ad.AnnData:
     """veloVI's ``preprocess_data``: keep raw moments, min-max scale, steady-state r2 filter.
 
-    Memory: the unscaled moments become ``Ms_raw``/``Mu_raw`` without a copy, scVelo's
-    steady-state velocity layer is dropped as soon as its per-gene fit is read, and the genes
-    are kept one layer at a time (:func:`_subset_genes`)."""
+    Memory: the unscaled moments become ``Ms_raw``/``Mu_raw`` without a copy, the steady-state
+    fit runs on blocks of genes (:func:`_steady_state_fit`), and the genes are kept one layer
+    at a time (:func:`_subset_genes`)."""
     for moment in ("Ms", "Mu"):
         raw = adata.layers[moment]
         adata.layers[f"{moment}_raw"] = raw
         adata.layers[moment] = _min_max_scaled(raw) if config.min_max_scale else raw.copy()
-    scv.tl.velocity(adata, mode="deterministic")
-    # Steady-state velocity belongs to core.baseline; velocity_params would mislead
-    # scv.tl.velocity_graph about the model's velocity.
-    del adata.layers["velocity"]
+    _steady_state_fit(adata)
     if config.filter_on_r2:
         keep = (adata.var["velocity_r2"] > 0) & (adata.var["velocity_gamma"] > 0)
         if "velocity_genes" in adata.var:  # scVelo does not always write the column

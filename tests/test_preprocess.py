@@ -169,3 +169,32 @@ def test_approximate_knn_path_works_with_current_scipy():
     ours = adata.obsp["distances"].toarray() > 0
     truth = exact.obsp["distances"].toarray() > 0
     assert (ours == truth).mean() > 0.99  # nearest-neighbour descent is near-exact here
+
+
+@pytest.mark.parametrize("signal", ["simulated", "noise"])
+def test_the_blockwise_steady_state_fit_is_scvelos(simulation, monkeypatch, signal):
+    """The r² gene filter's steady-state fit runs on blocks of genes (bounded memory); its
+    var columns equal ``scv.tl.velocity(mode='deterministic')`` on the whole matrix, also when
+    too few genes pass and scVelo lowers the r² threshold over all genes (noise)."""
+    import core.preprocess as module
+
+    if signal == "simulated":
+        moments = preprocess(simulation, PreprocessConfig(normalize=False, filter_on_r2=False))
+        Ms, Mu = moments.layers["Ms"], moments.layers["Mu"]
+    else:
+        rng = np.random.default_rng(0)
+        Ms, Mu = (rng.random((300, 40), dtype=np.float32) for _ in range(2))
+    data = ad.AnnData(
+        obs={"cell": np.arange(Ms.shape[0])},
+        var={"highly_variable": np.ones(Ms.shape[1], dtype=bool)},
+        layers={"Ms": Ms, "Mu": Mu},
+    )
+    theirs = data.copy()
+    scv.tl.velocity(theirs, mode="deterministic")
+    monkeypatch.setattr(module, "_SMOOTH_BLOCK_ELEMENTS", 5 * Ms.shape[0])  # blocks of 5 genes
+    module._steady_state_fit(data)
+    assert list(data.var.columns) == list(theirs.var.columns)
+    for column in theirs.var.columns:
+        np.testing.assert_array_equal(data.var[column], theirs.var[column], err_msg=column)
+    if signal == "noise":  # the low-signal rule was exercised
+        assert theirs.var["velocity_genes"].sum() == round(0.2 * Ms.shape[1])
