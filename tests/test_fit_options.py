@@ -41,6 +41,8 @@ FIT_FLAGS = {
     "--time-dependent-rate",
     "--skip",
     "--baseline",
+    "--splicing-reference",
+    "--splicing-loss",
     "--quiet",
 }
 
