@@ -14,8 +14,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import anndata as ad
 import h5py
 import httpx
+import numpy as np
 import pytest
 from dash.testing.wait import until
 from fake_results import write_fake_results
@@ -134,7 +136,7 @@ def test_invalid_files_are_refused_with_the_reason(serve, tmp_path):
     cases = [
         ("table.csv", b"a,b\n1,2\n", "'table.csv' is not a supported file type"),
         ("notes.h5ad", b"just some text", "'notes.h5ad' is not an HDF5 file"),
-        ("nolayers.h5ad", no_layers.read_bytes(), "has no 'spliced' and 'unspliced' layers"),
+        ("nolayers.h5ad", no_layers.read_bytes(), "holds no count matrix"),
         ("empty.loom", b"", "is not an HDF5 file"),
     ]
     for name, payload, reason in cases:
@@ -143,6 +145,20 @@ def test_invalid_files_are_refused_with_the_reason(serve, tmp_path):
     not_form = httpx.post(f"{base}/upload", content=b"raw bytes", timeout=30)
     assert not_form.status_code == 400 and "multipart/form-data" in not_form.json()["error"]
     assert _uploads(tmp_path) == []
+
+
+def test_counts_without_spliced_unspliced_are_kept_to_fit_with_a_reference(serve, tmp_path):
+    """A 3' count matrix without S/U is not a dead end: it is stored and offered for a fit
+    whose S/U are predicted from a reference dataset (issue 17)."""
+    base = serve()
+    plain = tmp_path / "plain.h5ad"
+    rng = np.random.default_rng(0)
+    ad.AnnData(rng.poisson(2.0, (60, 30)).astype(np.float32)).write_h5ad(plain)
+    response = _post(base, "plain.h5ad", plain.read_bytes())
+    assert response.status_code == 200, response.text
+    ds = response.json()["id"]
+    assert _uploads(tmp_path) == [f"{ds}.h5ad", f"{ds}.h5ad.json"]
+    assert httpx.get(f"{base}/?ds={ds}", timeout=30).status_code == 200
 
 
 def test_uploads_off_are_refused(serve, tmp_path, tiny_counts):

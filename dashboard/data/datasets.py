@@ -108,6 +108,12 @@ def _h5_info_cached(path: str, size: int, mtime_ns: int) -> tuple[bool, str, boo
     return is_results, recorded, has_counts
 
 
+def _holds_counts(path: Path, suffix: str) -> bool:
+    """Whether an HDF5 file is an AnnData (X, obs and var) or a loom file (its matrix)."""
+    with h5py.File(path, "r") as fh:
+        return "matrix" in fh if suffix == ".loom" else {"X", "obs", "var"} <= set(fh)
+
+
 @functools.lru_cache(maxsize=64)
 def _gene_names_cached(path: str, size: int, mtime_ns: int) -> frozenset[str]:
     with h5py.File(path, "r") as fh:
@@ -285,8 +291,9 @@ class DatasetRegistry:
             raise UploadError(UPLOADS_DISABLED)
         if Path(filename or "").suffix.lower() not in SUPPORTED_SUFFIXES:
             raise UploadError(
-                f"'{filename}' is not a supported file type; upload an .h5ad or .loom file "
-                "with 'spliced' and 'unspliced' layers (or a results file from `velodash fit`)."
+                f"'{filename}' is not a supported file type; upload an .h5ad or .loom count "
+                "file (with 'spliced' and 'unspliced' layers, or without them to predict them "
+                "from a reference) or a results file from `velodash fit`."
             )
         return UploadSink(self.uploads_dir, Path(filename).name, self.config.max_upload_mb)
 
@@ -295,8 +302,9 @@ class DatasetRegistry:
         the user's file name; returns (the dataset, whether it is new). A file identical to one
         already offered (by content) stores nothing and returns that dataset.
 
-        Raises UploadError for a file that is not HDF5, or one without spliced/unspliced layers
-        that is not a velodash results file either. The sink's temp file is renamed into place
+        Raises UploadError for a file that is not HDF5, or one that holds no count matrix. A
+        count matrix without spliced/unspliced layers is kept: it is fitted with S/U predicted
+        from a reference (`splicing_references`). The sink's temp file is renamed into place
         (atomic) only when everything passed; otherwise it stays for `sink.discard()`.
         """
         sink.close()
@@ -314,13 +322,13 @@ class DatasetRegistry:
             is_results, _, has_counts = h5_info(sink.path)
         except OSError as err:
             raise UploadError(f"'{name}' could not be read as HDF5: {err}.") from err
-        if not (is_results or has_counts):
-            raise UploadError(
-                f"'{name}' has no 'spliced' and 'unspliced' layers, so velocity cannot be "
-                "fitted. Run velocyto/STARsolo/kallisto-bustools to count spliced and unspliced "
-                "reads and store them as adata.layers['spliced'] and ['unspliced']."
-            )
         suffix = Path(name).suffix.lower()
+        if not (is_results or has_counts or _holds_counts(sink.path, suffix)):
+            raise UploadError(
+                f"'{name}' holds no count matrix: an .h5ad needs X, obs and var (as "
+                "`adata.write_h5ad` writes them), a .loom its matrix. Re-export it with anndata "
+                "or loompy."
+            )
         target = self.uploads_dir / f"{digest[:ID_LENGTH]}{suffix}"
         write_text_atomic(_label_path(target), json.dumps({"name": name}))
         os.replace(sink.path, target)
