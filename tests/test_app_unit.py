@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anndata as ad
 import dash
+import h5py
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -207,12 +208,20 @@ def test_bad_uploads_are_rejected_with_a_reason(config, filename, payload, messa
     assert not uploads.exists() or not any(uploads.iterdir())
 
 
-def test_upload_without_count_layers_is_rejected(config, tmp_path):
+def test_upload_without_count_layers_needs_a_reference_and_no_matrix_is_rejected(config, tmp_path):
+    registry = DatasetRegistry(config)
     path = tmp_path / "nolayers.h5ad"
     ad.AnnData(np.ones((5, 3), dtype=np.float32)).write_h5ad(path)
-    with pytest.raises(UploadError, match="spliced"):
-        _save(DatasetRegistry(config), "nolayers.h5ad", path.read_bytes())
-    assert not any((config.cache_dir / "uploads").iterdir())
+    dataset, new = _save(registry, "nolayers.h5ad", path.read_bytes())
+    assert new and dataset.kind == "raw" and not registry.has_splicing(dataset)
+    bare = tmp_path / "bare.h5ad"
+    with h5py.File(bare, "w") as fh:
+        fh["X"] = np.ones((5, 3))
+    with pytest.raises(UploadError, match="holds no count matrix"):
+        _save(registry, "bare.h5ad", bare.read_bytes())
+    assert sorted(p.name for p in (config.cache_dir / "uploads").iterdir()) == sorted(
+        [dataset.path.name, dataset.path.name + ".json"]
+    )
 
 
 def test_uploads_disabled(config):
