@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from core.results_io import gene_blocks
 from dashboard.data import view_cache
 from dashboard.data.contract import FEATURES, STATES, ResultsError, has_slot, validate_results
 from dashboard.data.datasets import fingerprint
@@ -360,8 +361,7 @@ class Results:
         """``(genes, [values of each key])`` over all genes, one block of genes at a time
         (float32 (N, g) each, about 32 MB per layer): reduce whole layers in bounded memory."""
         width = min(self.store.block_genes(k) for k in keys)
-        for start in range(0, self.n_genes, width):
-            genes = slice(start, min(start + width, self.n_genes))
+        for genes in gene_blocks(self.n_genes, width):
             yield genes, [self.store.columns(k, genes) for k in keys]
 
     def obsp(self, key: str) -> sparse.csr_matrix | None:

@@ -70,19 +70,19 @@ class _GeneChunks:
 
     _DEFLATE, _SHUFFLE = 1, 2  # HDF5 filter ids
 
-    def __init__(self, ds: h5py.Dataset):
+    def __init__(self, ds: h5py.Dataset, filters: list[int]):
         self.ds = ds
-        plist = ds.id.get_create_plist()
-        self.filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        self.filters = filters
 
     @classmethod
-    def applies(cls, ds: h5py.Dataset) -> bool:
-        """Whether ``ds`` is a float32 layer in whole-cell chunks with no other filters."""
+    def of(cls, ds: h5py.Dataset) -> _GeneChunks | None:
+        """A reader of ``ds`` when it is a float32 layer in whole-cell chunks with no filters
+        but shuffle and deflate, else None (h5py reads it)."""
         if ds.chunks is None or ds.chunks[0] != ds.shape[0] or ds.dtype != np.float32:
-            return False
+            return None
         plist = ds.id.get_create_plist()
-        ids = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
-        return ids <= {cls._DEFLATE, cls._SHUFFLE}
+        filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        return cls(ds, filters) if set(filters) <= {cls._DEFLATE, cls._SHUFFLE} else None
 
     def _chunk(self, start: int) -> np.ndarray:
         """The chunk whose first gene is ``start``, as float32 (N, w)."""
@@ -149,6 +149,7 @@ class ResultsStore(_LayerReaders):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._handle: tuple[int, h5py.File] | None = None
+        self._readers: dict[str, tuple[h5py.Dataset, _GeneChunks | None]] = {}
         try:
             with h5py.File(self.path, "r") as f:
                 uns, self.uns_matrices = _read_uns(f["uns"]) if "uns" in f else ({}, [])
@@ -202,10 +203,17 @@ class ResultsStore(_LayerReaders):
         pid = os.getpid()
         if self._handle is None or self._handle[0] != pid:
             self._handle = (pid, h5py.File(self.path, "r"))
+            self._readers = {}
         return self._handle[1]
 
-    def _dense(self, key: str) -> h5py.Dataset:
-        return self._file()["layers"][key]
+    def _dense(self, key: str) -> tuple[h5py.Dataset, _GeneChunks | None]:
+        """The layer's dataset and its chunk reader (None: h5py reads it), found once per
+        layer and process."""
+        f = self._file()
+        if key not in self._readers:
+            ds = f["layers"][key]
+            self._readers[key] = (ds, _GeneChunks.of(ds))
+        return self._readers[key]
 
     # -- layers ------------------------------------------------------------------------------
     def columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
@@ -216,13 +224,15 @@ class ResultsStore(_LayerReaders):
             if not info.dense:
                 block = sparse_dataset(self._file()["layers"][key])[:, genes]
                 return np.ascontiguousarray(block.toarray(), dtype=np.float32)
-            ds = self._dense(key)
+            ds, chunks = self._dense(key)
+            if chunks is None and isinstance(genes, slice):
+                return np.ascontiguousarray(ds[:, genes], dtype=np.float32)
             if isinstance(genes, slice):
                 genes = range(*genes.indices(info.shape[1]))
             idx = np.asarray(genes, dtype=np.int64)
             order = np.unique(idx)  # read increasing indices once each; map back afterwards
-            if _GeneChunks.applies(ds):
-                values = _GeneChunks(ds).read(order)
+            if chunks is not None:
+                values = chunks.read(order)
             else:
                 values = ds[:, order] if order.size else np.empty((info.shape[0], 0))
         if np.array_equal(order, idx):
