@@ -7,14 +7,16 @@
    think 0.5–2 s, pick an interaction, send its requests one after the other (the gene clicked
    and the colouring chosen vary), and time the whole interaction. Each user also polls the
    job state every 4 s, as an open page does.
-3. **Report.** Per interaction: count, errors, p50/p95/p99 (ms); server RSS and PSS (summed
-   over gunicorn's master and workers, and per process) before and after; the 1-minute load
-   average.
+3. **Report.** Per interaction: count, errors, p50/p95/p99/max (ms); server RSS and PSS
+   (summed over gunicorn's master and workers, and per process) before and after, and the peak
+   of the summed RSS during the load; the 1-minute load average.
 
-Self-hosted (default): starts redis-server and ``velodash serve --workers 2`` on a fake
-results file (5,000 cells × 300 genes, tests/fake_results.py) in a temp folder::
+Self-hosted (default): starts redis-server and ``velodash serve --workers 2`` in a temp folder
+on a fake results file (5,000 cells × 300 genes, tests/fake_results.py), or with
+``--results PATH`` on a results file that ``velodash fit`` wrote (linked into the served
+folder; its views are built by the capture's first visit, as a first user would)::
 
-    .venv/bin/python bench/bench_load.py --users 50 --duration 60
+    .venv/bin/python bench/bench_load.py --users 50 --duration 60 [--results RESULTS.h5ad]
 
 Against a running server: ``--url URL --user U --password P --dataset ID [--server-pid PID]``.
 Raw numbers go to ``bench/out/load.json``.
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import random
 import statistics
@@ -37,10 +40,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import psutil
+from load_server import REPO_ROOT, PeakSampler, self_host, server_memory
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
 OUT_DIR = REPO_ROOT / "bench" / "out"
 CHROMIUM = os.environ.get("DASH_TEST_CHROMEPATH", "/usr/bin/chromium")
 SKIPPED_PATHS = ("/assets/", "/_dash-component-suites/", "/_favicon.ico")
@@ -66,6 +67,7 @@ class Flow:
     requests: list[Request]
     vary: str | None = None  # a string in the bodies to replace per replay (gene, colouring)
     choices: tuple[str, ...] = ()
+    captured_s: float = float("nan")  # how long the browser took to perform it once
 
 
 @dataclass
@@ -124,13 +126,17 @@ def _points(driver, graph: str) -> int:
     )
 
 
-def _wait(condition, timeout: float = 60.0) -> None:
+def _wait(condition, timeout: float = 300.0) -> float:
+    """Poll `condition` until true; returns the monotonic time it became true. (A first visit
+    of a large results file builds its views: minutes on a loaded machine.)"""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("the page did not finish loading")
         time.sleep(0.2)
+    done = time.monotonic()
     time.sleep(1.5)  # let follow-up callbacks settle
+    return done
 
 
 def capture(url: str, auth_header: str, dataset: str, genes: list[str]) -> list[Flow]:
@@ -144,27 +150,34 @@ def capture(url: str, auth_header: str, dataset: str, genes: list[str]) -> list[
     origin = url.rstrip("/")
     flows = []
     try:
+        start = time.monotonic()
         driver.get(f"{origin}/stream?ds={dataset}")
-        _wait(lambda: _points(driver, "stream-graph") > 0)
-        flows.append(Flow("open /stream", _recorded(driver, origin)))
+        done = _wait(lambda: _points(driver, "stream-graph") > 0)
+        flows.append(Flow("open /stream", _recorded(driver, origin), captured_s=done - start))
 
+        start = time.monotonic()
         driver.get(f"{origin}/genes?ds={dataset}")
-        _wait(lambda: _points(driver, "phase-portrait") > 0)
-        flows.append(Flow("open /genes", _recorded(driver, origin)))
+        done = _wait(lambda: _points(driver, "phase-portrait") > 0)
+        flows.append(Flow("open /genes", _recorded(driver, origin), captured_s=done - start))
 
         title = driver.find_element("css selector", "#gene-title").text
         cells = driver.find_elements("css selector", '#gene-table td[data-dash-column="gene"]')
         genes = genes or [c.text for c in cells]  # a running server's dataset: its table's genes
         target = next(c for c in cells if c.text != title)
         clicked = target.text
+        start = time.monotonic()
         target.click()
-        _wait(lambda: driver.find_element("css selector", "#gene-title").text == clicked)
-        flows.append(Flow("click a gene", _recorded(driver, origin), clicked, tuple(genes)))
-
-        driver.find_element("css selector", "#gene-color-by input[value=latent_time]").click()
-        _wait(lambda: "color_by=latent_time" in driver.current_url)
+        done = _wait(lambda: driver.find_element("css selector", "#gene-title").text == clicked)
         flows.append(
-            Flow("colour by (genes)", _recorded(driver, origin), "latent_time", COLOUR_VALUES)
+            Flow("click a gene", _recorded(driver, origin), clicked, tuple(genes), done - start)
+        )
+
+        start = time.monotonic()
+        driver.find_element("css selector", "#gene-color-by input[value=latent_time]").click()
+        done = _wait(lambda: "color_by=latent_time" in driver.current_url)
+        recorded = _recorded(driver, origin)
+        flows.append(
+            Flow("colour by (genes)", recorded, "latent_time", COLOUR_VALUES, done - start)
         )
 
         driver.get(f"{origin}/stream?ds={dataset}")
@@ -177,11 +190,14 @@ def capture(url: str, auth_header: str, dataset: str, genes: list[str]) -> list[
         popup.find_element("css selector", "input").send_keys(genes[1])
         option = f"//*[@role='option' and normalize-space()='{genes[1]}']"
         _wait(lambda: driver.find_elements("xpath", option), timeout=20)
+        start = time.monotonic()
         driver.find_element("xpath", option).click()
-        _wait(lambda: genes[1] in driver.current_url, timeout=20)
+        done = _wait(lambda: genes[1] in driver.current_url, timeout=20)
         recorded = [r for r in _recorded(driver, origin) if "stream-gene.search_value" not in (
             r.body or "")]  # fmt: skip
-        flows.append(Flow("colour by gene (stream)", recorded, genes[1], tuple(genes)))
+        flows.append(
+            Flow("colour by gene (stream)", recorded, genes[1], tuple(genes), done - start)
+        )
     finally:
         driver.quit()
     poll = _poll_request(flows)
@@ -264,82 +280,76 @@ def _describe(request: Request) -> str:
     return text
 
 
-# -- server measurements and report ----------------------------------------------------------------
-def server_memory(pid: int) -> dict:
-    """RSS and PSS (MB) summed over process `pid` and its descendants, their count, and
-    `per_process`: pid, role and RSS/PSS/USS (MB) of each. Roles: "master" (`pid`), "worker"
-    (a fork with the master's command line: a gunicorn worker), "child" (any other process,
-    e.g. the local queue's worker)."""
-    root = psutil.Process(pid)
-    each = []
-    for proc in [root, *root.children(recursive=True)]:
-        info = proc.memory_full_info()
-        same = proc.cmdline() == root.cmdline()
-        each.append({
-            "pid": proc.pid,
-            "role": "master" if proc.pid == pid else ("worker" if same else "child"),
-            **{f"{k}_mb": getattr(info, k, info.rss) / 2**20 for k in ("rss", "pss", "uss")},
-        })  # fmt: skip
-    return {
-        "rss_mb": sum(p["rss_mb"] for p in each),
-        "pss_mb": sum(p["pss_mb"] for p in each),
-        "processes": len(each),
-        "per_process": each,
-    }
-
-
+# -- report ----------------------------------------------------------------------------------------
 def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (
         values[0] if values else float("nan"))  # fmt: skip
 
 
+def _seconds(value: float) -> str:
+    """Seconds with one decimal; "–" for NaN (an interaction the browser did not time)."""
+    return "–" if math.isnan(value) else f"{value:.1f}"
+
+
 def report(results: dict[str, Stats], flows: list[Flow]) -> str:
-    """A Markdown table: interaction, requests, count, errors, p50/p95/p99 (ms)."""
+    """A Markdown table: interaction, requests, count, errors, p50/p95/p99/max (ms), and the
+    seconds the browser took for it once during capture (the first visits build the views)."""
     sizes = {flow.name: len(flow.requests) for flow in flows}
+    captured = {flow.name: flow.captured_s for flow in flows}
     lines = [
-        "| interaction | requests | done | errors | p50 (ms) | p95 (ms) | p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| interaction | requests | done | errors | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) "
+        "| captured (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, stats in results.items():
         ms = [1000 * s for s in stats.seconds]
-        cells = [f"{_percentile(ms, q):.0f}" for q in (50, 95, 99)]
+        cells = [f"{_percentile(ms, q):.0f}" for q in (50, 95, 99)] + [f"{max(ms, default=0):.0f}"]
         lines.append(
             f"| {name} | {sizes[name]} | {len(ms)} | {len(stats.errors)} | "
             + " | ".join(cells)
-            + " |"
+            + f" | {_seconds(captured[name])} |"
         )
     return "\n".join(lines)
 
 
-# -- self-hosting ----------------------------------------------------------------------------------
-def self_host(folder: Path, workers: int, n_cells: int, n_genes: int):
-    """Start redis-server (when installed) and `velodash serve` on fake results; returns
-    (web server, redis or None, dataset id, genes, credentials)."""
-    from fake_results import write_fake_results
-    from servers import REDIS_SERVER, RedisServer, WebServer
-
-    from dashboard.data.datasets import fingerprint
-    from dashboard.hosting.users import add_user
-
-    data = folder / "datasets"
-    data.mkdir()
-    results = write_fake_results(data / "bench.h5ad", n_cells=n_cells, n_genes=n_genes)
-    credentials = ("bench", "bench-password")
-    add_user(folder / "users.json", credentials[0], "editor", credentials[1])
-    redis = RedisServer(folder / "redis").start() if REDIS_SERVER else None
+def _memory_lines(before: dict, after: dict, peak_mb: float) -> list[str]:
+    """The server's memory before/after the load (sum and per process) and its peak."""
     lines = [
-        f'datasets_dir = "{data}"',
-        f'cache_dir = "{folder / "cache"}"',
-        f'users_file = "{folder / "users.json"}"',
-        *([f'redis_url = "{redis.url}"'] if redis else []),
+        f"server ({before['processes']} processes): RSS {before['rss_mb']:.0f} → "
+        f"{after['rss_mb']:.0f} MB (peak of the sum during the load {peak_mb:.0f} MB), "
+        f"PSS {before['pss_mb']:.0f} → {after['pss_mb']:.0f} MB"
     ]
-    config = folder / "velodash.toml"
-    config.write_text("\n".join(lines) + "\n")
-    web = WebServer(config, folder / "serve.log", workers=workers).start()
-    import anndata
+    started = {p["pid"]: p for p in before["per_process"]}
+    for now in after["per_process"]:
+        was = started.get(now["pid"], {"rss_mb": float("nan"), "pss_mb": float("nan")})
+        lines.append(f"  {now['role']} {now['pid']}: RSS {was['rss_mb']:.0f} → "
+                     f"{now['rss_mb']:.0f} MB (peak {now['hwm_mb']:.0f}), PSS "
+                     f"{was['pss_mb']:.0f} → {now['pss_mb']:.0f} MB")  # fmt: skip
+    return lines
 
-    genes = list(anndata.read_h5ad(results, backed="r").var_names)
-    return web, redis, fingerprint(results)[:12], genes, credentials
+
+def _load(args, url: str, auth: tuple[str, str], dataset: str, genes: list[str], pid):
+    """Capture the flows, then replay them under load while sampling the server's memory."""
+    header = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    print(f"capturing the browser's requests from {url} ...", flush=True)
+    flows = capture(url, header, dataset, genes)
+    for flow in flows:
+        print(f"  {flow.name}: {len(flow.requests)} requests, {_seconds(flow.captured_s)} s")
+    run = {"memory_before": server_memory(pid) if pid else None, "peak_rss_mb": None}
+    run["load_average"] = [os.getloadavg()[0]]
+    print(f"{args.users} users for {args.duration:.0f} s ...", flush=True)
+    start, client_cpu = time.perf_counter(), time.process_time()
+    if pid:
+        with PeakSampler(pid) as sampler:
+            results = replay(url, auth, flows, args.users, args.duration)
+        run["peak_rss_mb"] = sampler.peak_mb
+    else:
+        results = replay(url, auth, flows, args.users, args.duration)
+    run["elapsed_s"] = time.perf_counter() - start
+    run["client_cpu_s"] = time.process_time() - client_cpu
+    run["memory_after"] = server_memory(pid) if pid else None
+    run["load_average"].append(os.getloadavg()[0])
+    return flows, results, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (self-host)")
+    parser.add_argument("--results", type=Path, help="a `velodash fit` results file to serve")
     parser.add_argument("--cells", type=int, default=5000, help="fake results size (self-host)")
     parser.add_argument("--genes", type=int, default=300)
     parser.add_argument("--url", help="a running server instead of self-hosting")
@@ -358,76 +369,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR / "load.json")
     args = parser.parse_args(argv)
 
-    cleanup = []
     with tempfile.TemporaryDirectory(prefix="velodash-load-") as tmp:
         if args.url:
-            url, auth, dataset, pid = args.url, (args.user, args.password), args.dataset, None
-            pid, genes = args.server_pid, []
-        else:
-            web, redis, dataset, genes, auth = self_host(
-                Path(tmp), args.workers, args.cells, args.genes
+            flows, results, run = _load(
+                args, args.url, (args.user, args.password), args.dataset, [], args.server_pid
             )
-            url, pid = web.url, web.proc.pid
-            cleanup = [p for p in (web, redis) if p is not None]
-        try:
-            header = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            print(f"capturing the browser's requests from {url} ...", flush=True)
-            flows = capture(url, header, dataset, genes)
-            for flow in flows:
-                print(f"  {flow.name}: {len(flow.requests)} requests", flush=True)
-            before = server_memory(pid) if pid else None
-            load_before = os.getloadavg()[0]
-            print(f"{args.users} users for {args.duration:.0f} s ...", flush=True)
-            start, client_cpu = time.perf_counter(), time.process_time()
-            results = replay(url, auth, flows, args.users, args.duration)
-            elapsed = time.perf_counter() - start
-            client_cpu = time.process_time() - client_cpu
-            after = server_memory(pid) if pid else None
-            load_after = os.getloadavg()[0]
-        finally:
-            for process in cleanup:
-                process.kill()
-    table = report(results, flows)
+        else:
+            hosted = self_host(Path(tmp), args.workers, args.results, args.cells, args.genes)
+            try:
+                pid = hosted.web.proc.pid
+                flows, results, run = _load(
+                    args, hosted.web.url, hosted.credentials, hosted.dataset, hosted.genes, pid
+                )
+            finally:
+                hosted.stop()
     total = sum(len(s.seconds) + len(s.errors) for s in results.values())
     requests = sum(len(f.requests) * len(results[f.name].seconds) for f in flows)
     errors = [e for s in results.values() for e in s.errors]
-    print(table)
-    print(f"\n{total} interactions ({requests} requests) in {elapsed:.0f} s, {len(errors)} "
-          f"errors; load average {load_before:.1f} → {load_after:.1f}; the load client used "
-          f"{client_cpu:.0f} s of CPU")  # fmt: skip
-    if before:
-        print(
-            f"server ({before['processes']} processes): RSS {before['rss_mb']:.0f} → "
-            f"{after['rss_mb']:.0f} MB, PSS {before['pss_mb']:.0f} → {after['pss_mb']:.0f} MB"
-        )
-        started = {p["pid"]: p for p in before["per_process"]}
-        for now in after["per_process"]:
-            was = started.get(now["pid"], {"rss_mb": float("nan"), "pss_mb": float("nan")})
-            print(f"  {now['role']} {now['pid']}: RSS {was['rss_mb']:.0f} → {now['rss_mb']:.0f} "
-                  f"MB, PSS {was['pss_mb']:.0f} → {now['pss_mb']:.0f} MB")  # fmt: skip
+    load = run["load_average"]
+    print(report(results, flows))
+    print(f"\n{total} interactions ({requests} requests) in {run['elapsed_s']:.0f} s, "
+          f"{len(errors)} errors; load average {load[0]:.1f} → {load[1]:.1f}; the load client "
+          f"used {run['client_cpu_s']:.0f} s of CPU")  # fmt: skip
+    if run["memory_before"]:
+        print("\n".join(_memory_lines(run["memory_before"], run["memory_after"],
+                                      run["peak_rss_mb"])))  # fmt: skip
     for error in sorted(set(errors))[:10]:
         print("  error:", error)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "users": args.users,
-                "duration_s": args.duration,
-                "workers": args.workers,
-                "cells": args.cells,
-                "flows": {f.name: [_describe(r) for r in f.requests] for f in flows},
-                "latency_s": {k: v.seconds for k, v in results.items()},
-                "errors": {k: v.errors for k, v in results.items()},
-                "memory_before": before,
-                "memory_after": after,
-                "load_average": [load_before, load_after],
-                "client_cpu_s": client_cpu,
-                "requests": requests,
-                "cpus": os.cpu_count(),
-            },
-            indent=1,
-        )
-    )
+    summary = {
+        "users": args.users,
+        "duration_s": args.duration,
+        "workers": args.workers,
+        "results": str(args.results) if args.results else None,
+        "cells": None if args.results else args.cells,
+        "flows": {f.name: [_describe(r) for r in f.requests] for f in flows},
+        "captured_s": {f.name: f.captured_s for f in flows},
+        "latency_s": {k: v.seconds for k, v in results.items()},
+        "errors": {k: v.errors for k, v in results.items()},
+        **run,
+        "requests": requests,
+        "cpus": os.cpu_count(),
+    }
+    args.out.write_text(json.dumps(summary, indent=1))
     return 1 if errors else 0
 
 
