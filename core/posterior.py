@@ -204,10 +204,14 @@ def posterior_pass(
     mode: str = "rao-blackwell",
     generator: torch.Generator | None = None,
     time_statistic: str = TIME_STATISTICS[0],
+    scaling: torch.Tensor | None = None,
 ) -> Posterior:
     """Every posterior summary from one batched pass over (N, G) device tensors Ms, Mu.
 
-    ``time_statistic``: the latent time of :func:`latent_time_raw`. Batches draw from their
+    ``time_statistic``: the latent time of :func:`latent_time_raw`. ``scaling`` (G,): the
+    per-gene factor to apply (e.g. the training cells' ``Posterior.scaling``, so that new cells
+    are in the units of the fit); None: t_max / the latest latent time of each gene over these
+    cells (the reference tutorial's rescaling). Batches draw from their
     own generators derived from ``generator`` and, on the CPU, run in threads as in
     :func:`velocity_sample_chunks` (same seed → same summaries)."""
     check_mode(mode)
@@ -259,7 +263,8 @@ def posterior_pass(
         squared_error = squared_error + batch_squared_error
     rates = module.rates()
     tiny = torch.finfo(torch.float32).tiny
-    scaling = module.config.t_max / out["t"].amax(0).clamp_min(tiny)
+    if scaling is None:
+        scaling = module.config.t_max / out["t"].amax(0).clamp_min(tiny)
     # in place from here on: no second (N, G) copy of any summary
     velocity = torch.maximum(out["v_mean"], -spliced, out=out["v_mean"]).div_(scaling)
     velocity_var = out["v_var"].div_(scaling.square())

@@ -134,15 +134,24 @@ class VeloVI:
         n_samples: int = 25,
         mode: str = "rao-blackwell",
         time_statistic: str = TIME_STATISTICS[0],
+        spliced: np.ndarray | None = None,
+        unspliced: np.ndarray | None = None,
+        scaling: np.ndarray | None = None,
     ) -> Posterior:
-        """All posterior summaries in one batched pass (see :mod:`core.posterior`)."""
+        """All posterior summaries in one batched pass (see :mod:`core.posterior`), of the
+        training cells, or of new cells given as ``spliced``/``unspliced`` moments (N', G) of
+        the same genes, min-max scaled with the training cells' per-gene minimum and maximum
+        (not their own); ``scaling`` (G,) fixes the per-gene rescaling (pass the training
+        posterior's ``scaling`` to put new cells in its units; None: from the cells passed)."""
+        factor = None if scaling is None else torch.as_tensor(scaling, dtype=torch.float32)
         return posterior_pass(
             self.module,
-            *self._tensors(None, None),
+            *self._tensors(spliced, unspliced),
             n_samples,
             mode,
             self._generator(2),
             time_statistic,
+            None if factor is None else factor.to(self.device),
         )
 
     def velocity_samples(

@@ -13,9 +13,18 @@ import scipy.sparse as sp
 
 from core.io import DatasetError
 from core.params import FitParams, results_key
+from core.preprocess import PreprocessConfig, moment_kernel, preprocess
+from core.simulate import simulate_branching
 from core.splicing import check_pair, gene_style, predict_splicing, query_counts
 from core.splicing_vae import SplicingConfig
-from core.splicing_validation import ratio_metrics
+from core.splicing_validation import (
+    fit_reference_velovi,
+    new_cells_result,
+    perturbed_moments,
+    ratio_metrics,
+    raw_moments,
+    totals_graph,
+)
 from dashboard.cli import main
 
 PANCREAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pancreas_739.h5ad"
@@ -177,3 +186,77 @@ def test_the_queue_takes_only_an_offered_reference_with_counts(tmp_path):
     linked = reference_file(job.output_path, fingerprint(reference))
     assert linked is not None and linked.resolve() == reference.resolve()
     assert str(tmp_path) not in str(queue.public(job))
+
+
+@pytest.fixture(scope="module")
+def reference_fit():
+    """veloVI fitted (a few epochs) on 160 simulated training cells, their preprocessing, and
+    80 other cells of the same simulation."""
+    cells = simulate_branching(n_cells=240, n_genes=60, seed=0)
+    train, new = cells[:160].copy(), cells[160:].copy()
+    params = FitParams(device="cpu", max_epochs=8, n_samples=4)
+    fitted = fit_reference_velovi(train, params)
+    prepared = preprocess(train, PreprocessConfig(**params.for_config(PreprocessConfig)))
+    return fitted, prepared, train, new
+
+
+def test_training_cells_through_the_new_cells_path_get_the_training_moments(reference_fit):
+    """Normalisation to the training cells' sizes, smoothing and the training min-max scaling,
+    applied to the training cells themselves, give preprocessing's own Ms_raw/Mu_raw/Ms/Mu."""
+    fitted, prepared, train, _ = reference_fit
+    assert list(fitted.var.index) == list(prepared.var_names)
+    kernel = moment_kernel(prepared.obsp["connectivities"])
+    moments = raw_moments(fitted, train, kernel)
+    for m in ("Ms", "Mu"):
+        np.testing.assert_allclose(moments[m], prepared.layers[f"{m}_raw"], rtol=2e-5, atol=1e-6)
+        scaled = fitted.scalers[m].transform(moments[m].astype(np.float64))
+        np.testing.assert_allclose(scaled, prepared.layers[m], atol=2e-5)
+    # a few cells alone are normalised to the training cells' sizes, not to their own median
+    few = raw_moments(fitted, train[:40], sp.identity(40, dtype=np.float32, format="csr"))
+    np.testing.assert_allclose(few["Ms"], prepared.layers["spliced"][:40].toarray(), rtol=2e-5)
+    with pytest.raises(ValueError, match="pass the 60 genes the reference fit started from"):
+        raw_moments(fitted, train[:, :50], kernel)
+
+
+def test_the_posterior_of_new_cells_is_that_of_the_training_cells_on_the_training_cells(
+    reference_fit,
+):
+    fitted, prepared, _, _ = reference_fit
+    model, params = fitted.model, fitted.params
+    options = (params.n_samples, params.posterior_mode, params.time_statistic)
+    own = model.posterior(*options)
+    moments = {"spliced": prepared.layers["Ms"], "unspliced": prepared.layers["Mu"]}
+    for scaling in (None, own.scaling):
+        new = model.posterior(*options, **moments, scaling=scaling)
+        for key in ("velocity", "velocity_var", "fit_t", "latent_time", "states", "scaling"):
+            np.testing.assert_array_equal(getattr(new, key), getattr(own, key), err_msg=key)
+    np.testing.assert_array_equal(own.scaling, fitted.scaling)
+    # a fixed scaling is the one applied: twice the factor, half the velocity
+    doubled = model.posterior(*options, **moments, scaling=2 * own.scaling)
+    np.testing.assert_allclose(doubled.velocity, own.velocity / 2, rtol=1e-6)
+
+
+def test_new_cells_get_results_in_the_training_units_and_a_projected_velocity(reference_fit):
+    fitted, _, _, new = reference_fit
+    totals = new.layers["spliced"] + new.layers["unspliced"]
+    graph = totals_graph(totals, n_neighbors=15, umap=True, obs_names=new.obs_names)
+    moments = raw_moments(fitted, new, moment_kernel(graph.obsp["connectivities"]))
+    result = new_cells_result(fitted, moments, graph)
+    assert result.shape == (new.n_obs, len(fitted.var))
+    assert list(result.obs_names) == list(new.obs_names)
+    assert result.layers["Ms"].min() >= 0 and result.layers["Ms"].max() <= 1
+    np.testing.assert_array_equal(result.var["fit_velovi_scaling"], fitted.scaling)
+    assert np.isfinite(result.obsm["velocity_umap"]).all()
+    assert result.obs["latent_time"].between(0, 1).all()
+
+
+def test_perturbed_moments_keep_the_total_and_move_the_share_by_the_rmse():
+    rng = np.random.default_rng(0)
+    moments = {m: rng.uniform(1, 2, size=(4000, 3)).astype(np.float32) for m in ("Ms", "Mu")}
+    rmse = np.array([0.0, 0.05, np.nan])
+    moved = perturbed_moments(moments, rmse, np.random.default_rng(1))
+    total = moments["Ms"] + moments["Mu"]
+    np.testing.assert_allclose(moved["Ms"] + moved["Mu"], total, rtol=1e-6)
+    shift = moved["Ms"] / total - moments["Ms"] / total
+    assert np.abs(shift[:, [0, 2]]).max() < 1e-6  # no error, or an unknown one: unchanged
+    assert shift[:, 1].std() == pytest.approx(0.05, rel=0.05)
