@@ -35,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": str(args.results) if args.results else None,
         "cells": None if args.results else args.cells,
         "flows": {f.name: [_describe(r) for r in f.requests] for f in flows},
+        "recorded": {f.name: [asdict(r) for r in f.requests] for f in flows},  # to profile
+        "varied": {f.name: f.vary for f in flows if f.vary},
         "captured_s": {f.name: f.captured_s for f in flows},
         "latency_s": {k: v.seconds for k, v in results.items()},
         "errors": {k: v.errors for k, v in results.items()},
