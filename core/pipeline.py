@@ -3,14 +3,14 @@
 `run` chains io validation → preprocessing → veloVI training → one posterior pass → the paper's
 analyses, records every parameter and per-stage timings in ``uns['velodash']``, and reports
 progress through one callback; after each stage the freed heap goes back to the OS
-(:mod:`core.memory`). `fit_file` wraps it with reading and an atomic write.
+(:mod:`core.memory`); the stages after the posterior are in :mod:`core.analyses`. `fit_file`
+wraps it with reading, and writes the results stage by stage (:mod:`core.staged_results`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +19,7 @@ import numpy as np
 from anndata import AnnData
 
 from core import __version__
+from core.analyses import Stages, planned_late_stages, quiet_libraries, run_analyses
 from core.io import (
     DatasetError,
     detect_groupby,
@@ -26,57 +27,16 @@ from core.io import (
     read_dataset,
     validate_counts,
 )
-from core.memory import release_free_memory
 from core.options import STAGE_SPAN
 from core.params import FitParams, ProgressCallback, ProgressEvent
 from core.preprocess import PreprocessConfig, preprocess
-from core.results_io import write_results
+from core.staged_results import BASE, StageFailed, StageWriter
 from core.threads import fit_threads
 
 #: Most held-out reference cells the velocity check fits veloVI on (twice).
 VELOCITY_CHECK_CELLS = 2000
 #: obs column holding the single group used when a dataset has no cell-type annotation.
 SINGLE_GROUP_KEY = "velodash_group"
-
-
-class _Stages:
-    """Times stages and reports their start to the progress callback."""
-
-    def __init__(self, progress: ProgressCallback | None) -> None:
-        self.progress = progress
-        self.timings: dict[str, float] = {}
-
-    def report(self, event: ProgressEvent) -> None:
-        if self.progress is not None:
-            self.progress(event)
-
-    def within(self, name: str, done: float, message: str) -> None:
-        """Report that stage ``name`` is a fraction ``done`` in [0, 1] through."""
-        start, end = STAGE_SPAN[name]
-        self.report(ProgressEvent(name, start + (end - start) * done, message))
-
-    @contextmanager
-    def stage(self, name: str, message: str) -> Iterator[None]:
-        """Report the stage's start, time it, and return its freed memory to the OS after it."""
-        self.report(ProgressEvent(name, STAGE_SPAN[name][0], message))
-        start = time.perf_counter()
-        yield
-        release_free_memory()
-        self.timings[name] = round(time.perf_counter() - start, 4)
-
-
-@contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Silence scanpy/scVelo's console logging (progress goes through the callback instead)."""
-    import scanpy as sc
-    import scvelo as scv
-
-    before = scv.settings.verbosity, sc.settings.verbosity
-    scv.settings.verbosity = sc.settings.verbosity = 1  # errors only
-    try:
-        yield
-    finally:
-        scv.settings.verbosity, sc.settings.verbosity = before
 
 
 def _group_codes(adata: AnnData, groupby: str) -> tuple[np.ndarray, list[str]]:
@@ -121,7 +81,7 @@ def run(
     Raises ``core.io.DatasetError`` on bad input and ``core.train.TrainingCancelled`` when
     ``should_stop()`` becomes true during training.
     """
-    stages = _Stages(progress)
+    stages = Stages(progress)
     n_threads = _set_threads(threads)
     prepared = _prepare(adata, params, stages)
     return _fit_prepared(prepared, params, stages, should_stop, fingerprint, n_threads)
@@ -137,7 +97,7 @@ def _set_threads(threads: int | None) -> int:
     return n_threads
 
 
-def _prepare(adata: AnnData, params: FitParams, stages: _Stages) -> _Prepared:
+def _prepare(adata: AnnData, params: FitParams, stages: Stages) -> _Prepared:
     """Validate the counts, find (or make) the cell-type column and preprocess."""
     validate_counts(adata)
     groupby = detect_groupby(adata, params.groupby)
@@ -151,7 +111,7 @@ def _prepare(adata: AnnData, params: FitParams, stages: _Stages) -> _Prepared:
 
     with (
         stages.stage("preprocess", "preprocessing: filter, normalise, moments, embedding"),
-        _quiet_libraries(),
+        quiet_libraries(),
     ):
         result = preprocess(adata, PreprocessConfig(**params.for_config(PreprocessConfig)))
     return _Prepared(result, groupby, notes)
@@ -160,7 +120,7 @@ def _prepare(adata: AnnData, params: FitParams, stages: _Stages) -> _Prepared:
 def _fit_prepared(
     prepared: _Prepared,
     params: FitParams,
-    stages: _Stages,
+    stages: Stages,
     should_stop: Callable[[], bool] | None,
     fingerprint: str,
     n_threads: int,
@@ -215,8 +175,6 @@ def _fit_prepared(
         add_posterior_to_adata(result, posterior)
         del posterior  # its arrays now live in result
 
-    _run_analyses(result, model, params, codes, cell_types, stages)
-
     result.uns["velodash"] = _h5ad_safe(
         {
             "version": __version__,
@@ -240,83 +198,11 @@ def _fit_prepared(
             **result.uns.get("velodash", {}),
         }
     )
+    failed = run_analyses(result, model, params, codes, cell_types, stages)
+    result.uns["velodash"]["timings"] = dict(stages.timings)
+    if failed is not None:
+        result.uns["velodash"]["stages"] = {"failed": failed}
     return result
-
-
-def _run_analyses(
-    result: AnnData,
-    model,
-    params: FitParams,
-    codes: np.ndarray,
-    cell_types: list[str],
-    stages: _Stages,
-) -> None:
-    """Velocity graph, uncertainties, coherence, permutation score and baseline, in place."""
-    wanted = params.analyses()
-    graph = None
-    if "graph" in wanted:
-        from core.graph import add_velocity_graph
-
-        with stages.stage("graph", "velocity graph and embedding"):
-            graph = add_velocity_graph(result)
-    intrinsic, extrinsic = "intrinsic" in wanted, "extrinsic" in wanted
-    if intrinsic or extrinsic:
-        from core.uncertainty import add_uncertainty_to_adata, uncertainty_from_sample_chunks
-
-        n_draws = max(
-            params.n_samples_intrinsic if intrinsic else 0,
-            params.n_samples_extrinsic if extrinsic else 0,
-        )
-        message = f"uncertainty: {n_draws} velocity samples per cell"
-        with stages.stage("uncertainty", message):
-
-            def chunks():
-                for cells, samples in model.velocity_sample_chunks(n_draws):
-                    stages.within("uncertainty", cells.stop / result.n_obs, message)
-                    yield cells, samples
-
-            frames = uncertainty_from_sample_chunks(
-                chunks(),
-                result.layers["Ms"],
-                graph.candidates if extrinsic else None,
-                n_extrinsic=params.n_samples_extrinsic,
-                intrinsic=intrinsic,
-            )
-            add_uncertainty_to_adata(result, *frames)
-    if "coherence" in wanted:
-        from core.coherence import add_coherence_to_adata, velocity_coherence
-        from core.graph import transition_matrix
-
-        with stages.stage("coherence", "velocity coherence"):
-            T = transition_matrix(graph, self_transitions=True, use_negative_cosines=True)
-            per_cell, per_type = velocity_coherence(
-                T, result.layers["Ms"], result.layers["velocity"], codes, len(cell_types)
-            )
-            add_coherence_to_adata(result, per_cell, per_type)
-    if "permutation" in wanted:
-        from core.permutation import add_permutation_to_adata, permutation_scores
-
-        with stages.stage("permutation", "permutation scores"):
-            scores = permutation_scores(
-                model.expression_fit,
-                result.layers["Ms"],
-                result.layers["Mu"],
-                codes,
-                len(cell_types),
-                n_cells=params.permutation_cells,
-                seed=params.seed,
-            )
-            add_permutation_to_adata(result, scores)
-    if "baseline" in wanted:
-        from core.baseline import add_baseline_to_adata
-
-        with stages.stage("baseline", f"scVelo {params.baseline} baseline"), _quiet_libraries():
-            add_baseline_to_adata(result, mode=params.baseline)
-            if graph is not None:
-                from core.graph import add_velocity_graph
-
-                # the baseline's streams, projected exactly as veloVI's: obsm[...baseline_umap]
-                add_velocity_graph(result, vkey="velocity_baseline")
 
 
 def fit_file(
@@ -331,14 +217,49 @@ def fit_file(
     """Read a raw dataset, fit it as `run` does, and write the results file atomically; the raw
     counts are dropped once preprocessed.
 
+    The results land stage by stage while the fit runs (:mod:`core.staged_results`: the
+    posterior and graph first, then each late analysis), and the whole file is written to
+    ``output_path`` at the end. A late stage that fails leaves the others in the file, records
+    itself in ``uns['velodash']['stages']['failed']`` and raises
+    :class:`~core.staged_results.StageFailed` after the write.
+
     With ``splicing_reference`` (a dataset with spliced/unspliced counts; its sha256 must equal
     ``params.splicing_reference_sha256`` when that is set) the input's S/U are predicted from
     it first (:func:`predict_splicing_stage`) and ``uns['velodash']['splicing']`` records how.
     """
     input_path = Path(input_path)
     fingerprint = file_fingerprint(input_path)
-    stages = _Stages(progress)
+    stages = Stages(progress)
     n_threads = _set_threads(threads)
+    with StageWriter(output_path, [BASE, *planned_late_stages(params)]) as writer:
+        stages.writer = writer
+        try:
+            result = _fit_staged(
+                input_path, params, stages, should_stop, splicing_reference, fingerprint, n_threads
+            )
+        except BaseException as err:
+            writer.abandon(f"{type(err).__name__}: {err}")
+            raise
+        with stages.stage("write", f"writing {Path(output_path).name}"):
+            result.uns["velodash"]["timings"] = dict(stages.timings)
+            path = writer.finish(result)
+    stages.report(ProgressEvent("done", 1.0, f"results written to {path}"))
+    failed = result.uns["velodash"].get("stages", {}).get("failed")
+    if failed:
+        raise StageFailed(failed["stage"], failed["message"], path)
+    return path
+
+
+def _fit_staged(
+    input_path: Path,
+    params: FitParams,
+    stages: Stages,
+    should_stop: Callable[[], bool] | None,
+    splicing_reference: str | Path | None,
+    fingerprint: str,
+    n_threads: int,
+) -> AnnData:
+    """Read, (predict S/U,) preprocess and fit: the body of :func:`fit_file`."""
     adata = read_dataset(input_path)
     record = None
     if splicing_reference is not None or params.predicts_splicing:
@@ -348,21 +269,17 @@ def fit_file(
     # the raw counts live only while they are preprocessed (at 50,000 cells, over 1 GB)
     prepared = _prepare(adata, params, stages)
     del adata
+    prepared.result.uns["velodash"] = {"input": input_path.name}
     if record is not None:
-        prepared.result.uns["velodash"] = {"splicing": record}
-    result = _fit_prepared(prepared, params, stages, should_stop, fingerprint, n_threads)
-    result.uns["velodash"]["input"] = input_path.name
-    with stages.stage("write", f"writing {Path(output_path).name}"):
-        path = write_results(result, output_path)
-    stages.report(ProgressEvent("done", 1.0, f"results written to {path}"))
-    return path
+        prepared.result.uns["velodash"]["splicing"] = record
+    return _fit_prepared(prepared, params, stages, should_stop, fingerprint, n_threads)
 
 
 def predict_splicing_stage(
     query: AnnData,
     params: FitParams,
     reference_path: str | Path | None,
-    stages: _Stages,
+    stages: Stages,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[AnnData, FitParams, dict]:
     """The "splicing" stage: SplicedVAE trained on the reference predicts the query's S/U.
@@ -437,6 +354,6 @@ def _velocity_check(prediction, params: FitParams) -> dict:
     fits = []
     for held in held_out:
         held.obsm["X_umap"] = embedding.obsm["X_umap"]
-        with _quiet_libraries():
+        with quiet_libraries():
             fits.append(run(held, check))
     return velocity_agreement(*fits)

@@ -64,6 +64,7 @@ def test_cancel_stops_a_running_fit(dash_duo, tmp_path, tiny_counts, local_app):
     until(lambda: not _job_processes(), timeout=15)  # the fit's interpreter was stopped
     assert not list((config.cache_dir / "results").glob("*.h5ad"))
     assert not list((config.cache_dir / "results").glob(".*.tmp"))
+    assert not list((config.cache_dir / "results").glob("*.stages"))  # nothing landed is kept
 
 
 @pytest.mark.slow

@@ -60,6 +60,17 @@ FEATURES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+#: feature -> the fit stage that lands it (`core.staged_results.LATE_STAGES`); the others land
+#: with the posterior and the graph.
+FEATURE_STAGES = {
+    "intrinsic": "uncertainty",
+    "extrinsic": "uncertainty",
+    "coherence": "coherence",
+    "permutation": "permutation",
+    "baseline": "baseline",
+}
+
+
 class ResultsError(ValueError):
     """Not a usable velodash results file; the message says what is wrong and how to fix it."""
 

@@ -26,6 +26,7 @@ import h5py
 from core.io import SUPPORTED_SUFFIXES, file_fingerprint, write_text_atomic
 from core.params import FitParams, results_key
 from dashboard.config import AppConfig
+from dashboard.data.stages import BASE_FILE, STAGES_SUFFIX, output_of
 
 SAMPLE_ID = "sample"
 ID_LENGTH = 12
@@ -253,14 +254,21 @@ class DatasetRegistry:
         return self.results_dir / f"{results_key(fingerprint(dataset.path), params)}.h5ad"
 
     def results_for(self, dataset: Dataset) -> Path | None:
-        """The results file to show for `dataset`: itself, else its newest cached fit."""
+        """The results file to show for `dataset`: itself, else its newest cached fit,
+        including the first landing of a fit still running (``OUT.stages/base.h5ad``,
+        `dashboard.data.stages`)."""
         if dataset.kind == "results":
             return dataset.path
         if not self.results_dir.is_dir():
             return None
         wanted = fingerprint(dataset.path)
         fits = []
-        for path in self.results_dir.glob("*.h5ad"):
+        running = (
+            base
+            for base in self.results_dir.glob(f"*.h5ad{STAGES_SUFFIX}/{BASE_FILE}")
+            if not output_of(base).exists()
+        )
+        for path in (*self.results_dir.glob("*.h5ad"), *running):
             try:
                 if h5_info(path)[1] == wanted:
                     fits.append(path)

@@ -14,8 +14,6 @@ state instead of failing.
 
 from __future__ import annotations
 
-import difflib
-import heapq
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -30,8 +28,23 @@ from scipy import sparse
 
 from core.results_io import gene_blocks
 from dashboard.data import view_cache
-from dashboard.data.contract import FEATURES, STATES, ResultsError, has_slot, validate_results
+from dashboard.data.contract import (
+    FEATURE_STAGES,
+    FEATURES,
+    STATES,
+    ResultsError,
+    has_slot,
+    validate_results,
+)
 from dashboard.data.datasets import fingerprint
+from dashboard.data.gene_lookup import GeneLookup
+from dashboard.data.stages import (
+    StageReport,
+    is_base_file,
+    report_of_results,
+    stage_files,
+    stage_report,
+)
 from dashboard.data.store import MemoryStore, ResultsStore
 from dashboard.data.values import ColorValues, GeneArrays
 
@@ -44,7 +57,7 @@ def _scalar(var: pd.DataFrame, key: str, j: int) -> float | None:
     return float(var[key].iloc[j]) if key in var else None
 
 
-class Results:
+class Results(GeneLookup):
     """A validated, read-only results file with typed, memoised accessors for the figures.
 
     :attr:`adata` holds obs, var, obsm, varm and uns; the layers are read through
@@ -57,13 +70,16 @@ class Results:
         source: ad.AnnData | ResultsStore,
         key: str | None = None,
         path: Path | None = None,
+        stages: Sequence[Path] = (),
     ):
         """Wrap an AnnData in memory or an opened :class:`ResultsStore` (validated); ``key``
-        identifies its content for caches (default: the object's id)."""
+        identifies its content for caches (default: the object's id); ``path`` is its file
+        and ``stages`` the stage files read with it (a fit still running)."""
         self.store = MemoryStore(source) if isinstance(source, ad.AnnData) else source
         self.adata = self.store.adata
         validate_results(self.adata, self.store.layers)
         self.path = path
+        self.stages = list(stages)
         self.key = key or f"memory:{id(source)}"
         self._memo: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -94,8 +110,23 @@ class Results:
         return all(has_slot(self.adata, s, self.store.layers) for s in slots)
 
     def missing_reason(self, feature: str) -> str | None:
-        """None when ``feature`` is present, else a sentence for the figure's empty state."""
-        return None if self.has(feature) else FEATURES[feature][1].capitalize() + "."
+        """None when ``feature`` is present, else a sentence for the figure's empty state: its
+        stage is still computing (with the time left), failed or never ran, or the fit left it
+        out."""
+        if self.has(feature):
+            return None
+        report, stage = self.stage_report(), FEATURE_STAGES.get(feature)
+        if report is not None and stage is not None and (reason := report.reason(stage)):
+            return reason
+        return FEATURES[feature][1].capitalize() + "."
+
+    def stage_report(self) -> StageReport | None:
+        """How the fit's stages stand: read afresh from the fit's status while it lands
+        stages (``self.path`` is its first landing), the failed stage a finished file
+        records, or None for a complete file."""
+        if self.path is not None and is_base_file(self.path):
+            return stage_report(self.path)
+        return report_of_results(self.info)
 
     # -- cells -------------------------------------------------------------------------------
     @property
@@ -114,9 +145,12 @@ class Results:
     @cached_property
     def content_key(self) -> str | None:
         """What names this file's content in every process and after restarts: the sha256 of
-        its bytes (read once per file version and process: `datasets.fingerprint`). None for
-        results in memory (their views stay in this process)."""
-        return None if self.path is None else fingerprint(self.path)
+        its bytes (read once per file version and process: `datasets.fingerprint`), joined
+        with its landed stage files' while its fit runs. None for results in memory (their
+        views stay in this process)."""
+        if self.path is None:
+            return None
+        return "+".join(fingerprint(p) for p in (self.path, *self.stages))
 
     @property
     def time_dependent(self) -> bool:
@@ -218,53 +252,6 @@ class Results:
         )
 
     # -- genes -------------------------------------------------------------------------------
-    @cached_property
-    def gene_names(self) -> list[str]:
-        """Gene names (var_names) in file order."""
-        return [str(g) for g in self.adata.var_names]
-
-    @cached_property
-    def gene_index(self) -> dict[str, int]:
-        """Gene name -> column index."""
-        return {g: j for j, g in enumerate(self.gene_names)}
-
-    @cached_property
-    def _by_lower_name(self) -> dict[str, str]:
-        """Lower-case name -> gene (the first in file order when two differ only in case)."""
-        lower: dict[str, str] = {}
-        for gene in self.gene_names:
-            lower.setdefault(gene.lower(), gene)
-        return lower
-
-    def gene_ignoring_case(self, name: str) -> str | None:
-        """The gene called ``name`` ignoring case and surrounding spaces, or None."""
-        return self._by_lower_name.get(name.strip().lower())
-
-    def close_genes(self, name: str, limit: int = 5, cutoff: float = 0.6) -> list[str]:
-        """Up to ``limit`` genes whose names are close to ``name``, ignoring case (the "did you
-        mean" of every unknown gene): difflib's similarity ratio (at least ``cutoff``, as
-        ``difflib.get_close_matches``), ties broken by the number of letters in the same place
-        (a typo beats a shifted name), then file order."""
-        query = name.strip().lower()
-        matcher = difflib.SequenceMatcher(b=query)
-        scored = []
-        for order, candidate in enumerate(self._by_lower_name):
-            matcher.set_seq1(candidate)
-            if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff:
-                ratio = matcher.ratio()
-                if ratio >= cutoff:
-                    in_place = sum(a == b for a, b in zip(candidate, query, strict=False))
-                    scored.append((-ratio, -in_place, order, candidate))
-        return [self._by_lower_name[c] for *_, c in heapq.nsmallest(limit, scored)]
-
-    def resolve_gene(self, gene: str) -> int:
-        """Column index of ``gene``; raises KeyError with close matches when it is unknown."""
-        if gene in self.gene_index:
-            return self.gene_index[gene]
-        close = self.close_genes(gene)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown gene {gene!r} (the results hold {self.n_genes} genes).{hint}")
-
     def gene_arrays(self, gene: str) -> GeneArrays:
         """One gene's per-cell arrays and fit (memoised per gene)."""
         return self.memo(("gene", gene), lambda: self._gene_arrays(gene))
@@ -434,15 +421,20 @@ def _plain(value: Any) -> Any:
 
 def load_results(path: str | Path) -> Results:
     """Open a results ``.h5ad`` (one read) and return its :class:`Results`, memoised per
-    ``(resolved path, mtime, size)``; raises :class:`ResultsError` for a missing/unreadable file
-    or one that is not a velodash results file."""
+    ``(resolved path, mtime, size)``; the first landing of a fit still running
+    (``OUT.stages/base.h5ad``) opens with the stage files landed beside it, memoised per
+    their set too, so a stage that lands opens anew. Raises :class:`ResultsError` for a
+    missing/unreadable file or one that is not a velodash results file."""
     p = Path(path).expanduser().resolve()
     if not p.is_file():
         raise ResultsError(f"results file {p} does not exist; choose an existing .h5ad file")
-    stat = p.stat()
-    return _load_cached(str(p), stat.st_mtime_ns, stat.st_size)
+    files = [p, *(stage_files(p) if is_base_file(p) else ())]
+    stats = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    return _load_cached(stats)
 
 
 @lru_cache(maxsize=4)
-def _load_cached(path: str, mtime_ns: int, size: int) -> Results:
-    return Results(ResultsStore(path), key=f"{path}:{mtime_ns}:{size}", path=Path(path))
+def _load_cached(stats: tuple[tuple[str, int, int], ...]) -> Results:
+    path, *stages = (Path(name) for name, _, _ in stats)
+    key = ";".join(f"{name}:{mtime}:{size}" for name, mtime, size in stats)
+    return Results(ResultsStore(path, stages), key=key, path=path, stages=stages)

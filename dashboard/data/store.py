@@ -15,12 +15,13 @@ import os
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anndata as ad
 import h5py
 import numpy as np
+import pandas as pd
 from anndata.io import read_elem, sparse_dataset
 from scipy import sparse
 
@@ -38,12 +39,14 @@ _SPARSE_ENCODINGS = {"csr_matrix", "csc_matrix"}
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """Where a layer lives: its h5 path, shape, and whether it is a dense array."""
+    """Where a layer lives: its name, shape, whether it is a dense array, its chunks, and the
+    file that holds it (0: the results file; k: its k-th stage file)."""
 
     name: str
     shape: tuple[int, int]
     dense: bool
     chunks: tuple[int, ...] | None
+    part: int = 0
 
 
 def _encoding(node: h5py.Group | h5py.Dataset) -> str:
@@ -138,36 +141,63 @@ class _LayerReaders:
 
 
 class ResultsStore(_LayerReaders):
-    """One results file: :attr:`adata` (a skeleton AnnData without layers, X or obsp) and
-    lazy readers of its layers (:meth:`column`, :meth:`columns`, :meth:`blocks`), its obsp
-    graphs and its ``uns`` matrices. Safe to share between threads; reopens the file after a
-    fork."""
+    """One results file (and the stage files that complete it while its fit runs):
+    :attr:`adata` (a skeleton AnnData without layers, X or obsp) and lazy readers of its
+    layers (:meth:`column`, :meth:`columns`, :meth:`blocks`), its obsp graphs and its ``uns``
+    matrices. Safe to share between threads; reopens the files after a fork."""
 
-    def __init__(self, path: str | os.PathLike):
-        """Open ``path``; raises :class:`ResultsError` for a file that is not an AnnData or
-        whose unchunked layers are too large to read lazily."""
+    def __init__(self, path: str | os.PathLike, stages: Sequence[str | os.PathLike] = ()):
+        """Open ``path``, plus the ``stages`` files of a fit still running (each holds the
+        slots one late stage added, :mod:`core.staged_results`); raises :class:`ResultsError`
+        for a file that is not an AnnData or whose unchunked layers are too large to read
+        lazily."""
         self.path = Path(path)
+        self.paths = [self.path, *(Path(p) for p in stages)]
         self._lock = threading.Lock()
-        self._handle: tuple[int, h5py.File] | None = None
+        self._pid: int | None = None
+        self._handles: dict[int, h5py.File] = {}
         self._readers: dict[str, tuple[h5py.Dataset, _GeneChunks | None]] = {}
-        try:
-            with h5py.File(self.path, "r") as f:
-                uns, self.uns_matrices = _read_uns(f["uns"]) if "uns" in f else ({}, [])
-                parts = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm") if k in f}
-                self.layers = self._layer_infos(f)
-                self.obsp_names = list(f["obsp"].keys()) if "obsp" in f else []
-        except Exception as exc:  # h5py/anndata raise many types for a file that is not h5ad
-            raise ResultsError(
-                f"cannot read {self.path} as an .h5ad file ({exc}); choose a velodash results file"
-            ) from exc
+        self.layers: dict[str, LayerInfo] = {}
+        self.uns_matrices: list[str] = []
+        self._uns_part: dict[str, int] = {}
+        pieces = [self._read_skeleton(part, p) for part, p in enumerate(self.paths)]
+        base = pieces[0]
+        for piece in pieces[1:]:
+            for kind in ("obs", "var"):
+                if kind in piece and len(piece[kind].columns):
+                    base[kind] = pd.concat([base[kind], piece[kind]], axis=1)
+            for kind in ("obsm", "varm"):
+                base.setdefault(kind, {}).update(piece.get(kind, {}))
+            velodash = {**base["uns"].get("velodash", {}), **piece["uns"].get("velodash", {})}
+            base["uns"].update(piece["uns"])
+            base["uns"]["velodash"] = velodash
         self.adata = ad.AnnData(
-            obs=parts.get("obs"),
-            var=parts.get("var"),
-            obsm=parts.get("obsm"),
-            varm=parts.get("varm"),
-            uns=uns,
+            obs=base.get("obs"),
+            var=base.get("var"),
+            obsm=base.get("obsm"),
+            varm=base.get("varm"),
+            uns=base["uns"],
         )
         self._refuse_large_contiguous()
+
+    def _read_skeleton(self, part: int, path: Path) -> dict:
+        """obs, var, obsm, varm and uns (without its sparse matrices) of file ``part``; records
+        its layers, obsp graphs (of the results file) and uns matrices."""
+        try:
+            with h5py.File(path, "r") as f:
+                uns, matrices = _read_uns(f["uns"]) if "uns" in f else ({}, [])
+                parts = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm") if k in f}
+                for name, info in self._layer_infos(f).items():
+                    self.layers[name] = replace(info, part=part)
+                if part == 0:
+                    self.obsp_names = list(f["obsp"].keys()) if "obsp" in f else []
+        except Exception as exc:  # h5py/anndata raise many types for a file that is not h5ad
+            raise ResultsError(
+                f"cannot read {path} as an .h5ad file ({exc}); choose a velodash results file"
+            ) from exc
+        self.uns_matrices += matrices
+        self._uns_part.update(dict.fromkeys(matrices, part))
+        return {**parts, "uns": uns}
 
     @staticmethod
     def _layer_infos(f: h5py.File) -> dict[str, LayerInfo]:
@@ -198,18 +228,18 @@ class ResultsStore(_LayerReaders):
             )
 
     # -- the open file -----------------------------------------------------------------------
-    def _file(self) -> h5py.File:
-        """This process's read handle (h5py handles do not survive a fork)."""
-        pid = os.getpid()
-        if self._handle is None or self._handle[0] != pid:
-            self._handle = (pid, h5py.File(self.path, "r"))
-            self._readers = {}
-        return self._handle[1]
+    def _file(self, part: int = 0) -> h5py.File:
+        """This process's read handle of file ``part`` (h5py handles do not survive a fork)."""
+        if self._pid != os.getpid():
+            self._pid, self._handles, self._readers = os.getpid(), {}, {}
+        if part not in self._handles:
+            self._handles[part] = h5py.File(self.paths[part], "r")
+        return self._handles[part]
 
     def _dense(self, key: str) -> tuple[h5py.Dataset, _GeneChunks | None]:
         """The layer's dataset and its chunk reader (None: h5py reads it), found once per
         layer and process."""
-        f = self._file()
+        f = self._file(self.layers[key].part)
         if key not in self._readers:
             ds = f["layers"][key]
             self._readers[key] = (ds, _GeneChunks.of(ds))
@@ -222,7 +252,7 @@ class ResultsStore(_LayerReaders):
         info = self._info(key)
         with self._lock:
             if not info.dense:
-                block = sparse_dataset(self._file()["layers"][key])[:, genes]
+                block = sparse_dataset(self._file(info.part)["layers"][key])[:, genes]
                 return np.ascontiguousarray(block.toarray(), dtype=np.float32)
             ds, chunks = self._dense(key)
             if chunks is None and isinstance(genes, slice):
@@ -261,7 +291,7 @@ class ResultsStore(_LayerReaders):
         if key not in self.uns_matrices:
             return None
         with self._lock:
-            return sparse.csr_matrix(read_elem(self._file()["uns"][key]))
+            return sparse.csr_matrix(read_elem(self._file(self._uns_part[key])["uns"][key]))
 
 
 class MemoryStore(_LayerReaders):

@@ -24,6 +24,7 @@ Conventions shared by all figures:
 from __future__ import annotations
 
 import itertools
+import textwrap
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -64,11 +65,23 @@ def typed(arr: np.ndarray) -> dict | Any:
     return to_typed_array_spec(np.ascontiguousarray(arr))
 
 
+def wrapped(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters with ``<br>`` (plotly
+    annotations do not wrap); unchanged when it fits."""
+    return text if len(text) <= width else "<br>".join(textwrap.wrap(text, width))
+
+
 def empty_figure(message: str, title: str = "") -> go.Figure:
     """A figure with no data and ``message`` in the middle (the empty state of a figure)."""
     fig = go.Figure(layout=base_layout(title))
     fig.add_annotation(
-        text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font_size=14
+        text=wrapped(message, 90),
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font_size=14,
     )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)

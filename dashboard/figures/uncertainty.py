@@ -19,6 +19,7 @@ from dashboard.figures.common import (
     group_indices,
     robust_range,
     view_note,
+    wrapped,
 )
 
 #: Unit line of every uncertainty axis: the paper's measure, drawn on its log scale.
@@ -86,13 +87,14 @@ def uncertainty_figures(
     for col, kind in enumerate(kinds, start=1):
         axis = "coloraxis" if col == 1 else "coloraxis2"
         if not results.has(kind):
+            suffix = "" if col == 1 else str(col)  # in the panel's middle, data or not
             fig.add_annotation(
-                text=results.missing_reason(kind),
-                row=1,
-                col=col,
+                text=wrapped(results.missing_reason(kind), 48),
                 showarrow=False,
-                x=float(xy[:, 0].mean()),
-                y=float(xy[:, 1].mean()),
+                xref=f"x{suffix} domain",
+                yref=f"y{suffix} domain",
+                x=0.5,
+                y=0.5,
             )
             continue
         values = results.obs_numeric(f"{kind}_uncertainty")

@@ -10,7 +10,10 @@ a worker that only supervises fits stays small.
 It returns a small JSON dict, reports throttled progress dicts (with the ELBO history so far),
 turns bad input into a user-facing message, and stops the fit when `should_stop()` becomes
 true. The interpreter dies with the thread that started it (Linux parent-death signal), so a
-killed worker leaves no orphan fit behind; an interrupted fit leaves no partial results file.
+killed worker leaves no orphan fit behind. The fit lands its results stage by stage
+(`core.staged_results`); a cancelled fit leaves nothing behind, one that died after its first
+landing keeps what landed (pages say the fit stopped), and a results file whose late stage
+failed is fitted again when asked for.
 Two jobs for the same output file serialise on a lock file; the second reuses the results.
 After writing, the fit interpreter builds the results' default views into ``cache_dir/views``
 (`dashboard.data.warm`), so the first visit of each page does not wait for them.
@@ -33,6 +36,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from core.progress import ProgressClock
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -64,33 +69,22 @@ class ProgressRelay:
     def __init__(self, report: Report, interval_s: float = REPORT_INTERVAL_S) -> None:
         self.report = report
         self.interval_s = interval_s
-        self.state: dict[str, Any] = {
-            "stage": "queued",
-            "fraction": 0.0,
-            "message": "starting",
-            "epoch": None,
-            "max_epochs": None,
-            "elbo_train": [],
-            "elbo_validation": [],
-            "started": None,
-            "stage_started": None,
-            "stage_fraction": 0.0,
-        }
+        self.clock = ProgressClock()
+        self.state: dict[str, Any] = {"message": "starting"}
+        self.state.update(elbo_train=[], elbo_validation=[])
+        self.state.update(self.clock.state)
         self._last = 0.0
 
     def __call__(self, event: Any) -> None:
         """Record one event and forward it unless another was sent moments ago."""
         event = event if isinstance(event, Mapping) else dataclasses.asdict(event)
-        new_stage = event["stage"] != self.state["stage"]
-        self.state.update(stage=event["stage"], fraction=round(float(event["fraction"]), 4))
-        if new_stage:
-            wall = time.time()
-            self.state["started"] = self.state["started"] or wall
-            self.state.update(stage_started=wall, stage_fraction=self.state["fraction"])
+        new_stage = self.clock.observe(
+            event["stage"], event["fraction"], event.get("epoch"), event.get("max_epochs")
+        )
+        self.state.update(self.clock.state)
         # Everyone watching sees the message: the last one names the server-side file.
         self.state["message"] = "results ready" if event["stage"] == "done" else event["message"]
         if event.get("epoch") is not None:
-            self.state.update(epoch=event["epoch"], max_epochs=event["max_epochs"])
             self.state["elbo_train"].append(event["elbo_train"])
             self.state["elbo_validation"].append(event["elbo_validation"])
         now = time.monotonic()
@@ -118,6 +112,14 @@ def _device_and_fit_time(path: Path) -> tuple[str, float | None]:
         timings = fh.get("uns/velodash/timings")
         seconds = sum(float(timings[k][()]) for k in timings) if timings is not None else None
     return (value.decode() if isinstance(value, bytes) else str(value)), seconds
+
+
+def _complete(output: Path) -> bool:
+    """Whether ``output`` is a results file with every stage (one whose late stage failed is
+    fitted again)."""
+    from core.staged_results import failed_stage
+
+    return output.exists() and failed_stage(output) is None
 
 
 def remove_partial_results(output: Path) -> None:
@@ -149,7 +151,7 @@ def run_fit(
     fitting = False  # whether this call ran the fit (and so may clean up after it)
     try:
         with open(output.with_suffix(".lock"), "w") as lock:
-            if output.exists():
+            if _complete(output):
                 reused = True
             else:
                 try:
@@ -165,11 +167,14 @@ def run_fit(
                         if should_stop():
                             return {"status": "cancelled"}
                         time.sleep(STOP_POLL_S)
-                reused = output.exists()
+                reused = _complete(output)
                 fitting = not reused
                 if fitting and not _fit_in_fresh_interpreter(
                     Path(input_path), output, params, relay, should_stop
                 ):
+                    from core.staged_results import remove_stages
+
+                    remove_stages(output)  # a cancelled fit leaves nothing behind
                     return {"status": "cancelled"}
     except FitFailed as err:
         prefix = "" if err.bad_input else "The fit failed: "
@@ -277,7 +282,9 @@ def _worker_main(argv: list[str]) -> int:
     from core.io import DatasetError
     from core.params import FitParams
     from core.pipeline import fit_file
+    from core.staged_results import StageFailed
     from dashboard.data.datasets import reference_file
+    from dashboard.data.warm import warm_results_file
 
     input_path, output, params = argv
 
@@ -301,13 +308,15 @@ def _worker_main(argv: list[str]) -> int:
     except (DatasetError, ValueError, TypeError) as err:
         emit({"error": str(err), "kind": "DatasetError"})
         return 2
+    except StageFailed as err:  # the other stages' results were written: warm them too
+        emit({"error": str(err), "kind": "StageFailed"})
+        warm_results_file(output)
+        return 1
     except Exception as err:
         traceback.print_exc()
         emit({"error": f"{type(err).__name__}: {err}", "kind": type(err).__name__})
         return 1
     # the first visit of each page then reads its views instead of building them
-    from dashboard.data.warm import warm_results_file
-
     warm_results_file(output)
     return 0
 

@@ -15,6 +15,7 @@ from dash.exceptions import PreventUpdate
 from dashboard.data.contract import ResultsError
 from dashboard.data.datasets import Dataset, DatasetRegistry, UnknownDataset
 from dashboard.data.results import Results, load_results
+from dashboard.data.stages import stage_key
 from dashboard.hosting import auth
 from dashboard.jobs.queue import JobQueue
 from dashboard.jobs.store import QueueUnavailable
@@ -23,6 +24,8 @@ from dashboard.web.widgets import alert, page_href
 
 CONFIG_KEY = "VELODASH_CONFIG"
 QUEUE_KEY = "velodash_queue"
+#: Pattern-id type of the store that marks a page drawn while its fit still lands stages.
+STAGE_WATCH = "stage-watch"
 
 
 def current_registry() -> DatasetRegistry:
@@ -64,7 +67,9 @@ def resolve(
             fitting = []
         if fitting:
             job = current_queue().public(fitting[0])
-            return dataset, None, jobview.pending_notice(dataset.id, job)
+            # the page opens in place once the fit's first stage lands
+            watch = _watch_store(dataset.id, [])
+            return dataset, None, html.Div([jobview.pending_notice(dataset.id, job), watch])
         return dataset, None, alert(not_fitted_message(dataset, on_home), "info")
     try:
         return dataset, load_results(path), None
@@ -107,3 +112,15 @@ def fitted(ds: str | None) -> tuple[Dataset, Results]:
     if dataset is None or results is None:
         raise PreventUpdate
     return dataset, results
+
+
+def stage_watch(dataset: Dataset, results: Results) -> dcc.Store:
+    """What a results page records of the stages it was drawn with (``key`` None for complete
+    results): the shell redraws the page when a stage of its fit lands, fails or stops
+    (`shell.redraw_when_a_stage_lands`)."""
+    return _watch_store(dataset.id, stage_key(results.path))
+
+
+def _watch_store(ds: str, key: list | None) -> dcc.Store:
+    """The store of `stage_watch`: ``key`` [] for a page waiting for its fit's first stage."""
+    return dcc.Store(id={"type": STAGE_WATCH, "page": "page"}, data={"ds": ds, "key": key})

@@ -11,8 +11,9 @@ from typing import Any
 
 from dash import html
 
-from core.options import STAGE_SPAN
 from core.params import FitParams
+from core.progress import seconds_left
+from dashboard.data.stages import in_words
 
 #: Pattern id of the live text in a pending notice (updated in the browser on every poll).
 PENDING_TEXT = "job-pending-text"
@@ -20,41 +21,14 @@ PENDING_TEXT = "job-pending-text"
 
 def remaining(job: dict[str, Any], now: float | None = None) -> tuple[float, bool] | None:
     """(seconds left, whether that is an upper bound) for a running job, or None before there
-    is a rate to go by.
-
-    The current stage's rate finishes it: in training, the epoch rate so far times the epochs
-    left (an upper bound: training stops early once the velocity has converged); in a stage
-    that reports its own progress (the uncertainty's cell chunks), its rate over its share of
-    the progress bar (`STAGE_SPAN`); otherwise its expected share at the rate of the stages
-    done, less the time it has run. The stages after it go at the rate of the stages done
-    (seconds per share of the bar). The first stage has no rate yet. Times are the worker's
-    clock against `now` (the web server's): hosts must keep their clocks in sync (NTP).
-    """
-    progress = job.get("progress") or {}
-    started, stage_started = progress.get("started"), progress.get("stage_started")
-    if job.get("state") != "running" or started is None or stage_started is None:
+    is a rate to go by (`core.progress.seconds_left` over the job's progress: the
+    current stage at its own rate, the stages after it at the rate of the stages done; in
+    training an upper bound, as training stops early once the velocity has converged). Times
+    are the worker's clock against `now` (the web server's): hosts must keep their clocks in
+    sync (NTP)."""
+    if job.get("state") != "running":
         return None
-    if progress.get("stage") == "done":
-        return 0.0, False
-    now = time.time() if now is None else now
-    stage_fraction = float(progress.get("stage_fraction") or 0.0)
-    if stage_fraction <= 0:
-        return None
-    per_share = max(0.0, stage_started - started) / stage_fraction  # s per unit of the bar
-    epoch, max_epochs = progress.get("epoch"), progress.get("max_epochs")
-    if progress.get("stage") == "train":
-        if not epoch or not max_epochs:
-            return None
-        per_epoch = max(0.0, now - stage_started) / epoch
-        after = (1.0 - STAGE_SPAN["train"][1]) * per_share
-        return (max_epochs - epoch) * per_epoch + after, epoch < max_epochs
-    end = STAGE_SPAN.get(progress.get("stage"), (0.0, 1.0))[1]
-    fraction, running_for = float(progress.get("fraction") or 0.0), max(0.0, now - stage_started)
-    if fraction > stage_fraction:
-        this = (end - fraction) * running_for / (fraction - stage_fraction)
-    else:
-        this = max(0.0, (end - stage_fraction) * per_share - running_for)
-    return this + (1.0 - end) * per_share, False
+    return seconds_left(job.get("progress") or {}, 1.0, now)
 
 
 def duration(seconds: float) -> str:
@@ -64,15 +38,11 @@ def duration(seconds: float) -> str:
 
 
 def time_left(job: dict[str, Any], now: float | None = None) -> str:
-    """The estimate of `remaining` in words ("about 4 min left", "at most about 4 min left",
-    "under a minute left"), or "" when there is none yet or the fit is writing its end."""
-    estimate = remaining(job, now)
-    if estimate is None or (job.get("progress") or {}).get("stage") == "done":
+    """The estimate of `remaining` in words (`dashboard.data.stages.in_words`), or "" when
+    there is none yet or the fit is writing its end."""
+    if (job.get("progress") or {}).get("stage") == "done":
         return ""
-    seconds, bound = estimate
-    if seconds < 60:
-        return "under a minute left"
-    return f"{'at most ' if bound else ''}about {round(seconds / 60)} min left"
+    return in_words(remaining(job, now))
 
 
 def describe(job: dict[str, Any], now: float | None = None) -> str:

@@ -6,10 +6,12 @@ seconds otherwise) and writes it to the ``job-state`` store; the bar, the live t
 notices and the reload of a page whose dataset just got fitted are drawn in the browser from
 that store (assets/velodash.js), so a poll costs one request. Every visitor of a dataset sees
 the same job: stage, epoch / max, validation ELBO, queue position and who started it.
+A page drawn while its fit still lands stages is drawn again, in place, when one lands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from urllib.parse import parse_qs, urlsplit
@@ -20,12 +22,15 @@ from dash import ALL, ClientsideFunction, Input, Output, State, dcc, html, no_up
 from dash.exceptions import PreventUpdate
 
 from dashboard.data.datasets import DatasetRegistry, UnknownDataset
+from dashboard.data.stages import stage_key
 from dashboard.hosting import auth
 from dashboard.jobs.queue import JobFinished, JobNotFound
 from dashboard.jobs.store import FINAL, QueueUnavailable
 from dashboard.web import context, jobview, splicing_views
 from dashboard.web import widgets as ui
 
+#: Dash pages' container of the page's content (what its router callback fills).
+PAGE_CONTENT = "_pages_content"
 #: Poll intervals (ms) while the dataset has a queued/running job, and otherwise.
 POLL_ACTIVE_MS = 1000
 POLL_IDLE_MS = 4000
@@ -153,17 +158,53 @@ def show_notice(href: str | None, notice: dict | None) -> tuple:
     return None, None
 
 
+def redraw_when_a_stage_lands(
+    pathname: str | None, search: str | None, watched: list, registry: DatasetRegistry
+):
+    """The page drawn afresh when its fit has landed (or failed, or stopped) a stage since the
+    page was drawn (its `context.stage_watch` store; a page waiting for the fit's first stage
+    opens when it lands), so the stage's views appear without a reload; else PreventUpdate.
+    Pages drawn from complete results are left alone."""
+    if not watched or not watched[0] or watched[0].get("key") is None:
+        raise PreventUpdate
+    ds = watched[0]["ds"]
+    try:
+        path = registry.results_for(registry.get(ds))
+    except UnknownDataset:
+        raise PreventUpdate from None
+    if path is None or stage_key(path) == watched[0]["key"]:
+        raise PreventUpdate
+    page = next((p for p in dash.page_registry.values() if p["path"] == pathname), None)
+    if page is None or not callable(page["layout"]):
+        raise PreventUpdate
+    query = {k: v[0] for k, v in parse_qs((search or "").lstrip("?")).items()}
+    return page["layout"](**query)
+
+
 def register_callbacks(app: dash.Dash, registry: DatasetRegistry) -> None:
     """The shell's callbacks: job polling and display, cancel, alerts, nav links, URL, copy."""
-    app.callback(
+
+    @app.callback(
         Output(ui.JOB_STATE, "data"),
         Output(ui.JOB_SEEN, "data"),
         Output(ui.JOB_FINISHED, "data"),
         Output(ui.JOB_POLL, "interval"),
+        Output(PAGE_CONTENT, "children", allow_duplicate=True),
         Input(ui.JOB_POLL, "n_intervals"),
         Input(ui.URL, "search"),
         State(ui.JOB_SEEN, "data"),
-    )(lambda _n, search, seen: poll_job(search, seen, registry))
+        State(ui.URL, "pathname"),
+        State({"type": context.STAGE_WATCH, "page": ALL}, "data"),
+        prevent_initial_call="initial_duplicate",
+    )
+    def poll(_n, search: str | None, seen: dict | None, pathname: str | None, watched: list):
+        """One request per poll: the job of the URL's dataset, and the page drawn again when
+        a stage of its fit landed (`redraw_when_a_stage_lands`)."""
+        page = no_update
+        if dash.ctx.triggered_id == ui.JOB_POLL:
+            with contextlib.suppress(PreventUpdate):
+                page = redraw_when_a_stage_lands(pathname, search, watched, registry)
+        return (*poll_job(search, seen, registry), page)
 
     app.clientside_callback(
         ClientsideFunction("velodash", "jobBar"),

@@ -25,13 +25,19 @@ def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div
     if problem is not None:
         return problem
     if not results.has("coherence"):
-        return ui.alert(results.missing_reason("coherence"), "info")
+        return html.Div(
+            [
+                ui.alert(results.missing_reason("coherence"), "info"),
+                context.stage_watch(dataset, results),
+            ]
+        )
     cell_type = type if type in results.cell_types else results.cell_types[0]
     return html.Div(
         [
             dcc.Store(id="coherence-ds", data=dataset.id),
             dcc.Download(id="coherence-download"),
             ui.url_state_store(),
+            context.stage_watch(dataset, results),
             html.Div(
                 [
                     html.Label("Cell types in the CDF", className="label"),

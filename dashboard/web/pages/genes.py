@@ -243,6 +243,7 @@ def layout(
             dcc.Store(id="gene-velocity-window"),  # {"gene", "window"} drawn when zoomed
             zoom.request_store("gene-velocity-umap"),
             ui.url_state_store(),
+            context.stage_watch(dataset, results),
             dcc.Download(id="genes-download"),
             html.Div(
                 [_table_card(results, gene), _figures(dataset, results, color_by, companion)],

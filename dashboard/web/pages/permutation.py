@@ -30,12 +30,18 @@ def layout(ds: str | None = None, top: str | int = 30, **_query) -> html.Div:
     if problem is not None:
         return problem
     if not results.has("permutation"):
-        return ui.alert(results.missing_reason("permutation"), "info")
+        return html.Div(
+            [
+                ui.alert(results.missing_reason("permutation"), "info"),
+                context.stage_watch(dataset, results),
+            ]
+        )
     return html.Div(
         [
             dcc.Store(id="permutation-ds", data=dataset.id),
             dcc.Download(id="permutation-download"),
             ui.url_state_store(),
+            context.stage_watch(dataset, results),
             html.Div(
                 [
                     html.Div(

@@ -47,6 +47,7 @@ def layout(
             dcc.Store(id="portraits-shown"),
             dcc.Download(id="portraits-download"),
             ui.url_state_store(),
+            context.stage_watch(dataset, results),
             html.Div(
                 [
                     *controls,

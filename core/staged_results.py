@@ -1,0 +1,243 @@
+"""Results that land stage by stage while a fit runs.
+
+A fit writing ``OUT`` keeps, until it ends, a folder ``OUT.stages/`` (:func:`stages_dir`):
+
+- ``base.h5ad``: everything up to the posterior and the velocity graph (embedding, velocity,
+  latent time, fitted kinetics, projected velocity), a results file of the contract without
+  the late analyses, written as soon as the graph is done;
+- ``<stage>.h5ad`` for each late stage (:data:`LATE_STAGES`) once it is done: only the slots
+  that stage added (obs/var columns, obsm/varm/layers/uns entries), in the same gene-chunked
+  layout;
+- ``status.json``: the planned stages, those landed, the one running, a failure, the fit's
+  progress (the fields :func:`seconds_left` reads), and the writer's pid, host and heartbeat.
+
+Every file is written to a temp name and renamed, so a reader sees a stage whole or not at
+all. When the fit ends the whole results are written to ``OUT`` (one ordinary ``.h5ad``) and the
+folder is removed. A late stage that fails is recorded (``uns['velodash']['stages']['failed']``
+in ``OUT``); the stages before and after it are kept. Nothing here imports the dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import pandas as pd
+
+from core.progress import ProgressClock
+from core.results_io import write_results
+
+#: The first landing: posterior and velocity graph (what the streams, genes, portraits and
+#: heatmap need).
+BASE = "base"
+#: Stages that land after it, each in its own file, in the order the fit runs them.
+LATE_STAGES = ("uncertainty", "coherence", "permutation", "baseline")
+#: The pipeline stage whose end the base landing follows (graph; posterior when it is skipped).
+BASE_AFTER = ("graph", "posterior")
+STATUS_FILE = "status.json"
+#: Seconds between two heartbeats of a running fit, and after which a silent one is stopped.
+HEARTBEAT_S = 20.0
+STALE_S = 180.0
+#: Least seconds between two progress writes of ``status.json``.
+STATUS_INTERVAL_S = 2.0
+_CONTAINERS = ("obs", "var", "obsm", "varm", "layers", "uns")
+
+
+def stages_dir(output: str | os.PathLike) -> Path:
+    """The folder where the fit writing ``output`` lands its stages (``OUT.stages``)."""
+    output = Path(output)
+    return output.with_name(output.name + ".stages")
+
+
+def stage_file(folder: Path, stage: str) -> Path:
+    """The file stage ``stage`` (``BASE`` or a late stage) lands in."""
+    return folder / f"{stage}.h5ad"
+
+
+def read_status(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """``status.json`` of a stages folder, or None when it is absent or unreadable."""
+    try:
+        return json.loads((Path(folder) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def writer_alive(status: Mapping[str, Any], now: float | None = None) -> bool:
+    """Whether the fit that writes ``status`` still runs: on this host, its process exists;
+    elsewhere, its heartbeat is under :data:`STALE_S` seconds old."""
+    now = time.time() if now is None else now
+    if status.get("host") == socket.gethostname() and status.get("pid"):
+        try:
+            os.kill(int(status["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return now - float(status.get("heartbeat") or 0) < STALE_S
+
+
+def slot_keys(adata: ad.AnnData) -> dict[str, set[str]]:
+    """The keys of each container of ``adata`` (and of ``uns['velodash']``): what a stage's
+    additions are measured against (:func:`added_since`)."""
+    keys = {
+        "obs": set(adata.obs.columns),
+        "var": set(adata.var.columns),
+        "obsm": set(adata.obsm.keys()),
+        "varm": set(adata.varm.keys()),
+        "layers": set(adata.layers.keys()),
+        "uns": set(adata.uns.keys()),
+    }
+    keys["velodash"] = set(adata.uns.get("velodash", {}))
+    return keys
+
+
+def added_since(adata: ad.AnnData, before: Mapping[str, set[str]]) -> ad.AnnData:
+    """An AnnData over the same cells and genes holding only the slots added to ``adata``
+    since ``before`` (:func:`slot_keys`); new ``uns['velodash']`` entries go under
+    ``uns['velodash']``."""
+    after = slot_keys(adata)
+    new = {kind: sorted(after[kind] - before[kind]) for kind in after}
+    velodash = adata.uns.get("velodash", {})
+    uns = {k: adata.uns[k] for k in new["uns"]}
+    if new["velodash"]:
+        uns["velodash"] = {k: velodash[k] for k in new["velodash"]}
+    return ad.AnnData(
+        obs=pd.DataFrame({k: adata.obs[k] for k in new["obs"]}, index=adata.obs_names),
+        var=pd.DataFrame({k: adata.var[k] for k in new["var"]}, index=adata.var_names),
+        obsm={k: adata.obsm[k] for k in new["obsm"]},
+        varm={k: adata.varm[k] for k in new["varm"]},
+        layers={k: adata.layers[k] for k in new["layers"]},
+        uns=uns,
+    )
+
+
+class StageWriter:
+    """Lands a fit's stages in :func:`stages_dir` of ``output`` and keeps ``status.json``
+    current (progress at most every :data:`STATUS_INTERVAL_S`, a heartbeat every
+    :data:`HEARTBEAT_S` from a thread). Use as a context manager: leaving it stops the
+    heartbeat; :meth:`finish` writes ``output`` whole and removes the folder."""
+
+    def __init__(self, output: str | os.PathLike, planned: list[str]) -> None:
+        """Start (afresh) the stages folder of ``output`` for ``planned`` landings
+        (``BASE`` first, then the late stages the fit runs)."""
+        self.output = Path(output)
+        self.folder = stages_dir(self.output)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        self.clock = ProgressClock()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last_write = 0.0
+        self.status: dict[str, Any] = {
+            "format": 1,
+            "output": self.output.name,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "heartbeat": time.time(),
+            "planned": list(planned),
+            "landed": [],
+            "failed": None,
+            "progress": self.clock.state,
+        }
+        self._write_status()
+        self._beat = threading.Thread(target=self._heartbeat, name="velodash-stages", daemon=True)
+        self._beat.start()
+
+    def __enter__(self) -> StageWriter:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self._write_status()
+
+    def _write_status(self) -> None:
+        with self._lock:
+            self.status["heartbeat"] = time.time()
+            tmp = self.folder / f".{STATUS_FILE}.{uuid.uuid4().hex}.tmp"
+            try:
+                tmp.write_text(json.dumps(self.status, default=str))
+                os.replace(tmp, self.folder / STATUS_FILE)
+            except OSError:  # the folder went (the fit finished or was cleaned up)
+                tmp.unlink(missing_ok=True)
+            self._last_write = time.monotonic()
+
+    def progress(self, stage: str, fraction: float, epoch=None, max_epochs=None) -> None:
+        """Record a progress event; written at once for a new stage, else throttled."""
+        new_stage = self.clock.observe(stage, fraction, epoch, max_epochs)
+        if new_stage or time.monotonic() - self._last_write >= STATUS_INTERVAL_S:
+            self._write_status()
+
+    def land(self, stage: str, adata: ad.AnnData, before: Mapping[str, set[str]] | None) -> None:
+        """Write stage ``stage`` atomically: ``adata`` whole for ``BASE`` (``before`` None),
+        else the slots it gained since ``before`` (:func:`added_since`)."""
+        part = adata if before is None else added_since(adata, before)
+        write_results(part, stage_file(self.folder, stage))
+        self.status["landed"].append(stage)
+        self._write_status()
+
+    def fail(self, stage: str, message: str) -> None:
+        """Record that late stage ``stage`` failed with ``message`` (the fit goes on)."""
+        self.status["failed"] = {"stage": stage, "message": message}
+        self._write_status()
+
+    def abandon(self, message: str) -> None:
+        """The fit raised ``message`` (or was cancelled): remove the folder when nothing has
+        landed, else record the stage it stopped in as failed, keeping what landed."""
+        self._stop.set()
+        if not self.status["landed"]:
+            with self._lock:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        self.status["failed"] = {"stage": self.clock.state["stage"], "message": message}
+        self._write_status()
+
+    def finish(self, adata: ad.AnnData) -> Path:
+        """Write the whole results to ``output`` (atomically) and remove the stages folder."""
+        path = write_results(adata, self.output)
+        self._stop.set()
+        with self._lock:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return path
+
+
+class StageFailed(RuntimeError):
+    """A late stage of a fit failed; the results of the others were written to ``path``."""
+
+    def __init__(self, stage: str, message: str, path: Path) -> None:
+        super().__init__(
+            f"the {stage} stage failed ({message}); the results of the other stages were "
+            f"written to {path.name} and can be browsed. Fit again to retry the {stage} stage."
+        )
+        self.stage, self.path = stage, path
+
+
+def failed_stage(path: str | os.PathLike) -> str | None:
+    """The late stage recorded as failed in results file ``path``, or None (a complete file;
+    read without loading it)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        node = f.get("uns/velodash/stages/failed/stage")
+        if node is None:
+            return None
+        value = node[()]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def remove_stages(output: str | os.PathLike) -> None:
+    """Delete the stages folder of ``output`` (a cancelled or broken fit's partial results)."""
+    shutil.rmtree(stages_dir(output), ignore_errors=True)

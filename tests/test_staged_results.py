@@ -1,0 +1,173 @@
+"""Results that land stage by stage (issue 16, item 4): a real fit of a small simulation lands
+its posterior and graph first, then each late stage atomically; the landings read together
+equal the final file; a late stage that fails keeps the others; the pages' notices say which
+stage is computing, stopped or failed, with the time left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_results import QUICK_FIT
+
+from core.params import FitParams
+from core.pipeline import fit_file
+from core.progress import seconds_left
+from core.staged_results import BASE, STATUS_FILE, StageFailed, failed_stage, stages_dir
+from dashboard.data.results import Results, load_results
+from dashboard.data.stages import StageReport, stage_report
+from dashboard.data.store import ResultsStore
+
+#: Every late stage runs, with few samples so the fit stays short.
+STAGED = {**QUICK_FIT, "skip": [], "n_samples": 5, "n_samples_intrinsic": 10}
+STAGED |= {"n_samples_extrinsic": 5, "permutation_cells": 100}
+LATE = ["uncertainty", "coherence", "permutation", "baseline"]
+
+
+class Snapshots:
+    """Progress callback that copies the stages folder when each stage starts."""
+
+    def __init__(self, output: Path, keep: Path) -> None:
+        self.output, self.keep, self.seen = output, keep, {}
+        self.stage = None
+
+    def __call__(self, event) -> None:
+        if event.stage == self.stage:
+            return
+        self.stage = event.stage
+        folder = stages_dir(self.output)
+        files = sorted(p.name for p in folder.glob("*.h5ad")) if folder.is_dir() else None
+        self.seen[event.stage] = files
+        if event.stage == "write" and folder.is_dir():
+            shutil.copytree(folder, self.keep)
+
+
+@pytest.fixture(scope="module")
+def staged(tiny_counts, tmp_path_factory):
+    """(output, snapshots, copy of the stages folder just before the final write)."""
+    folder = tmp_path_factory.mktemp("staged")
+    output = folder / "out.h5ad"
+    snapshots = Snapshots(output, folder / "landed")
+    fit_file(tiny_counts, output, FitParams.from_dict(STAGED), progress=snapshots)
+    return output, snapshots, folder / "landed"
+
+
+def test_stages_land_in_order_and_the_folder_goes_at_the_end(staged):
+    output, snapshots, _ = staged
+    seen = snapshots.seen
+    assert seen["train"] == [] and seen["graph"] == []  # nothing lands before the graph
+    assert seen["uncertainty"] == ["base.h5ad"]
+    assert seen["coherence"] == ["base.h5ad", "uncertainty.h5ad"]
+    assert seen["permutation"] == ["base.h5ad", "coherence.h5ad", "uncertainty.h5ad"]
+    assert set(seen["write"]) == {f"{s}.h5ad" for s in (BASE, *LATE)}
+    assert output.is_file() and not stages_dir(output).exists()
+    assert failed_stage(output) is None
+
+
+def test_landed_stages_read_together_equal_the_final_file(staged):
+    output, _, landed = staged
+    merged = ResultsStore(landed / "base.h5ad", [landed / f"{s}.h5ad" for s in LATE])
+    final = ResultsStore(output)
+    a, b = merged.adata, final.adata
+    assert sorted(a.obs.columns) == sorted(b.obs.columns)
+    assert sorted(a.var.columns) == sorted(b.var.columns)
+    for column in b.obs.columns:
+        assert np.array_equal(a.obs[column].to_numpy(), b.obs[column].to_numpy()), column
+    for column in b.var.columns:
+        assert np.array_equal(a.var[column].to_numpy(), b.var[column].to_numpy()), column
+    for kind in ("obsm", "varm"):
+        left, right = getattr(a, kind), getattr(b, kind)
+        assert sorted(left.keys()) == sorted(right.keys()), kind
+        for key in right:
+            assert np.array_equal(np.asarray(left[key]), np.asarray(right[key])), key
+    assert sorted(merged.layers) == sorted(final.layers)
+    for key in final.layers:
+        assert np.array_equal(merged.columns(key, slice(0, 7)), final.columns(key, slice(0, 7)))
+    assert sorted(merged.uns_matrices) == sorted(final.uns_matrices)
+    graph = merged.uns_matrix("velocity_baseline_graph")
+    assert (graph != final.uns_matrix("velocity_baseline_graph")).nnz == 0
+    velodash_keys = set(b.uns["velodash"]) - {"timings"}
+    assert velodash_keys <= set(a.uns["velodash"])
+    for key, value in b.uns["velodash"]["permutation"].items():
+        assert np.array_equal(a.uns["velodash"]["permutation"][key], value), key
+
+
+def _landed_copy(landed: Path, tmp_path: Path, stages: list[str], status: dict) -> Path:
+    """A stages folder holding the base and ``stages`` files and ``status``."""
+    folder = tmp_path / "out.h5ad.stages"
+    folder.mkdir()
+    for stage in (BASE, *stages):
+        shutil.copy(landed / f"{stage}.h5ad", folder)
+    status = {**json.loads((landed / STATUS_FILE).read_text()), **status}
+    (folder / STATUS_FILE).write_text(json.dumps(status))
+    return folder / "base.h5ad"
+
+
+def test_a_page_says_which_stage_is_computing_and_about_how_long(staged, tmp_path):
+    _, _, landed = staged
+    now = 1000.0
+    progress = {"stage": "uncertainty", "fraction": 0.85, "started": 0.0}
+    progress |= {"stage_started": now - 50.0, "stage_fraction": 0.78}
+    base = _landed_copy(landed, tmp_path, [], {"pid": os.getpid(), "progress": progress})
+    results = load_results(base)
+    assert results.has("streams") and not results.has("intrinsic")
+    reason = results.missing_reason("intrinsic")
+    assert reason.startswith("Computing: stage 2 of 5 (uncertainty), about"), reason
+    assert "stage 3 of 5 (velocity coherence)" in results.missing_reason("coherence")
+    # the closed form: 50 s for 0.07 of the bar so far, 0.07 to go; per share 950 s / 0.78
+    left, bound = seconds_left(progress, 0.92, now)
+    assert left == pytest.approx((0.92 - 0.85) * 50.0 / (0.85 - 0.78)) and not bound
+    later, _ = seconds_left(progress, 0.99, now)  # the baseline lands after three more shares
+    assert later == pytest.approx(left + (0.99 - 0.92) * 950.0 / 0.78)
+    # a stage lands: the next open reads it
+    shutil.copy(landed / "uncertainty.h5ad", base.parent)
+    assert load_results(base).has("intrinsic") and load_results(base) is not results
+
+
+def test_a_fit_that_died_is_shown_as_stopped(staged, tmp_path):
+    _, _, landed = staged
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    base = _landed_copy(landed, tmp_path, ["uncertainty"], {"pid": int(dead.stdout)})
+    report = stage_report(base)
+    assert report.state("uncertainty") == "landed" and report.state("coherence") == "stopped"
+    assert "fit stopped before its velocity coherence stage" in load_results(base).missing_reason(
+        "coherence"
+    )
+
+
+def test_a_late_stage_that_fails_keeps_the_others(tiny_counts, tmp_path, monkeypatch):
+    import core.analyses
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("coherence broke (fault injected by the test)")
+
+    monkeypatch.setattr(core.analyses, "_coherence_stage", broken)
+    output = tmp_path / "out.h5ad"
+    with pytest.raises(StageFailed, match="the coherence stage failed") as raised:
+        fit_file(tiny_counts, output, FitParams.from_dict(STAGED))
+    assert raised.value.path == output and failed_stage(output) == "coherence"
+    results = Results(ResultsStore(output), path=output)
+    assert results.has("intrinsic") and results.has("permutation") and results.has("baseline")
+    assert not results.has("coherence")
+    assert results.missing_reason("coherence").startswith(
+        "The velocity coherence stage failed (RuntimeError: coherence broke"
+    )
+    assert not stages_dir(output).exists()
+
+
+def test_report_states():
+    report = StageReport(planned=(BASE, "uncertainty", "baseline"), landed=(BASE,), alive=True)
+    assert report.pending == ("uncertainty", "baseline")
+    assert report.state("coherence") == "unplanned" and report.reason("coherence") is None
+    assert "time left not known yet" in report.reason("uncertainty")
