@@ -75,7 +75,7 @@ def empty_figure(message: str, title: str = "") -> go.Figure:
     """A figure with no data and ``message`` in the middle (the empty state of a figure)."""
     fig = go.Figure(layout=base_layout(title))
     fig.add_annotation(
-        text=wrapped(message, 90),
+        text=wrapped(message, 64),
         x=0.5,
         y=0.5,
         xref="paper",

@@ -91,10 +91,10 @@ def uncertainty_figures(
             fig.add_annotation(
                 text=wrapped(results.missing_reason(kind), 48),
                 showarrow=False,
-                xref=f"x{suffix} domain",
-                yref=f"y{suffix} domain",
-                x=0.5,
-                y=0.5,
+                xref="paper",
+                yref="paper",
+                x=float(np.mean(fig.layout[f"xaxis{suffix}"].domain)),
+                y=float(np.mean(fig.layout[f"yaxis{suffix}"].domain)),
             )
             continue
         values = results.obs_numeric(f"{kind}_uncertainty")

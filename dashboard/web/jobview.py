@@ -87,7 +87,8 @@ def pending_notice(dataset_id: str, job: dict[str, Any]) -> html.Div:
     return html.Div(
         [
             html.Span(describe(job), id={"type": PENDING_TEXT, "ds": dataset_id}),
-            " This page opens by itself when the fit is done.",
+            " This page opens by itself as soon as the fit's first results (the posterior and"
+            " the velocity graph) are written.",
         ],
         className="alert alert-info job-pending",
         role="status",
