@@ -20,7 +20,8 @@ from core.staged_results import BASE, LATE_STAGES, StageWriter, slot_keys
 
 
 class Stages:
-    """Times stages and reports their start to the progress callback."""
+    """Times stages (``timings``: seconds per stage) and reports their progress to the
+    callback and, when the fit writes stage by stage, to its ``writer``."""
 
     def __init__(self, progress: ProgressCallback | None) -> None:
         self.progress = progress
@@ -28,6 +29,7 @@ class Stages:
         self.writer: StageWriter | None = None
 
     def report(self, event: ProgressEvent) -> None:
+        """Pass ``event`` on to the writer's status and the progress callback."""
         if self.writer is not None:
             self.writer.progress(event.stage, event.fraction, event.epoch, event.max_epochs)
         if self.progress is not None:
@@ -55,10 +57,9 @@ class Stages:
     def stage(self, name: str, message: str) -> Iterator[None]:
         """Report the stage's start, time it, and return its freed memory to the OS after it."""
         self.report(ProgressEvent(name, STAGE_SPAN[name][0], message))
-        start = time.perf_counter()
-        yield
-        release_free_memory()
-        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
+        with self.timed(name):
+            yield
+            release_free_memory()
 
 
 @contextmanager
