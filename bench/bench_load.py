@@ -19,7 +19,8 @@ folder; its views are built by the capture's first visit, as a first user would)
     .venv/bin/python bench/bench_load.py --users 50 --duration 60 [--results RESULTS.h5ad]
 
 Against a running server: ``--url URL --user U --password P --dataset ID [--server-pid PID]``.
-Raw numbers go to ``bench/out/load.json``.
+Raw numbers go to ``bench/out/load.json``; a self-hosted server's log beside it
+(``load.serve.log``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -220,7 +222,10 @@ async def _send(client: httpx.AsyncClient, request: Request, value: tuple[str, s
     if body is not None and value is not None:
         body = body.replace(json.dumps(value[0]), json.dumps(value[1]))
     headers = {"Content-Type": "application/json"} if body is not None else None
-    response = await client.request(request.method, request.path, content=body, headers=headers)
+    try:
+        response = await client.request(request.method, request.path, content=body, headers=headers)
+    except httpx.TransportError as err:  # name the request and what the connection did
+        raise RuntimeError(f"{_describe(request)}: {type(err).__name__} {err}") from err
     if response.status_code >= 400:
         raise RuntimeError(f"{response.status_code} {request.path}: {response.text[:120]}")
 
@@ -383,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             finally:
                 hosted.stop()
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(hosted.web.log, args.out.with_suffix(".serve.log"))
     total = sum(len(s.seconds) + len(s.errors) for s in results.values())
     requests = sum(len(f.requests) * len(results[f.name].seconds) for f in flows)
     errors = [e for s in results.values() for e in s.errors]
