@@ -243,7 +243,9 @@ async def _timed(client, requests, value, stats: Stats) -> None:
 
 async def _user(url, auth, flows, poll, results, stop_at, seed) -> None:
     rng = random.Random(seed)
-    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+    # Idle connections are dropped before gunicorn's keep-alive (5 s) closes them: at equal
+    # timeouts a request raced the server's close (ReadError), which browsers retry unseen.
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=3.0)
     async with httpx.AsyncClient(base_url=url, auth=auth, timeout=120, limits=limits) as client:
 
         async def polling():
@@ -318,11 +320,13 @@ def report(results: dict[str, Stats], flows: list[Flow]) -> str:
 
 
 def _memory_lines(before: dict, after: dict, peak_mb: float) -> list[str]:
-    """The server's memory before/after the load (sum and per process) and its peak."""
+    """The server's memory before/after the load (sum and per process), its peak, and the
+    CPU seconds it used during the load."""
     lines = [
         f"server ({before['processes']} processes): RSS {before['rss_mb']:.0f} → "
         f"{after['rss_mb']:.0f} MB (peak of the sum during the load {peak_mb:.0f} MB), "
-        f"PSS {before['pss_mb']:.0f} → {after['pss_mb']:.0f} MB"
+        f"PSS {before['pss_mb']:.0f} → {after['pss_mb']:.0f} MB; "
+        f"{after['cpu_s'] - before['cpu_s']:.0f} s of CPU during the load"
     ]
     started = {p["pid"]: p for p in before["per_process"]}
     for now in after["per_process"]:

@@ -46,8 +46,9 @@ def _processes(pid: int) -> list[psutil.Process]:
 
 
 def server_memory(pid: int) -> dict:
-    """RSS and PSS (MB) summed over process `pid` and its descendants, their count, and
-    `per_process`: pid, role, RSS/PSS/USS and peak RSS (VmHWM) in MB of each. Roles: "master"
+    """RSS and PSS (MB) and CPU seconds (user + system) summed over process `pid` and its
+    descendants, their count, and `per_process`: pid, role, RSS/PSS/USS and peak RSS (VmHWM)
+    in MB and CPU seconds of each. Roles: "master"
     (`pid`), "worker" (a fork with the master's command line: a gunicorn worker), "child" (any
     other process, e.g. the local queue's worker)."""
     each = []
@@ -60,10 +61,12 @@ def server_memory(pid: int) -> dict:
             "role": "master" if proc.pid == pid else ("worker" if same else "child"),
             **{f"{k}_mb": getattr(info, k, info.rss) / 2**20 for k in ("rss", "pss", "uss")},
             "hwm_mb": _peak_rss_mb(proc.pid),
+            "cpu_s": sum(proc.cpu_times()[:2]),
         })  # fmt: skip
     return {
         "rss_mb": sum(p["rss_mb"] for p in each),
         "pss_mb": sum(p["pss_mb"] for p in each),
+        "cpu_s": sum(p["cpu_s"] for p in each),
         "processes": len(each),
         "per_process": each,
     }
