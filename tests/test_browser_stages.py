@@ -102,4 +102,7 @@ def test_stages_appear_in_place_as_they_land(dash_duo, tmp_path, tiny_counts, la
     until(lambda: "Computing: stage 4 of 5" in _visible_text(dash_duo), 30)
     _status(folder, failed={"stage": "permutation", "message": "MemoryError: injected"})
     until(lambda: "The permutation scores stage failed (MemoryError" in _visible_text(dash_duo), 30)
+    # the dataset list says the fit has landed only part of its stages
+    dash_duo.find_element("#nav-home").click()
+    until(lambda: "partly fitted" in _visible_text(dash_duo), 30)
     assert dash_duo.get_logs() == []

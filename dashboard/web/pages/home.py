@@ -27,6 +27,7 @@ from dash.exceptions import PreventUpdate
 from core.options import in_pipeline_order
 from dashboard import figures
 from dashboard.data.datasets import UPLOADS_DISABLED, Dataset, UnknownDataset
+from dashboard.data.stages import is_base_file
 from dashboard.hosting import auth
 from dashboard.jobs import devices
 from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
@@ -82,8 +83,9 @@ def _dataset_item(dataset: Dataset, status: str, active: bool) -> html.Li:
 
 
 def dataset_list(active: str | None) -> list[html.Li]:
-    """One line per openable dataset: link, fit status (results, fitted, fitting, queued, needs
-    fit) and where it comes from."""
+    """One line per openable dataset: link, fit status (results, fitted, fitting, partly
+    fitted (a fit that stopped after its first stages landed), queued, needs fit) and where it
+    comes from."""
     registry = context.current_registry()
     try:
         jobs = {job.dataset: job.state for job in context.current_queue().store.active()}
@@ -91,9 +93,12 @@ def dataset_list(active: str | None) -> list[html.Li]:
         jobs = {}
     items = []
     for d in registry.datasets():
+        path = registry.results_for(d) if d.kind != "results" else None
         if d.kind == "results":
             status = "results"
-        elif registry.results_for(d) is not None:
+        elif path is not None and is_base_file(path):  # a fit still landing its stages
+            status = "fitting" if jobs.get(d.id) == "running" else "partly fitted"
+        elif path is not None:
             status = "fitted"
         else:
             status = {"running": "fitting", "queued": "queued"}.get(jobs.get(d.id), "needs fit")
