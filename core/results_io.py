@@ -16,6 +16,7 @@ also restores the raw moments.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,45 @@ def write_results(adata: ad.AnnData, path: str | os.PathLike) -> Path:
             for key, values in dense.items():
                 if key not in dropped:
                     _write_dense(f["layers"], key, values)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def extend_results(
+    base: str | os.PathLike, adata: ad.AnnData, added: ad.AnnData, path: str | os.PathLike
+) -> Path:
+    """Write ``adata`` to ``path`` atomically as a copy of results file ``base`` (written by
+    :func:`write_results` from ``adata`` before it gained the slots in ``added``, an AnnData
+    of the same cells and genes holding only them) with those slots added: the bytes of
+    ``base`` are copied, not encoded again. ``obs``, ``var`` and ``uns['velodash']`` are
+    rewritten whole from ``adata``; every other slot of ``base`` must be unchanged in
+    ``adata``. The file equals what :func:`write_results` writes, slot for slot."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    gzip = {"compression": "gzip", "compression_opts": 1}
+    try:
+        shutil.copyfile(base, tmp)
+        with h5py.File(tmp, "a") as f:
+            for kind in ("obs", "var"):
+                if len(getattr(added, kind).columns):
+                    del f[kind]
+                    write_elem(f, kind, getattr(adata, kind), dataset_kwargs=gzip)
+            for kind in ("obsm", "varm"):
+                for key in getattr(added, kind):
+                    write_elem(f[kind], key, getattr(adata, kind)[key], dataset_kwargs=gzip)
+            for key, values in added.layers.items():
+                if isinstance(values, np.ndarray) and values.ndim == 2:
+                    _write_dense(f["layers"], key, values)
+                else:
+                    write_elem(f["layers"], key, values, dataset_kwargs=gzip)
+            for key in set(added.uns) - {"velodash"}:
+                write_elem(f["uns"], key, adata.uns[key], dataset_kwargs=gzip)
+            del f["uns/velodash"]
+            velodash = {**adata.uns.get("velodash", {}), "layout": LAYOUT}
+            write_elem(f["uns"], "velodash", velodash, dataset_kwargs=gzip)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ import anndata as ad
 import pandas as pd
 
 from core.progress import ProgressClock
-from core.results_io import write_results
+from core.results_io import extend_results, write_results
 
 #: The first landing: posterior and velocity graph (what the streams, genes, portraits and
 #: heatmap need).
@@ -138,6 +138,7 @@ class StageWriter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_write = 0.0
+        self._base_keys: dict[str, set[str]] | None = None
         self.status: dict[str, Any] = {
             "format": 1,
             "output": self.output.name,
@@ -186,6 +187,8 @@ class StageWriter:
         else the slots it gained since ``before`` (:func:`added_since`)."""
         part = adata if before is None else added_since(adata, before)
         write_results(part, stage_file(self.folder, stage))
+        if before is None:
+            self._base_keys = slot_keys(adata)
         self.status["landed"].append(stage)
         self._write_status()
 
@@ -206,8 +209,15 @@ class StageWriter:
         self._write_status()
 
     def finish(self, adata: ad.AnnData) -> Path:
-        """Write the whole results to ``output`` (atomically) and remove the stages folder."""
-        path = write_results(adata, self.output)
+        """Write the whole results to ``output`` (atomically: a copy of the base landing plus
+        the slots added since, :func:`core.results_io.extend_results`) and remove the stages
+        folder."""
+        base = stage_file(self.folder, BASE)
+        if self._base_keys is not None and base.is_file():
+            added = added_since(adata, self._base_keys)
+            path = extend_results(base, adata, added, self.output)
+        else:
+            path = write_results(adata, self.output)
         self._stop.set()
         with self._lock:
             shutil.rmtree(self.folder, ignore_errors=True)

@@ -171,3 +171,43 @@ def test_report_states():
     assert report.pending == ("uncertainty", "baseline")
     assert report.state("coherence") == "unplanned" and report.reason("coherence") is None
     assert "time left not known yet" in report.reason("uncertainty")
+
+
+def test_the_final_file_extends_the_base_landing_as_a_full_write_would(tmp_path):
+    """`extend_results` (the final file: the base landing's bytes plus the late slots) against
+    `write_results` of the whole AnnData, slot for slot."""
+    import anndata as ad
+    from fake_results import make_fake_results
+
+    from core.results_io import extend_results, write_results
+    from core.staged_results import added_since, slot_keys
+
+    full = make_fake_results(n_cells=300, n_genes=40)
+    base = full.copy()
+    late = {"obs": ["intrinsic_uncertainty"], "var": ["permutation_score"]}
+    base.obs = base.obs.drop(columns=late["obs"])
+    base.var = base.var.drop(columns=late["var"])
+    del base.layers["velocity_coherence"], base.varm["coherence"], base.obsm["velocity_umap"]
+    full.uns["velocity_extra_graph"] = full.obsp["distances"]
+    full.uns["velodash"]["stages"] = {"failed": {"stage": "baseline", "message": "x"}}
+    write_results(base, tmp_path / "base.h5ad")
+    added = added_since(full, slot_keys(base))
+    extend_results(tmp_path / "base.h5ad", full, added, tmp_path / "extended.h5ad")
+    write_results(full, tmp_path / "whole.h5ad")
+    a, b = (ad.read_h5ad(tmp_path / f"{n}.h5ad") for n in ("extended", "whole"))
+    assert list(a.obs.columns) == list(b.obs.columns) and a.obs.equals(b.obs)
+    assert list(a.var.columns) == list(b.var.columns) and a.var.equals(b.var)
+    for kind in ("obsm", "varm", "layers", "obsp"):
+        left, right = getattr(a, kind), getattr(b, kind)
+        assert sorted(left.keys()) == sorted(right.keys()), kind
+        for key in right:
+            l_value, r_value = left[key], right[key]
+            if hasattr(r_value, "toarray"):
+                l_value, r_value = l_value.toarray(), r_value.toarray()
+            assert np.array_equal(np.asarray(l_value), np.asarray(r_value)), (kind, key)
+    assert sorted(a.uns) == sorted(b.uns)
+    assert (a.uns["velocity_extra_graph"] != b.uns["velocity_extra_graph"]).nnz == 0
+    assert a.uns["velodash"]["stages"]["failed"]["stage"] == "baseline"
+    assert sorted(a.uns["velodash"]) == sorted(b.uns["velodash"])
+    chunks = ResultsStore(tmp_path / "extended.h5ad").layers["velocity_coherence"].chunks
+    assert chunks == ResultsStore(tmp_path / "whole.h5ad").layers["velocity_coherence"].chunks
