@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core.params import FitParams
 from core.pipeline import fit_file
-from core.staged_results import failed_stage, stages_dir
+from core.staged_results import is_complete, stages_dir
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
@@ -33,7 +33,10 @@ def _watch(folder: Path, seen: dict[str, dict], stop: threading.Event) -> None:
     while not stop.wait(0.2):
         for path in folder.glob("*.h5ad") if folder.is_dir() else ():
             if path.name not in seen:
-                stat = path.stat()
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # the fit ended and removed the folder
+                    continue
                 seen[path.name] = {"landed": stat.st_mtime, "mb": round(stat.st_size / 1e6, 2)}
 
 
@@ -74,7 +77,7 @@ def main() -> None:
 
         timings = dict(ad.read_h5ad(output, backed="r").uns["velodash"]["timings"])
         size_mb = round(output.stat().st_size / 1e6, 2)
-        assert failed_stage(output) is None
+        assert is_complete(output)
     summary = {
         "input": args.input.name,
         "options": options,

@@ -7,8 +7,9 @@ coherence, permutation scores, scVelo baseline), each a stage that lands on its 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 from anndata import AnnData
@@ -16,7 +17,11 @@ from anndata import AnnData
 from core.memory import release_free_memory
 from core.options import STAGE_SPAN
 from core.params import FitParams, ProgressCallback, ProgressEvent
-from core.staged_results import BASE, LATE_STAGES, StageWriter, slot_keys
+from core.staged_results import BASE, LATE_STAGES, StageWriter, discard_added, slot_keys
+
+if TYPE_CHECKING:  # torch stays out of modules that only describe a fit
+    from core.graph import VelocityGraph
+    from core.velovi import VeloVI
 
 
 class Stages:
@@ -42,7 +47,9 @@ class Stages:
         yield
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 
-    def land(self, stage: str, result: AnnData, before=None) -> None:
+    def land(
+        self, stage: str, result: AnnData, before: Mapping[str, set[str]] | None = None
+    ) -> None:
         """Land ``stage`` of ``result`` when the fit writes stage by stage (timed as "write")."""
         if self.writer is not None:
             with self.timed("write"):
@@ -78,12 +85,12 @@ def quiet_libraries() -> Iterator[None]:
 
 def run_analyses(
     result: AnnData,
-    model,
+    model: VeloVI,
     params: FitParams,
     codes: np.ndarray,
     cell_types: list[str],
     stages: Stages,
-) -> dict[str, str] | None:
+) -> dict[str, str]:
     """Velocity graph, uncertainties, coherence, permutation score and baseline, in place.
 
     When the fit writes stage by stage (``stages.writer``), the results land once the graph is
@@ -104,7 +111,7 @@ def run_analyses(
         "permutation": lambda: _permutation_stage(result, model, params, codes, cell_types, stages),
         "baseline": lambda: _baseline_stage(result, params, graph, stages),
     }
-    failed = None
+    failed: dict[str, str] = {}
     for name in planned_late_stages(params):
         before = slot_keys(result)
         try:
@@ -112,10 +119,12 @@ def run_analyses(
         except Exception as err:
             if stages.writer is None:
                 raise
-            message = f"{type(err).__name__}: {err}"
-            failed = failed or {"stage": name, "message": message}
-            stages.writer.fail(name, message)
-            stages.report(ProgressEvent(name, STAGE_SPAN[name][1], f"{name} failed: {message}"))
+            discard_added(result, before)  # what the stage wrote before it failed
+            failed[name] = f"{type(err).__name__}: {err}"
+            stages.writer.fail(name, failed[name])
+            stages.report(
+                ProgressEvent(name, STAGE_SPAN[name][1], f"{name} failed: {failed[name]}")
+            )
             continue
         stages.land(name, result, before)
     return failed
@@ -134,7 +143,9 @@ def planned_late_stages(params: FitParams) -> list[str]:
     return [name for name in LATE_STAGES if runs[name]]
 
 
-def _uncertainty_stage(result: AnnData, model, params: FitParams, graph, stages: Stages) -> None:
+def _uncertainty_stage(
+    result: AnnData, model: VeloVI, params: FitParams, graph: VelocityGraph | None, stages: Stages
+) -> None:
     """Intrinsic and/or extrinsic uncertainty from one stream of velocity samples."""
     from core.uncertainty import add_uncertainty_to_adata, uncertainty_from_sample_chunks
 
@@ -162,7 +173,9 @@ def _uncertainty_stage(result: AnnData, model, params: FitParams, graph, stages:
         add_uncertainty_to_adata(result, *frames)
 
 
-def _coherence_stage(result: AnnData, graph, codes, cell_types: list[str], stages) -> None:
+def _coherence_stage(
+    result: AnnData, graph: VelocityGraph, codes: np.ndarray, cell_types: list[str], stages: Stages
+) -> None:
     """Velocity coherence per cell and gene, and its mean per cell type."""
     from core.coherence import add_coherence_to_adata, velocity_coherence
     from core.graph import transition_matrix
@@ -175,7 +188,14 @@ def _coherence_stage(result: AnnData, graph, codes, cell_types: list[str], stage
         add_coherence_to_adata(result, per_cell, per_type)
 
 
-def _permutation_stage(result, model, params: FitParams, codes, cell_types, stages) -> None:
+def _permutation_stage(
+    result: AnnData,
+    model: VeloVI,
+    params: FitParams,
+    codes: np.ndarray,
+    cell_types: list[str],
+    stages: Stages,
+) -> None:
     """The permutation scores of every gene and cell type."""
     from core.permutation import add_permutation_to_adata, permutation_scores
 
@@ -192,7 +212,9 @@ def _permutation_stage(result, model, params: FitParams, codes, cell_types, stag
         add_permutation_to_adata(result, scores)
 
 
-def _baseline_stage(result: AnnData, params: FitParams, graph, stages: Stages) -> None:
+def _baseline_stage(
+    result: AnnData, params: FitParams, graph: VelocityGraph | None, stages: Stages
+) -> None:
     """scVelo's baseline velocity, with its streams projected as veloVI's when there is a
     graph (``obsm['velocity_baseline_umap']``)."""
     from core.baseline import add_baseline_to_adata

@@ -200,7 +200,7 @@ def _fit_prepared(
     )
     failed = run_analyses(result, model, params, codes, cell_types, stages)
     result.uns["velodash"]["timings"] = dict(stages.timings)
-    if failed is not None:
+    if failed:
         result.uns["velodash"]["stages"] = {"failed": failed}
     return result
 
@@ -220,7 +220,7 @@ def fit_file(
     The results land stage by stage while the fit runs (:mod:`core.staged_results`: the
     posterior and graph first, then each late analysis), and the whole file is written to
     ``output_path`` at the end. A late stage that fails leaves the others in the file, records
-    itself in ``uns['velodash']['stages']['failed']`` and raises
+    itself in ``uns['velodash']['stages']['failed']`` (stage -> message) and raises
     :class:`~core.staged_results.StageFailed` after the write.
 
     With ``splicing_reference`` (a dataset with spliced/unspliced counts; its sha256 must equal
@@ -246,7 +246,7 @@ def fit_file(
     stages.report(ProgressEvent("done", 1.0, f"results written to {path}"))
     failed = result.uns["velodash"].get("stages", {}).get("failed")
     if failed:
-        raise StageFailed(failed["stage"], failed["message"], path)
+        raise StageFailed(failed, path)
     return path
 
 

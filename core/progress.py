@@ -11,7 +11,9 @@ from typing import Any
 from core.options import STAGE_SPAN
 
 
-def seconds_left(progress: Mapping[str, Any], until: float = 1.0, now: float | None = None):
+def seconds_left(
+    progress: Mapping[str, Any], until: float = 1.0, now: float | None = None
+) -> tuple[float, bool] | None:
     """(seconds until the fit's progress reaches ``until`` (a fraction of the bar,
     `STAGE_SPAN`), whether that is an upper bound), or None before there is a rate to go by.
 
@@ -69,7 +71,9 @@ class ProgressClock:
             "max_epochs": None,
         }
 
-    def observe(self, stage: str, fraction: float, epoch: int | None = None, max_epochs=None):
+    def observe(
+        self, stage: str, fraction: float, epoch: int | None = None, max_epochs: int | None = None
+    ) -> bool:
         """Record one event; returns whether it began a new stage."""
         new_stage = stage != self.state["stage"]
         self.state.update(stage=stage, fraction=round(float(fraction), 4))

@@ -14,7 +14,8 @@ A fit writing ``OUT`` keeps, until it ends, a folder ``OUT.stages/`` (:func:`sta
 Every file is written to a temp name and renamed, so a reader sees a stage whole or not at
 all. When the fit ends the whole results are written to ``OUT`` (one ordinary ``.h5ad``) and the
 folder is removed. A late stage that fails is recorded (``uns['velodash']['stages']['failed']``
-in ``OUT``); the stages before and after it are kept. Nothing here imports the dashboard.
+in ``OUT``: stage -> message) and what it wrote is dropped; the other stages are kept.
+Nothing here imports the dashboard.
 """
 
 from __future__ import annotations
@@ -41,21 +42,21 @@ from core.results_io import extend_results, write_results
 BASE = "base"
 #: Stages that land after it, each in its own file, in the order the fit runs them.
 LATE_STAGES = ("uncertainty", "coherence", "permutation", "baseline")
-#: The pipeline stage whose end the base landing follows (graph; posterior when it is skipped).
-BASE_AFTER = ("graph", "posterior")
 STATUS_FILE = "status.json"
+#: Suffix of a fit's stages folder, and the name of its first landing.
+STAGES_SUFFIX = ".stages"
+BASE_FILE = f"{BASE}.h5ad"
 #: Seconds between two heartbeats of a running fit, and after which a silent one is stopped.
 HEARTBEAT_S = 20.0
 STALE_S = 180.0
 #: Least seconds between two progress writes of ``status.json``.
 STATUS_INTERVAL_S = 2.0
-_CONTAINERS = ("obs", "var", "obsm", "varm", "layers", "uns")
 
 
 def stages_dir(output: str | os.PathLike) -> Path:
     """The folder where the fit writing ``output`` lands its stages (``OUT.stages``)."""
     output = Path(output)
-    return output.with_name(output.name + ".stages")
+    return output.with_name(output.name + STAGES_SUFFIX)
 
 
 def stage_file(folder: Path, stage: str) -> Path:
@@ -72,9 +73,12 @@ def read_status(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def writer_alive(status: Mapping[str, Any], now: float | None = None) -> bool:
-    """Whether the fit that writes ``status`` still runs: on this host, its process exists;
-    elsewhere, its heartbeat is under :data:`STALE_S` seconds old."""
+    """Whether the fit that writes ``status`` still runs: its heartbeat is under
+    :data:`STALE_S` seconds old and, on this host, its process exists (a fit killed here
+    reads as stopped at once)."""
     now = time.time() if now is None else now
+    if now - float(status.get("heartbeat") or 0) >= STALE_S:
+        return False
     if status.get("host") == socket.gethostname() and status.get("pid"):
         try:
             os.kill(int(status["pid"]), 0)
@@ -82,8 +86,7 @@ def writer_alive(status: Mapping[str, Any], now: float | None = None) -> bool:
             return False
         except PermissionError:
             return True
-        return True
-    return now - float(status.get("heartbeat") or 0) < STALE_S
+    return True
 
 
 def slot_keys(adata: ad.AnnData) -> dict[str, set[str]]:
@@ -148,7 +151,7 @@ class StageWriter:
             "heartbeat": time.time(),
             "planned": list(planned),
             "landed": [],
-            "failed": None,
+            "failed": {},
             "progress": self.clock.state,
         }
         self._write_status()
@@ -176,7 +179,9 @@ class StageWriter:
                 tmp.unlink(missing_ok=True)
             self._last_write = time.monotonic()
 
-    def progress(self, stage: str, fraction: float, epoch=None, max_epochs=None) -> None:
+    def progress(
+        self, stage: str, fraction: float, epoch: int | None = None, max_epochs: int | None = None
+    ) -> None:
         """Record a progress event; written at once for a new stage, else throttled."""
         new_stage = self.clock.observe(stage, fraction, epoch, max_epochs)
         if new_stage or time.monotonic() - self._last_write >= STATUS_INTERVAL_S:
@@ -194,7 +199,7 @@ class StageWriter:
 
     def fail(self, stage: str, message: str) -> None:
         """Record that late stage ``stage`` failed with ``message`` (the fit goes on)."""
-        self.status["failed"] = {"stage": stage, "message": message}
+        self.status["failed"][stage] = message
         self._write_status()
 
     def abandon(self, message: str) -> None:
@@ -205,7 +210,7 @@ class StageWriter:
             with self._lock:
                 shutil.rmtree(self.folder, ignore_errors=True)
             return
-        self.status["failed"] = {"stage": self.clock.state["stage"], "message": message}
+        self.status["failed"][self.clock.state["stage"]] = message
         self._write_status()
 
     def finish(self, adata: ad.AnnData) -> Path:
@@ -225,27 +230,55 @@ class StageWriter:
 
 
 class StageFailed(RuntimeError):
-    """A late stage of a fit failed; the results of the others were written to ``path``."""
+    """Late stages of a fit failed (``failed``: stage -> message); the results of the others
+    were written to ``path``."""
 
-    def __init__(self, stage: str, message: str, path: Path) -> None:
-        super().__init__(
-            f"the {stage} stage failed ({message}); the results of the other stages were "
-            f"written to {path.name} and can be browsed. Fit again to retry the {stage} stage."
+    def __init__(self, failed: Mapping[str, str], path: Path) -> None:
+        names = ", ".join(failed)
+        reasons = "; ".join(
+            message if len(failed) == 1 else f"{stage}: {message}"
+            for stage, message in failed.items()
         )
-        self.stage, self.path = stage, path
+        super().__init__(
+            f"the {names} stage{'s' if len(failed) > 1 else ''} failed ({reasons}); the results "
+            f"of the other stages were written to {path.name} and can be browsed. Fit again to "
+            "retry."
+        )
+        self.failed, self.path = dict(failed), path
 
 
-def failed_stage(path: str | os.PathLike) -> str | None:
-    """The late stage recorded as failed in results file ``path``, or None (a complete file;
-    read without loading it)."""
+def failed_stages(path: str | os.PathLike) -> dict[str, str]:
+    """The late stages recorded as failed in results file ``path`` (stage -> message; empty
+    for a complete file), read without loading the file."""
     import h5py
 
     with h5py.File(path, "r") as f:
-        node = f.get("uns/velodash/stages/failed/stage")
-        if node is None:
-            return None
-        value = node[()]
-    return value.decode() if isinstance(value, bytes) else str(value)
+        group = f.get("uns/velodash/stages/failed")
+        if group is None:
+            return {}
+        values = {key: node[()] for key, node in group.items()}
+    return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in values.items()}
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a results file with every stage it planned (a file whose late stage
+    failed is fitted again when asked for)."""
+    return Path(path).is_file() and not failed_stages(path)
+
+
+def discard_added(adata: ad.AnnData, before: Mapping[str, set[str]]) -> None:
+    """Remove (in place) every slot ``adata`` gained since ``before`` (:func:`slot_keys`): what
+    a stage that failed half way had written."""
+    added = added_since(adata, before)
+    adata.obs.drop(columns=list(added.obs.columns), inplace=True)
+    adata.var.drop(columns=list(added.var.columns), inplace=True)
+    for kind in ("obsm", "varm", "layers"):
+        for key in list(getattr(added, kind).keys()):
+            del getattr(adata, kind)[key]
+    for key in set(added.uns) - {"velodash"}:
+        del adata.uns[key]
+    for key in added.uns.get("velodash", {}):
+        del adata.uns["velodash"][key]
 
 
 def remove_stages(output: str | os.PathLike) -> None:

@@ -216,20 +216,30 @@ def fit_params(args: argparse.Namespace) -> FitParams:
     return FitParams(**{name: getattr(args, name) for name, o in FIT_OPTIONS.items() if o.cli})
 
 
+#: Exit status of a fit whose late stage failed (its other stages were written).
+STAGE_FAILED_STATUS = 4
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from core.pipeline import fit_file
+    from core.staged_results import StageFailed
 
     params = fit_params(args)
     out = args.out or Path.cwd() / f"{args.input.stem}.velodash.h5ad"
     start = time.perf_counter()
-    path = fit_file(
-        args.input,
-        out,
-        params,
-        progress=_FitReporter(args.quiet),
-        threads=args.threads,
-        splicing_reference=args.splicing_reference,
-    )
+    try:
+        path = fit_file(
+            args.input,
+            out,
+            params,
+            progress=_FitReporter(args.quiet),
+            threads=args.threads,
+            splicing_reference=args.splicing_reference,
+        )
+    except StageFailed as failed:
+        _print_summary(failed.path, time.perf_counter() - start)
+        print(f"velodash: error: {failed}", file=sys.stderr)
+        return STAGE_FAILED_STATUS
     _print_summary(path, time.perf_counter() - start)
     return 0
 

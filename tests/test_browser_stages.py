@@ -44,9 +44,11 @@ def _land(landed: Path, folder: Path, stage: str) -> None:
 
 
 def _status(folder: Path, **changes) -> None:
+    """Change the fit's status as the fit does: a temp file renamed into place."""
     status = json.loads((folder / STATUS_FILE).read_text())
-    status.update(changes)
-    (folder / STATUS_FILE).write_text(json.dumps(status))
+    status.update({"heartbeat": time.time(), **changes})
+    (folder / ".status.tmp").write_text(json.dumps(status))
+    os.replace(folder / ".status.tmp", folder / STATUS_FILE)
 
 
 def _visible_text(duo) -> str:
@@ -71,7 +73,7 @@ def test_stages_appear_in_place_as_they_land(dash_duo, tmp_path, tiny_counts, la
     progress = {"stage": "uncertainty", "fraction": 0.8, "stage_fraction": 0.78}
     progress |= {"started": time.time() - 600, "stage_started": time.time() - 60}
     shutil.copy(landings / STATUS_FILE, folder)
-    _status(folder, pid=os.getpid(), heartbeat=time.time(), progress=progress, failed=None)
+    _status(folder, pid=os.getpid(), progress=progress, failed={})
     app = create_app(config)
     ds = DatasetRegistry(config).default_id()
     dash_duo.start_server(app)
@@ -100,9 +102,13 @@ def test_stages_appear_in_place_as_they_land(dash_duo, tmp_path, tiny_counts, la
     # a stage that fails says so; the ones landed stay
     dash_duo.find_element("#nav-permutation").click()
     until(lambda: "Computing: stage 4 of 5" in _visible_text(dash_duo), 30)
-    _status(folder, failed={"stage": "permutation", "message": "MemoryError: injected"})
+    _status(folder, failed={"permutation": "MemoryError: injected"})
     until(lambda: "The permutation scores stage failed (MemoryError" in _visible_text(dash_duo), 30)
-    # the dataset list says the fit has landed only part of its stages
+    # the dataset list says the fit is still landing its stages; once its process is gone,
+    # that it landed only part of them
     dash_duo.find_element("#nav-home").click()
+    until(lambda: "fitting" in _visible_text(dash_duo), 30)
+    _status(folder, heartbeat=time.time() - 3600)
+    dash_duo.driver.refresh()
     until(lambda: "partly fitted" in _visible_text(dash_duo), 30)
     assert dash_duo.get_logs() == []

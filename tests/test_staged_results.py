@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,14 @@ from fake_results import QUICK_FIT
 from core.params import FitParams
 from core.pipeline import fit_file
 from core.progress import seconds_left
-from core.staged_results import BASE, STATUS_FILE, StageFailed, failed_stage, stages_dir
+from core.staged_results import (
+    BASE,
+    STATUS_FILE,
+    StageFailed,
+    failed_stages,
+    is_complete,
+    stages_dir,
+)
 from dashboard.data.results import Results, load_results
 from dashboard.data.stages import StageReport, stage_report
 from dashboard.data.store import ResultsStore
@@ -67,7 +75,7 @@ def test_stages_land_in_order_and_the_folder_goes_at_the_end(staged):
     assert seen["permutation"] == ["base.h5ad", "coherence.h5ad", "uncertainty.h5ad"]
     assert set(seen["write"]) == {f"{s}.h5ad" for s in (BASE, *LATE)}
     assert output.is_file() and not stages_dir(output).exists()
-    assert failed_stage(output) is None
+    assert is_complete(output)
 
 
 def test_landed_stages_read_together_equal_the_final_file(staged):
@@ -104,7 +112,7 @@ def _landed_copy(landed: Path, tmp_path: Path, stages: list[str], status: dict) 
     folder.mkdir()
     for stage in (BASE, *stages):
         shutil.copy(landed / f"{stage}.h5ad", folder)
-    status = {**json.loads((landed / STATUS_FILE).read_text()), **status}
+    status = {**json.loads((landed / STATUS_FILE).read_text()), "heartbeat": time.time(), **status}
     (folder / STATUS_FILE).write_text(json.dumps(status))
     return folder / "base.h5ad"
 
@@ -146,29 +154,55 @@ def test_a_fit_that_died_is_shown_as_stopped(staged, tmp_path):
     )
 
 
-def test_a_late_stage_that_fails_keeps_the_others(tiny_counts, tmp_path, monkeypatch):
+def test_late_stages_that_fail_keep_the_others_and_are_fitted_again(
+    tiny_counts, tmp_path, monkeypatch
+):
     import core.analyses
+    from core.baseline import add_baseline_to_adata
+    from dashboard.config import AppConfig
+    from dashboard.data.datasets import DatasetRegistry
+    from dashboard.jobs.queue import JobQueue
 
-    def broken(*_args, **_kwargs):
+    def broken_coherence(*_args, **_kwargs):
         raise RuntimeError("coherence broke (fault injected by the test)")
 
-    monkeypatch.setattr(core.analyses, "_coherence_stage", broken)
+    def broken_baseline(result, *_args, **_kwargs):  # fails after writing part of its slots
+        add_baseline_to_adata(result)
+        raise MemoryError("baseline ran out of memory (fault injected by the test)")
+
+    monkeypatch.setattr(core.analyses, "_coherence_stage", broken_coherence)
+    monkeypatch.setattr(core.analyses, "_baseline_stage", broken_baseline)
     output = tmp_path / "out.h5ad"
-    with pytest.raises(StageFailed, match="the coherence stage failed") as raised:
-        fit_file(tiny_counts, output, FitParams.from_dict(STAGED))
-    assert raised.value.path == output and failed_stage(output) == "coherence"
+    params = FitParams.from_dict(STAGED)
+    with pytest.raises(StageFailed, match="the coherence, baseline stages failed") as raised:
+        fit_file(tiny_counts, output, params)
+    assert raised.value.path == output
+    assert set(failed_stages(output)) == {"coherence", "baseline"} and not is_complete(output)
     results = Results(ResultsStore(output), path=output)
-    assert results.has("intrinsic") and results.has("permutation") and results.has("baseline")
-    assert not results.has("coherence")
+    assert results.has("intrinsic") and results.has("permutation")
+    assert not results.has("coherence") and not results.has("baseline")
+    assert "velocity_baseline" not in results.store.layers  # the half-written stage was dropped
+    assert "baseline_pearson" not in results.adata.var
     assert results.missing_reason("coherence").startswith(
         "The velocity coherence stage failed (RuntimeError: coherence broke"
     )
+    assert results.missing_reason("baseline").startswith("The scVelo baseline stage failed")
     assert not stages_dir(output).exists()
+
+    # asking for the same fit again queues it instead of reusing the file
+    config = AppConfig(data=(tiny_counts,), cache_dir=tmp_path / "cache", sample_path=None)
+    registry = DatasetRegistry(config)
+    dataset = registry.get(registry.default_id())
+    target = registry.results_path_for_fit(dataset, params)
+    target.parent.mkdir(parents=True)
+    shutil.copy(output, target)
+    job, new = JobQueue(config).submit(dataset, params, "local")
+    assert new and job.state == "queued"
 
 
 def test_report_states():
     report = StageReport(planned=(BASE, "uncertainty", "baseline"), landed=(BASE,), alive=True)
-    assert report.pending == ("uncertainty", "baseline")
+    assert [report.state(s) for s in ("uncertainty", "baseline")] == ["computing"] * 2
     assert report.state("coherence") == "unplanned" and report.reason("coherence") is None
     assert "time left not known yet" in report.reason("uncertainty")
 
@@ -189,7 +223,7 @@ def test_the_final_file_extends_the_base_landing_as_a_full_write_would(tmp_path)
     base.var = base.var.drop(columns=late["var"])
     del base.layers["velocity_coherence"], base.varm["coherence"], base.obsm["velocity_umap"]
     full.uns["velocity_extra_graph"] = full.obsp["distances"]
-    full.uns["velodash"]["stages"] = {"failed": {"stage": "baseline", "message": "x"}}
+    full.uns["velodash"]["stages"] = {"failed": {"baseline": "MemoryError: x"}}
     write_results(base, tmp_path / "base.h5ad")
     added = added_since(full, slot_keys(base))
     extend_results(tmp_path / "base.h5ad", full, added, tmp_path / "extended.h5ad")
@@ -207,7 +241,29 @@ def test_the_final_file_extends_the_base_landing_as_a_full_write_would(tmp_path)
             assert np.array_equal(np.asarray(l_value), np.asarray(r_value)), (kind, key)
     assert sorted(a.uns) == sorted(b.uns)
     assert (a.uns["velocity_extra_graph"] != b.uns["velocity_extra_graph"]).nnz == 0
-    assert a.uns["velodash"]["stages"]["failed"]["stage"] == "baseline"
+    assert dict(a.uns["velodash"]["stages"]["failed"]) == {"baseline": "MemoryError: x"}
     assert sorted(a.uns["velodash"]) == sorted(b.uns["velodash"])
     chunks = ResultsStore(tmp_path / "extended.h5ad").layers["velocity_coherence"].chunks
     assert chunks == ResultsStore(tmp_path / "whole.h5ad").layers["velocity_coherence"].chunks
+
+
+def test_the_cli_reports_a_failed_stage_after_writing_the_others(
+    tiny_counts, tmp_path, monkeypatch, capsys
+):
+    import core.analyses
+    from dashboard.cli import STAGE_FAILED_STATUS, main
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("coherence broke (fault injected by the test)")
+
+    monkeypatch.setattr(core.analyses, "_coherence_stage", broken)
+    out = tmp_path / "out.h5ad"
+    skips = [a for s in ("intrinsic", "extrinsic", "baseline") for a in ("--skip", s)]
+    code = main(
+        ["fit", str(tiny_counts), "--out", str(out), "--max-epochs", "5", "--quiet", *skips]
+    )
+    captured = capsys.readouterr()
+    assert code == STAGE_FAILED_STATUS and out.is_file()
+    assert "velodash: 200 cells × " in captured.out and "results: " in captured.out  # summary
+    assert "the coherence stage failed (RuntimeError: coherence broke" in captured.err
+    assert "Traceback" not in captured.err

@@ -25,7 +25,7 @@ from servers import wait_until
 from werkzeug.serving import make_server
 
 from dashboard.config import AppConfig
-from dashboard.data.datasets import HDF5_MAGIC
+from dashboard.data.uploads import HDF5_MAGIC
 from dashboard.hosting.users import add_user
 from dashboard.web.app import create_app
 
@@ -265,7 +265,7 @@ def test_partial_uploads_left_by_a_stopped_server_are_swept_at_start(tmp_path):
     import os
     import time
 
-    from dashboard.data.datasets import STALE_UPLOAD_S, UPLOAD_TEMP
+    from dashboard.data.uploads import STALE_UPLOAD_S, UPLOAD_TEMP
     from dashboard.web.app import create_app
 
     uploads = tmp_path / "cache" / "uploads"

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
-import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,11 +23,17 @@ import h5py
 from core.io import SUPPORTED_SUFFIXES, file_fingerprint, write_text_atomic
 from core.params import FitParams, results_key
 from dashboard.config import AppConfig
-from dashboard.data.stages import BASE_FILE, STAGES_SUFFIX, output_of
+from dashboard.data.stages import (
+    BASE_FILE,
+    STAGES_SUFFIX,
+    is_base_file,
+    output_of,
+    stage_report,
+)
+from dashboard.data.uploads import HDF5_MAGIC, UploadError, UploadSink
 
 SAMPLE_ID = "sample"
 ID_LENGTH = 12
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: Why an upload is refused on a server with uploads off.
 UPLOADS_DISABLED = (
     "Uploads are disabled on this server; ask its administrator to put the file in the "
@@ -42,14 +45,6 @@ REFERENCES = "references"
 
 Kind = Literal["results", "raw"]
 Source = Literal["sample", "cli", "data_dir", "upload"]
-
-
-class UploadError(ValueError):
-    """An upload the dashboard cannot use; the message says why and what to do."""
-
-
-class UploadTooLarge(UploadError):
-    """An upload past the configured size limit (HTTP 413)."""
 
 
 class UnknownDataset(KeyError):
@@ -254,27 +249,27 @@ class DatasetRegistry:
         return self.results_dir / f"{results_key(fingerprint(dataset.path), params)}.h5ad"
 
     def results_for(self, dataset: Dataset) -> Path | None:
-        """The results file to show for `dataset`: itself, else its newest cached fit,
-        including the first landing of a fit still running (``OUT.stages/base.h5ad``,
-        `dashboard.data.stages`)."""
+        """The results file to show for `dataset`: itself, else its newest cached fit, a fit
+        still landing its stages included (``OUT.stages/base.h5ad``, `dashboard.data.stages`);
+        the landings of a fit that stopped only when no other fit is there."""
         if dataset.kind == "results":
             return dataset.path
         if not self.results_dir.is_dir():
             return None
         wanted = fingerprint(dataset.path)
-        fits = []
-        running = (
-            base
-            for base in self.results_dir.glob(f"*.h5ad{STAGES_SUFFIX}/{BASE_FILE}")
-            if not output_of(base).exists()
-        )
-        for path in (*self.results_dir.glob("*.h5ad"), *running):
-            try:
-                if h5_info(path)[1] == wanted:
-                    fits.append(path)
+        ranked: dict[bool, list[tuple[float, Path]]] = {True: [], False: []}
+        bases = self.results_dir.glob(f"*.h5ad{STAGES_SUFFIX}/{BASE_FILE}")
+        for path in (*self.results_dir.glob("*.h5ad"), *bases):
+            try:  # a fit's landings go when it ends: skip what vanished meanwhile
+                if h5_info(path)[1] != wanted:
+                    continue
+                live = not is_base_file(path) or stage_report(path).alive
+                if is_base_file(path) and not live and output_of(path).exists():
+                    continue  # a stopped fit's landings under a finished file
+                ranked[live].append((path.stat().st_mtime, path))
             except OSError:
                 continue
-        return max(fits, key=lambda p: p.stat().st_mtime, default=None)
+        return max(ranked[True] or ranked[False], default=(0.0, None))[1]
 
     def companion_fit(self, info: Mapping[str, Any]) -> Path | None:
         """The cached fit of the same input with the same options but the other transcription
@@ -344,79 +339,6 @@ class DatasetRegistry:
         return Dataset(digest[:ID_LENGTH], name, target.resolve(), kind, "upload"), True
 
 
-#: A partial upload older than this was left by a server that stopped mid-upload.
-STALE_UPLOAD_S = 6 * 3600.0
-#: The hidden temp files partial uploads are written to (`UploadSink`): prefix and suffix.
-UPLOAD_TEMP = (".upload-", ".tmp")
-
-
-def sweep_stale_uploads(folder: Path, now: float | None = None) -> list[Path]:
-    """Remove the partial uploads in `folder` untouched for `STALE_UPLOAD_S` (a server that
-    stopped in the middle of an upload leaves one; uploads in progress are written to
-    continuously, so they are never this old); returns the removed paths."""
-    now = time.time() if now is None else now
-    removed = []
-    pattern = f"{UPLOAD_TEMP[0]}*{UPLOAD_TEMP[1]}"
-    for path in folder.glob(pattern) if folder.is_dir() else ():
-        try:
-            if now - path.stat().st_mtime > STALE_UPLOAD_S:
-                path.unlink()
-                removed.append(path)
-        except FileNotFoundError:  # another process swept it
-            continue
-    return removed
-
-
-class UploadSink:
-    """One upload arriving: its bytes go straight to a hidden temp file beside the stored
-    uploads (same file system, so keeping it is an atomic rename), hashed and counted as they
-    come; never more than one write's chunk is in memory. The file-like `write`/`seek` are
-    what a multipart parser's stream factory must return."""
-
-    def __init__(self, folder: Path, filename: str, max_mb: float) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=UPLOAD_TEMP[0], suffix=UPLOAD_TEMP[1], dir=folder)
-        self.path = Path(name)
-        self.filename = filename
-        self.max_mb = max_mb
-        self.max_bytes = int(max_mb * 1024 * 1024)
-        self.size = 0
-        self.head = b""
-        self._file = os.fdopen(fd, "wb")
-        self._hash = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        """Append a chunk; UploadTooLarge as soon as the file passes the limit."""
-        self.size += len(data)
-        if self.size > self.max_bytes:
-            raise UploadTooLarge(upload_limit_message(self.max_mb))
-        if len(self.head) < len(HDF5_MAGIC):
-            self.head = (self.head + data)[: len(HDF5_MAGIC)]
-        self._hash.update(data)
-        return self._file.write(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        """Move within the temp file (the parser rewinds a finished part)."""
-        return self._file.seek(offset, whence)
-
-    @property
-    def digest(self) -> str:
-        """sha256 hex of the bytes received so far."""
-        return self._hash.hexdigest()
-
-    def close(self) -> None:
-        """Flush the temp file to disk and close it."""
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-
-    def discard(self) -> None:
-        """Close and remove the temp file (nothing when `store_upload` kept it)."""
-        self._file.close()
-        self.path.unlink(missing_ok=True)
-
-
 def reference_file(results_path: str | Path, digest: str) -> Path | None:
     """The linked reference with sha256 `digest` of a fit writing `results_path` (in
     ``cache_dir/results``), made by `DatasetRegistry.reference_link`; None when absent."""
@@ -426,14 +348,6 @@ def reference_file(results_path: str | Path, digest: str) -> Path | None:
         if path.exists():
             return path
     return None
-
-
-def upload_limit_message(max_mb: float) -> str:
-    """What an oversized upload is told: the limit and how to open bigger files."""
-    return (
-        f"The file is larger than the {max_mb:g} MB upload limit; open it from the command line "
-        "instead: `velodash run FILE`."
-    )
 
 
 def _label_path(path: Path) -> Path:

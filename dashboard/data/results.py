@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import sparse
 
 from core.results_io import gene_blocks
+from core.staged_results import BASE_FILE, stages_dir
 from dashboard.data import view_cache
 from dashboard.data.contract import (
     FEATURE_STAGES,
@@ -38,6 +39,7 @@ from dashboard.data.contract import (
 )
 from dashboard.data.datasets import fingerprint
 from dashboard.data.gene_lookup import GeneLookup
+from dashboard.data.run_record import RunRecord
 from dashboard.data.stages import (
     StageReport,
     is_base_file,
@@ -57,7 +59,7 @@ def _scalar(var: pd.DataFrame, key: str, j: int) -> float | None:
     return float(var[key].iloc[j]) if key in var else None
 
 
-class Results(GeneLookup):
+class Results(GeneLookup, RunRecord):
     """A validated, read-only results file with typed, memoised accessors for the figures.
 
     :attr:`adata` holds obs, var, obsm, varm and uns; the layers are read through
@@ -361,80 +363,43 @@ class Results(GeneLookup):
             return None
         return np.asarray(self.adata.varm[key], dtype=np.float32)
 
-    # -- run metadata ------------------------------------------------------------------------
-    def history(self) -> dict[str, np.ndarray] | None:
-        """Per-epoch ``elbo_train`` and ``elbo_validation`` (float64 arrays) or None."""
-        if not self.has("history"):
-            return None
-        hist = self.info["history"]
-        return {
-            k: np.asarray(hist[k], dtype=np.float64)
-            for k in ("elbo_train", "elbo_validation")
-            if k in hist
-        }
-
-    def preprocess_record(self) -> dict[str, Any]:
-        """``uns['velodash_preprocess']``: genes left after each preprocessing step
-        (``n_genes_input``, ``n_genes_filtered``, ``n_genes_hvg``, ``n_genes_velocity``) and,
-        in fits since velodash recorded them, ``dropped_genes`` (step -> names it removed);
-        {} when absent."""
-        return dict(self.adata.uns.get("velodash_preprocess", {}))
-
-    def permutation_stats(self) -> dict[str, float]:
-        """``uns['velodash']['permutation']`` (skewness, kurtosis, …) as floats; {} if absent."""
-        stats = self.info.get("permutation", {})
-        return {str(k): float(v) for k, v in stats.items() if np.isscalar(v)}
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready overview: sizes, cell types with counts, device, timings, params, absences."""
-        counts = np.bincount(
-            self.cell_type_codes[self.cell_type_codes >= 0], minlength=len(self.cell_types)
-        )
-        var = self.adata.var
-        return {
-            "n_cells": self.n_cells,
-            "n_genes": self.n_genes,
-            "n_velocity_genes": int(var["velocity_genes"].sum())
-            if "velocity_genes" in var
-            else None,
-            "groupby": self.groupby,
-            "cell_types": {name: int(n) for name, n in zip(self.cell_types, counts, strict=True)},
-            "version": str(self.info.get("version", "")),
-            "device": str(self.info.get("device", "")),
-            "fingerprint": str(self.info.get("fingerprint", "")),
-            "timings": _plain(self.info.get("timings", {})),
-            "params": _plain(self.info.get("params", {})),
-            "missing": {f: reason for f in FEATURES if (reason := self.missing_reason(f))},
-        }
-
-
-def _plain(value: Any) -> Any:
-    """Convert numpy scalars/arrays inside nested dicts to JSON-ready Python values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
 
 def load_results(path: str | Path) -> Results:
     """Open a results ``.h5ad`` (one read) and return its :class:`Results`, memoised per
     ``(resolved path, mtime, size)``; the first landing of a fit still running
     (``OUT.stages/base.h5ad``) opens with the stage files landed beside it, memoised per
-    their set too, so a stage that lands opens anew. Raises :class:`ResultsError` for a
-    missing/unreadable file or one that is not a velodash results file."""
+    their set too: a stage that lands opens anew, and replaces the older opening. Raises
+    :class:`ResultsError` for a missing/unreadable file or one that is not a velodash results
+    file."""
     p = Path(path).expanduser().resolve()
-    if not p.is_file():
-        raise ResultsError(f"results file {p} does not exist; choose an existing .h5ad file")
-    files = [p, *(stage_files(p) if is_base_file(p) else ())]
-    stats = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-    return _load_cached(stats)
+    try:
+        files = [p, *(stage_files(p) if is_base_file(p) else ())]
+        stats = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    except OSError:
+        raise ResultsError(
+            f"results file {p} does not exist; choose an existing .h5ad file"
+        ) from None
+    with _OPEN_LOCK:
+        opened = _OPEN.get(str(p))
+        if opened is not None and opened[0] == stats:
+            _OPEN.move_to_end(str(p))
+            return opened[1]
+    results = Results(
+        ResultsStore(p, [Path(name) for name, _, _ in stats[1:]]),
+        key=";".join(f"{name}:{mtime}:{size}" for name, mtime, size in stats),
+        path=p,
+        stages=[Path(name) for name, _, _ in stats[1:]],
+    )
+    with _OPEN_LOCK:
+        _OPEN[str(p)] = (stats, results)  # an older opening of the same file is dropped
+        _OPEN.pop(str(stages_dir(p) / BASE_FILE), None)  # and a fit's landings once it ended
+        _OPEN.move_to_end(str(p))
+        while len(_OPEN) > OPEN_FILES:
+            _OPEN.popitem(last=False)
+    return results
 
 
-@lru_cache(maxsize=4)
-def _load_cached(stats: tuple[tuple[str, int, int], ...]) -> Results:
-    path, *stages = (Path(name) for name, _, _ in stats)
-    key = ";".join(f"{name}:{mtime}:{size}" for name, mtime, size in stats)
-    return Results(ResultsStore(path, stages), key=key, path=path, stages=stages)
+#: Results files kept open per process (each with its memo of derived views).
+OPEN_FILES = 4
+_OPEN: OrderedDict[str, tuple[tuple, Results]] = OrderedDict()
+_OPEN_LOCK = threading.Lock()

@@ -19,7 +19,9 @@ from core.options import STAGE_SPAN
 from core.progress import seconds_left
 from core.staged_results import (
     BASE,
+    BASE_FILE,
     LATE_STAGES,
+    STAGES_SUFFIX,
     read_status,
     stage_file,
     writer_alive,
@@ -33,8 +35,6 @@ STAGE_LABELS = {
     "permutation": "permutation scores",
     "baseline": "scVelo baseline",
 }
-BASE_FILE = f"{BASE}.h5ad"
-STAGES_SUFFIX = ".stages"
 
 
 def in_words(estimate: tuple[float, bool] | None) -> str:
@@ -51,12 +51,12 @@ def in_words(estimate: tuple[float, bool] | None) -> str:
 @dataclass(frozen=True)
 class StageReport:
     """The landings of a fit: ``planned`` (`BASE` first, then its late stages), ``landed``,
-    ``failed`` (``{"stage", "message"}`` or None), whether the fit still runs (``alive``) and
-    its ``progress`` (:class:`core.progress.ProgressClock` fields)."""
+    ``failed`` (stage -> message), whether the fit still runs (``alive``) and its ``progress``
+    (:class:`core.progress.ProgressClock` fields)."""
 
     planned: tuple[str, ...] = ()
     landed: tuple[str, ...] = ()
-    failed: Mapping[str, str] | None = None
+    failed: Mapping[str, str] = field(default_factory=dict)
     alive: bool = False
     progress: Mapping[str, Any] = field(default_factory=dict)
 
@@ -65,22 +65,11 @@ class StageReport:
         "unplanned" (the fit skips it, or the file is complete)."""
         if stage in self.landed:
             return "landed"
-        if self.failed and self.failed.get("stage") == stage:
+        if stage in self.failed:
             return "failed"
         if stage not in self.planned:
             return "unplanned"
         return "computing" if self.alive else "stopped"
-
-    @property
-    def pending(self) -> tuple[str, ...]:
-        """Planned stages that are still computing."""
-        return tuple(s for s in self.planned if self.state(s) == "computing")
-
-    @property
-    def key(self) -> tuple:
-        """What changes when a stage lands, fails or stops (a page showing a computing stage
-        redraws when it changes)."""
-        return tuple((s, self.state(s)) for s in self.planned)
 
     def time_left(self, stage: str, now: float | None = None) -> str:
         """About how long until ``stage`` lands, in words ("" when not known yet)."""
@@ -105,7 +94,7 @@ class StageReport:
                 "before it are shown. Fit the dataset again to compute it."
             )
         if state == "failed":
-            message = str(self.failed.get("message", ""))[:300]
+            message = str(self.failed[stage])[:300]
             return (
                 f"The {label} stage failed ({message}); the other stages are shown. Fit the "
                 "dataset again to retry it."
@@ -138,23 +127,24 @@ def stage_report(base: Path, now: float | None = None) -> StageReport:
     return StageReport(
         planned=tuple(status.get("planned") or (BASE, *LATE_STAGES)),
         landed=tuple(s for s in (BASE, *LATE_STAGES) if s in landed),
-        failed=status.get("failed"),
+        failed=status.get("failed") or {},
         alive=bool(status) and writer_alive(status, time.time() if now is None else now),
         progress=status.get("progress") or {},
     )
 
 
-def stage_key(path: Path | None) -> list | None:
-    """JSON of :attr:`StageReport.key` for the results at ``path`` while its fit lands
-    stages, else None."""
+def stage_key(path: Path | None, stages: tuple[str, ...] = LATE_STAGES) -> list | None:
+    """JSON of how ``stages`` stand (:meth:`StageReport.state`) for the results at ``path``
+    while its fit lands stages, else None."""
     if path is None or not is_base_file(path):
         return None
-    return [list(pair) for pair in stage_report(path).key]
+    report = stage_report(path)
+    return [[stage, report.state(stage)] for stage in stages]
 
 
 def report_of_results(info: Mapping[str, Any]) -> StageReport | None:
     """The stage record of a finished results file (``uns['velodash']``): a report naming its
-    failed late stage, or None when every stage ran."""
+    failed late stages, or None when every stage ran."""
     failed = (info.get("stages") or {}).get("failed")
     if not failed:
         return None

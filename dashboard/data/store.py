@@ -11,6 +11,7 @@ larger ones are refused with the command that rewrites them (:data:`CONVERT_COMM
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import zlib
@@ -26,6 +27,7 @@ from anndata.io import read_elem, sparse_dataset
 from scipy import sparse
 
 from core.results_io import gene_blocks, genes_per_chunk
+from core.staged_results import STAGES_SUFFIX
 from dashboard.data.contract import ResultsError
 
 #: An unchunked dense layer larger than this is refused (a gene would read most of the layer).
@@ -154,7 +156,8 @@ class ResultsStore(_LayerReaders):
         self.path = Path(path)
         self.paths = [self.path, *(Path(p) for p in stages)]
         self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._hold_open = self.path.parent.name.endswith(STAGES_SUFFIX)
+        self._pid: int | None = os.getpid()
         self._handles: dict[int, h5py.File] = {}
         self._readers: dict[str, tuple[h5py.Dataset, _GeneChunks | None]] = {}
         self.layers: dict[str, LayerInfo] = {}
@@ -182,15 +185,22 @@ class ResultsStore(_LayerReaders):
 
     def _read_skeleton(self, part: int, path: Path) -> dict:
         """obs, var, obsm, varm and uns (without its sparse matrices) of file ``part``; records
-        its layers, obsp graphs (of the results file) and uns matrices."""
+        its layers, obsp graphs (of the results file) and uns matrices. The landings of a fit
+        still running stay open (they are removed when it ends: an open handle still reads
+        them); other files are opened again on the first layer read."""
         try:
-            with h5py.File(path, "r") as f:
+            f = h5py.File(path, "r")
+            if self._hold_open:
+                self._handles[part] = f
+            with contextlib.nullcontext(f) if self._hold_open else f:
                 uns, matrices = _read_uns(f["uns"]) if "uns" in f else ({}, [])
                 parts = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm") if k in f}
                 for name, info in self._layer_infos(f).items():
                     self.layers[name] = replace(info, part=part)
                 if part == 0:
                     self.obsp_names = list(f["obsp"].keys()) if "obsp" in f else []
+        except FileNotFoundError as exc:  # a fit's landing removed as it ended
+            raise ResultsError(f"{path.name} was just replaced; open the page again") from exc
         except Exception as exc:  # h5py/anndata raise many types for a file that is not h5ad
             raise ResultsError(
                 f"cannot read {path} as an .h5ad file ({exc}); choose a velodash results file"

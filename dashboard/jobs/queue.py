@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from core.params import FitParams, parse_fit_options
+from core.staged_results import is_complete
 from dashboard.config import AppConfig
 from dashboard.data.datasets import Dataset, DatasetRegistry
 from dashboard.jobs.devices import cuda_available
@@ -126,7 +127,7 @@ class JobQueue:
             "output_path": str(output),
             "created": now,
         }
-        if output.exists():
+        if is_complete(output):  # a file whose late stage failed is fitted again
             done = self.store.latest_done(output.stem)
             if done is not None:
                 return done, False

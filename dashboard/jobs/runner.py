@@ -114,14 +114,6 @@ def _device_and_fit_time(path: Path) -> tuple[str, float | None]:
     return (value.decode() if isinstance(value, bytes) else str(value)), seconds
 
 
-def _complete(output: Path) -> bool:
-    """Whether ``output`` is a results file with every stage (one whose late stage failed is
-    fitted again)."""
-    from core.staged_results import failed_stage
-
-    return output.exists() and failed_stage(output) is None
-
-
 def remove_partial_results(output: Path) -> None:
     """Delete temp files an interrupted atomic write of `output` may have left behind."""
     for tmp in output.parent.glob(f".{output.name}.*.tmp"):
@@ -143,6 +135,8 @@ def run_fit(
     ``{"status": "cancelled"}`` when `should_stop()` became true; on bad input or failure
     ``{"status": "error", "message": <what went wrong and how to fix it>}``.
     """
+    from core.staged_results import is_complete, remove_stages
+
     relay = ProgressRelay(report or (lambda _: None))
     should_stop = should_stop or (lambda: False)
     output = Path(output_path)
@@ -151,7 +145,7 @@ def run_fit(
     fitting = False  # whether this call ran the fit (and so may clean up after it)
     try:
         with open(output.with_suffix(".lock"), "w") as lock:
-            if _complete(output):
+            if is_complete(output):
                 reused = True
             else:
                 try:
@@ -167,13 +161,11 @@ def run_fit(
                         if should_stop():
                             return {"status": "cancelled"}
                         time.sleep(STOP_POLL_S)
-                reused = _complete(output)
+                reused = is_complete(output)
                 fitting = not reused
                 if fitting and not _fit_in_fresh_interpreter(
                     Path(input_path), output, params, relay, should_stop
                 ):
-                    from core.staged_results import remove_stages
-
                     remove_stages(output)  # a cancelled fit leaves nothing behind
                     return {"status": "cancelled"}
     except FitFailed as err:

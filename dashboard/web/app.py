@@ -25,7 +25,8 @@ from dash import Dash
 
 from dashboard.config import ENV_CONFIG, AppConfig, bundled_folder, resolve_secret_key
 from dashboard.data import view_cache
-from dashboard.data.datasets import DatasetRegistry, sweep_stale_uploads
+from dashboard.data.datasets import DatasetRegistry
+from dashboard.data.uploads import sweep_stale_uploads
 from dashboard.hosting import auth, protection
 from dashboard.hosting.settings import load_config
 from dashboard.jobs.queue import JobQueue, parse_fit_params

@@ -8,6 +8,7 @@ several apps.
 
 from __future__ import annotations
 
+import dash
 import flask
 from dash import dcc, html
 from dash.exceptions import PreventUpdate
@@ -26,6 +27,8 @@ CONFIG_KEY = "VELODASH_CONFIG"
 QUEUE_KEY = "velodash_queue"
 #: Pattern-id type of the store that marks a page drawn while its fit still lands stages.
 STAGE_WATCH = "stage-watch"
+#: `stage_watch`'s key on a page that waits for its fit's first stage.
+WAITING = "waiting"
 
 
 def current_registry() -> DatasetRegistry:
@@ -68,7 +71,7 @@ def resolve(
         if fitting:
             job = current_queue().public(fitting[0])
             # the page opens in place once the fit's first stage lands
-            watch = _watch_store(dataset.id, [])
+            watch = _watch_store(dataset.id, None, (), WAITING)
             return dataset, None, html.Div([jobview.pending_notice(dataset.id, job), watch])
         return dataset, None, alert(not_fitted_message(dataset, on_home), "info")
     try:
@@ -114,13 +117,19 @@ def fitted(ds: str | None) -> tuple[Dataset, Results]:
     return dataset, results
 
 
-def stage_watch(dataset: Dataset, results: Results) -> dcc.Store:
-    """What a results page records of the stages it was drawn with (``key`` None for complete
-    results): the shell redraws the page when a stage of its fit lands, fails or stops
+def stage_watch(dataset: Dataset, results: Results, page: str, stages: tuple[str, ...]):
+    """What a results page (module ``page``) records of the late ``stages`` it shows, as they
+    stood when it was drawn (``key`` None for complete results: nothing to watch): the shell
+    draws the page again in place when one of them lands, fails or stops
     (`shell.redraw_when_a_stage_lands`)."""
-    return _watch_store(dataset.id, stage_key(results.path))
+    return _watch_store(dataset.id, page, stages, stage_key(results.path, stages))
 
 
-def _watch_store(ds: str, key: list | None) -> dcc.Store:
-    """The store of `stage_watch`: ``key`` [] for a page waiting for its fit's first stage."""
-    return dcc.Store(id={"type": STAGE_WATCH, "page": "page"}, data={"ds": ds, "key": key})
+def _watch_store(ds: str, page: str | None, stages: tuple[str, ...], key) -> dcc.Store:
+    """The store of `stage_watch` (``page`` None: whatever page is shown); ``key`` `WAITING`
+    on a page waiting for its fit's first stage."""
+    path = dash.page_registry[page]["path"] if page in dash.page_registry else None
+    return dcc.Store(
+        id={"type": STAGE_WATCH, "page": "page"},
+        data={"ds": ds, "path": path, "stages": list(stages), "key": key},
+    )

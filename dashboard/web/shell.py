@@ -11,9 +11,10 @@ A page drawn while its fit still lands stages is drawn again, in place, when one
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import logging
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import dash
@@ -29,6 +30,7 @@ from dashboard.jobs.store import FINAL, QueueUnavailable
 from dashboard.web import context, jobview, splicing_views
 from dashboard.web import widgets as ui
 
+LOG = logging.getLogger(__name__)
 #: Dash pages' container of the page's content (what its router callback fills).
 PAGE_CONTENT = "_pages_content"
 #: Poll intervals (ms) while the dataset has a queued/running job, and otherwise.
@@ -160,19 +162,21 @@ def show_notice(href: str | None, notice: dict | None) -> tuple:
 
 def redraw_when_a_stage_lands(
     pathname: str | None, search: str | None, watched: list, registry: DatasetRegistry
-):
-    """The page drawn afresh when its fit has landed (or failed, or stopped) a stage since the
-    page was drawn (its `context.stage_watch` store; a page waiting for the fit's first stage
-    opens when it lands), so the stage's views appear without a reload; else PreventUpdate.
-    Pages drawn from complete results are left alone."""
-    if not watched or not watched[0] or watched[0].get("key") is None:
+) -> Any:
+    """The page drawn afresh when a late stage it shows has landed, failed or stopped since it
+    was drawn (its `context.stage_watch` store), so the stage's views appear without a reload;
+    a page waiting for its fit's first stage opens when it lands, and one whose partial
+    results went (a cancelled fit) says so. PreventUpdate otherwise, for pages drawn from
+    complete results, and when the browser has moved to another page."""
+    watch = watched[0] if watched and watched[0] else {}
+    if watch.get("key") is None or watch.get("path") not in (None, pathname):
         raise PreventUpdate
-    ds = watched[0]["ds"]
     try:
-        path = registry.results_for(registry.get(ds))
+        path = registry.results_for(registry.get(watch["ds"]))
     except UnknownDataset:
         raise PreventUpdate from None
-    if path is None or stage_key(path) == watched[0]["key"]:
+    waiting = watch["key"] == context.WAITING
+    if (path is None and waiting) or stage_key(path, tuple(watch["stages"])) == watch["key"]:
         raise PreventUpdate
     page = next((p for p in dash.page_registry.values() if p["path"] == pathname), None)
     if page is None or not callable(page["layout"]):
@@ -202,8 +206,12 @@ def register_callbacks(app: dash.Dash, registry: DatasetRegistry) -> None:
         a stage of its fit landed (`redraw_when_a_stage_lands`)."""
         page = no_update
         if dash.ctx.triggered_id == ui.JOB_POLL:
-            with contextlib.suppress(PreventUpdate):
+            try:
                 page = redraw_when_a_stage_lands(pathname, search, watched, registry)
+            except PreventUpdate:
+                pass
+            except Exception:  # a redraw must never cost the job bar its update
+                LOG.exception("redrawing %s after a stage landed failed", pathname)
         return (*poll_job(search, seen, registry), page)
 
     app.clientside_callback(

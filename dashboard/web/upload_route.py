@@ -18,15 +18,8 @@ import flask
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from dashboard.data.datasets import (
-    UPLOADS_DISABLED,
-    Dataset,
-    DatasetRegistry,
-    UploadError,
-    UploadSink,
-    UploadTooLarge,
-    upload_limit_message,
-)
+from dashboard.data.datasets import UPLOADS_DISABLED, Dataset, DatasetRegistry
+from dashboard.data.uploads import UploadError, UploadSink, UploadTooLarge, upload_limit_message
 from dashboard.hosting import auth
 from dashboard.web import context
 from dashboard.web import widgets as ui

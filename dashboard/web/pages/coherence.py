@@ -28,7 +28,7 @@ def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div
         return html.Div(
             [
                 ui.alert(results.missing_reason("coherence"), "info"),
-                context.stage_watch(dataset, results),
+                context.stage_watch(dataset, results, __name__, ("coherence",)),
             ]
         )
     cell_type = type if type in results.cell_types else results.cell_types[0]
@@ -37,7 +37,7 @@ def layout(ds: str | None = None, type: str | None = None, **_query) -> html.Div
             dcc.Store(id="coherence-ds", data=dataset.id),
             dcc.Download(id="coherence-download"),
             ui.url_state_store(),
-            context.stage_watch(dataset, results),
+            context.stage_watch(dataset, results, __name__, ("coherence",)),
             html.Div(
                 [
                     html.Label("Cell types in the CDF", className="label"),

@@ -243,7 +243,9 @@ def layout(
             dcc.Store(id="gene-velocity-window"),  # {"gene", "window"} drawn when zoomed
             zoom.request_store("gene-velocity-umap"),
             ui.url_state_store(),
-            context.stage_watch(dataset, results),
+            context.stage_watch(
+                dataset, results, __name__, ("coherence", "permutation", "baseline")
+            ),
             dcc.Download(id="genes-download"),
             html.Div(
                 [_table_card(results, gene), _figures(dataset, results, color_by, companion)],

@@ -56,7 +56,7 @@ def layout(
             dcc.Store(id="heatmap-shown"),
             dcc.Download(id="heatmap-download"),
             ui.url_state_store(),
-            context.stage_watch(dataset, results),
+            context.stage_watch(dataset, results, __name__, ("coherence", "permutation")),
             html.Div([*controls, smoothing], className="controls card"),
             ui.graph_card(
                 "heatmap",

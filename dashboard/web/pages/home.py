@@ -27,7 +27,7 @@ from dash.exceptions import PreventUpdate
 from core.options import in_pipeline_order
 from dashboard import figures
 from dashboard.data.datasets import UPLOADS_DISABLED, Dataset, UnknownDataset
-from dashboard.data.stages import is_base_file
+from dashboard.data.stages import is_base_file, stage_report
 from dashboard.hosting import auth
 from dashboard.jobs import devices
 from dashboard.jobs.queue import InvalidFitOptions, parse_fit_params
@@ -96,8 +96,8 @@ def dataset_list(active: str | None) -> list[html.Li]:
         path = registry.results_for(d) if d.kind != "results" else None
         if d.kind == "results":
             status = "results"
-        elif path is not None and is_base_file(path):  # a fit still landing its stages
-            status = "fitting" if jobs.get(d.id) == "running" else "partly fitted"
+        elif path is not None and is_base_file(path):  # a fit's landings: running or stopped
+            status = "fitting" if stage_report(path).alive else "partly fitted"
         elif path is not None:
             status = "fitted"
         else:

@@ -33,7 +33,7 @@ def layout(ds: str | None = None, top: str | int = 30, **_query) -> html.Div:
         return html.Div(
             [
                 ui.alert(results.missing_reason("permutation"), "info"),
-                context.stage_watch(dataset, results),
+                context.stage_watch(dataset, results, __name__, ("permutation",)),
             ]
         )
     return html.Div(
@@ -41,7 +41,7 @@ def layout(ds: str | None = None, top: str | int = 30, **_query) -> html.Div:
             dcc.Store(id="permutation-ds", data=dataset.id),
             dcc.Download(id="permutation-download"),
             ui.url_state_store(),
-            context.stage_watch(dataset, results),
+            context.stage_watch(dataset, results, __name__, ("permutation",)),
             html.Div(
                 [
                     html.Div(

@@ -47,7 +47,7 @@ def layout(
             dcc.Store(id="portraits-shown"),
             dcc.Download(id="portraits-download"),
             ui.url_state_store(),
-            context.stage_watch(dataset, results),
+            context.stage_watch(dataset, results, __name__, ("coherence", "permutation")),
             html.Div(
                 [
                     *controls,

@@ -158,7 +158,7 @@ def layout(
             zoom.request_store("stream-graph"),
             dcc.Download(id="stream-download"),
             ui.url_state_store(),
-            context.stage_watch(dataset, results),
+            context.stage_watch(dataset, results, __name__, ("baseline",)),
             controls,
             html.Div(
                 [

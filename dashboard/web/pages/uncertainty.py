@@ -30,7 +30,7 @@ def layout(ds: str | None = None, sel: str | None = None, **_query) -> html.Div:
             zoom.request_store("uncertainty-maps"),
             dcc.Download(id="uncertainty-download"),
             ui.url_state_store(),
-            context.stage_watch(dataset, results),
+            context.stage_watch(dataset, results, __name__, ("uncertainty",)),
             html.Div(
                 [
                     ui.graph(
