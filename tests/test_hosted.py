@@ -155,7 +155,9 @@ def _dependencies(stack: Stack) -> list[dict]:
 
 
 def _callback(deps: list[dict], output: str) -> dict:
-    return next(dep for dep in deps if output in dep["output"])
+    """The callback whose outputs include exactly ``output`` ("id.property"; a duplicate
+    output, "id.property@hash", of another callback does not count)."""
+    return next(dep for dep in deps if output in dep["output"].strip(".").split("..."))
 
 
 def _body(dep: dict, values: dict[str, object], changed: list[str] | None = None) -> dict:
