@@ -332,19 +332,14 @@ def predict_splicing_stage(
 def _velocity_check(prediction, params: FitParams) -> dict:
     """veloVI on the held-out reference cells from their true and their predicted S/U, on one
     embedding (a UMAP of their total counts), compared by `velocity_agreement`."""
-    import scanpy as sc
-
-    from core.splicing_validation import velocity_agreement
+    from core.splicing_validation import totals_graph, velocity_agreement
 
     n_cells = prediction.held_out_true.n_obs
     cells = np.sort(np.random.default_rng(params.seed).permutation(n_cells)[:VELOCITY_CHECK_CELLS])
     held_out = [prediction.held_out_true[cells].copy(), prediction.held_out_predicted[cells].copy()]
-    embedding = held_out[1].copy()
-    sc.pp.normalize_total(embedding)
-    sc.pp.log1p(embedding)
-    sc.pp.pca(embedding, n_comps=min(params.n_pcs, embedding.n_obs - 1), random_state=params.seed)
-    sc.pp.neighbors(embedding, n_neighbors=min(params.n_neighbors, embedding.n_obs - 1))
-    sc.tl.umap(embedding, random_state=params.seed)
+    embedding = totals_graph(
+        held_out[1].X, params.seed, params.n_pcs, params.n_neighbors, umap=True
+    )
     check = replace(
         params,
         groupby=None,
