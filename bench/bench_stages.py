@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core.params import FitParams
 from core.pipeline import fit_file
-from core.staged_results import is_complete, stages_dir
+from core.stage_files import is_complete, stages_dir
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 

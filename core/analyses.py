@@ -17,7 +17,8 @@ from anndata import AnnData
 from core.memory import release_free_memory
 from core.options import STAGE_SPAN
 from core.params import FitParams, ProgressCallback, ProgressEvent
-from core.staged_results import BASE, LATE_STAGES, StageWriter, discard_added, slot_keys
+from core.stage_files import BASE, LATE_STAGES
+from core.staged_results import StageWriter, discard_added, slot_keys
 
 if TYPE_CHECKING:  # torch stays out of modules that only describe a fit
     from core.graph import VelocityGraph

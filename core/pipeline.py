@@ -30,7 +30,8 @@ from core.io import (
 from core.options import STAGE_SPAN
 from core.params import FitParams, ProgressCallback, ProgressEvent
 from core.preprocess import PreprocessConfig, preprocess
-from core.staged_results import BASE, StageFailed, StageWriter
+from core.stage_files import BASE
+from core.staged_results import StageFailed, StageWriter
 from core.threads import fit_threads
 
 #: Most held-out reference cells the velocity check fits veloVI on (twice).

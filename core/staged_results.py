@@ -1,15 +1,16 @@
 """Results that land stage by stage while a fit runs.
 
-A fit writing ``OUT`` keeps, until it ends, a folder ``OUT.stages/`` (:func:`stages_dir`):
+A fit writing ``OUT`` keeps, until it ends, a folder ``OUT.stages/`` (the names and how to
+read them without loading anything: :mod:`core.stage_files`):
 
 - ``base.h5ad``: everything up to the posterior and the velocity graph (embedding, velocity,
   latent time, fitted kinetics, projected velocity), a results file of the contract without
   the late analyses, written as soon as the graph is done;
-- ``<stage>.h5ad`` for each late stage (:data:`LATE_STAGES`) once it is done: only the slots
-  that stage added (obs/var columns, obsm/varm/layers/uns entries), in the same gene-chunked
-  layout;
+- ``<stage>.h5ad`` for each late stage (``LATE_STAGES``) once it is done: the slots that
+  stage added (obs/var columns, obsm/varm/layers/uns entries), in the same gene-chunked layout;
 - ``status.json``: the planned stages, those landed, the one running, a failure, the fit's
-  progress (the fields :func:`seconds_left` reads), and the writer's pid, host and heartbeat.
+  progress (the fields :func:`core.progress.seconds_left` reads), and the writer's pid, host
+  and heartbeat.
 
 Every file is written to a temp name and renamed, so a reader sees a stage whole or not at
 all. When the fit ends the whole results are written to ``OUT`` (one ordinary ``.h5ad``) and the
@@ -36,57 +37,10 @@ import pandas as pd
 
 from core.progress import ProgressClock
 from core.results_io import extend_results, write_results
+from core.stage_files import BASE, HEARTBEAT_S, STATUS_FILE, stage_file, stages_dir
 
-#: The first landing: posterior and velocity graph (what the streams, genes, portraits and
-#: heatmap need).
-BASE = "base"
-#: Stages that land after it, each in its own file, in the order the fit runs them.
-LATE_STAGES = ("uncertainty", "coherence", "permutation", "baseline")
-STATUS_FILE = "status.json"
-#: Suffix of a fit's stages folder, and the name of its first landing.
-STAGES_SUFFIX = ".stages"
-BASE_FILE = f"{BASE}.h5ad"
-#: Seconds between two heartbeats of a running fit, and after which a silent one is stopped.
-HEARTBEAT_S = 20.0
-STALE_S = 180.0
 #: Least seconds between two progress writes of ``status.json``.
 STATUS_INTERVAL_S = 2.0
-
-
-def stages_dir(output: str | os.PathLike) -> Path:
-    """The folder where the fit writing ``output`` lands its stages (``OUT.stages``)."""
-    output = Path(output)
-    return output.with_name(output.name + STAGES_SUFFIX)
-
-
-def stage_file(folder: Path, stage: str) -> Path:
-    """The file stage ``stage`` (``BASE`` or a late stage) lands in."""
-    return folder / f"{stage}.h5ad"
-
-
-def read_status(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """``status.json`` of a stages folder, or None when it is absent or unreadable."""
-    try:
-        return json.loads((Path(folder) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def writer_alive(status: Mapping[str, Any], now: float | None = None) -> bool:
-    """Whether the fit that writes ``status`` still runs: its heartbeat is under
-    :data:`STALE_S` seconds old and, on this host, its process exists (a fit killed here
-    reads as stopped at once)."""
-    now = time.time() if now is None else now
-    if now - float(status.get("heartbeat") or 0) >= STALE_S:
-        return False
-    if status.get("host") == socket.gethostname() and status.get("pid"):
-        try:
-            os.kill(int(status["pid"]), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    return True
 
 
 def slot_keys(adata: ad.AnnData) -> dict[str, set[str]]:
@@ -247,25 +201,6 @@ class StageFailed(RuntimeError):
         self.failed, self.path = dict(failed), path
 
 
-def failed_stages(path: str | os.PathLike) -> dict[str, str]:
-    """The late stages recorded as failed in results file ``path`` (stage -> message; empty
-    for a complete file), read without loading the file."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        group = f.get("uns/velodash/stages/failed")
-        if group is None:
-            return {}
-        values = {key: node[()] for key, node in group.items()}
-    return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in values.items()}
-
-
-def is_complete(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a results file with every stage it planned (a file whose late stage
-    failed is fitted again when asked for)."""
-    return Path(path).is_file() and not failed_stages(path)
-
-
 def discard_added(adata: ad.AnnData, before: Mapping[str, set[str]]) -> None:
     """Remove (in place) every slot ``adata`` gained since ``before`` (:func:`slot_keys`): what
     a stage that failed half way had written."""
@@ -279,8 +214,3 @@ def discard_added(adata: ad.AnnData, before: Mapping[str, set[str]]) -> None:
         del adata.uns[key]
     for key in added.uns.get("velodash", {}):
         del adata.uns["velodash"][key]
-
-
-def remove_stages(output: str | os.PathLike) -> None:
-    """Delete the stages folder of ``output`` (a cancelled or broken fit's partial results)."""
-    shutil.rmtree(stages_dir(output), ignore_errors=True)

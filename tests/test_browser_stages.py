@@ -22,7 +22,7 @@ from test_staged_results import STAGED, Snapshots
 
 from core.params import FitParams
 from core.pipeline import fit_file
-from core.staged_results import STATUS_FILE
+from core.stage_files import STATUS_FILE
 from dashboard.data.datasets import DatasetRegistry
 from dashboard.web.app import create_app
 

@@ -20,14 +20,8 @@ from fake_results import QUICK_FIT
 from core.params import FitParams
 from core.pipeline import fit_file
 from core.progress import seconds_left
-from core.staged_results import (
-    BASE,
-    STATUS_FILE,
-    StageFailed,
-    failed_stages,
-    is_complete,
-    stages_dir,
-)
+from core.stage_files import BASE, STATUS_FILE, failed_stages, is_complete, stages_dir
+from core.staged_results import StageFailed
 from dashboard.data.results import Results, load_results
 from dashboard.data.stages import StageReport, stage_report
 from dashboard.data.store import ResultsStore

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import sparse
 
 from core.results_io import gene_blocks
-from core.staged_results import BASE_FILE, stages_dir
+from core.stage_files import BASE_FILE, stages_dir
 from dashboard.data import view_cache
 from dashboard.data.contract import (
     FEATURE_STAGES,

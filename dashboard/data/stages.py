@@ -17,7 +17,7 @@ from typing import Any
 
 from core.options import STAGE_SPAN
 from core.progress import seconds_left
-from core.staged_results import (
+from core.stage_files import (
     BASE,
     BASE_FILE,
     LATE_STAGES,

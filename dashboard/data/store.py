@@ -27,7 +27,7 @@ from anndata.io import read_elem, sparse_dataset
 from scipy import sparse
 
 from core.results_io import gene_blocks, genes_per_chunk
-from core.staged_results import STAGES_SUFFIX
+from core.stage_files import STAGES_SUFFIX
 from dashboard.data.contract import ResultsError
 
 #: An unchunked dense layer larger than this is refused (a gene would read most of the layer).

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from core.params import FitParams, parse_fit_options
-from core.staged_results import is_complete
+from core.stage_files import is_complete
 from dashboard.config import AppConfig
 from dashboard.data.datasets import Dataset, DatasetRegistry
 from dashboard.jobs.devices import cuda_available

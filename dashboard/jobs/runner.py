@@ -135,7 +135,7 @@ def run_fit(
     ``{"status": "cancelled"}`` when `should_stop()` became true; on bad input or failure
     ``{"status": "error", "message": <what went wrong and how to fix it>}``.
     """
-    from core.staged_results import is_complete, remove_stages
+    from core.stage_files import is_complete, remove_stages
 
     relay = ProgressRelay(report or (lambda _: None))
     should_stop = should_stop or (lambda: False)
