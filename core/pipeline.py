@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from anndata import AnnData
@@ -33,6 +33,10 @@ from core.preprocess import PreprocessConfig, preprocess
 from core.stage_files import BASE
 from core.staged_results import StageFailed, StageWriter
 from core.threads import fit_threads
+
+if TYPE_CHECKING:  # torch is imported only when a fit runs
+    from core.train import History
+    from core.velovi import VeloVI
 
 #: Most held-out reference cells the velocity check fits veloVI on (twice).
 VELOCITY_CHECK_CELLS = 2000
@@ -118,6 +122,37 @@ def _prepare(adata: AnnData, params: FitParams, stages: Stages) -> _Prepared:
     return _Prepared(result, groupby, notes)
 
 
+def train_velovi(
+    prepared: AnnData,
+    params: FitParams,
+    progress: Callable | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[VeloVI, History]:
+    """veloVI built and trained on preprocessed ``prepared`` (its ``layers['Ms'|'Mu']``) with
+    ``params``' model and training options: ``(model, history)``. ``progress`` gets each
+    epoch's report; training stops when ``should_stop()`` becomes true."""
+    from core.convergence import ConvergenceRule
+    from core.train import TrainConfig
+    from core.velovi import ModelConfig, VeloVI
+
+    model = VeloVI(
+        prepared.layers["Ms"],
+        prepared.layers["Mu"],
+        ModelConfig(**params.for_config(ModelConfig)),
+        device=params.device,
+        seed=params.seed,
+    )
+    history = model.train(
+        TrainConfig(
+            **params.for_config(TrainConfig),
+            convergence=ConvergenceRule() if params.stopping == "velocity" else None,
+        ),
+        progress=progress,
+        should_stop=should_stop,
+    )
+    return model, history
+
+
 def _fit_prepared(
     prepared: _Prepared,
     params: FitParams,
@@ -127,10 +162,7 @@ def _fit_prepared(
     n_threads: int,
 ) -> AnnData:
     """Train, take the posterior and run the analyses on preprocessed data (see :func:`run`)."""
-    from core.convergence import ConvergenceRule
     from core.posterior import add_posterior_to_adata
-    from core.train import TrainConfig
-    from core.velovi import ModelConfig, VeloVI
 
     result, groupby, notes = prepared
     codes, cell_types = _group_codes(result, groupby)
@@ -151,21 +183,7 @@ def _fit_prepared(
         )
 
     with stages.stage("train", "training veloVI"):
-        model = VeloVI(
-            result.layers["Ms"],
-            result.layers["Mu"],
-            ModelConfig(**params.for_config(ModelConfig)),
-            device=params.device,
-            seed=params.seed,
-        )
-        history = model.train(
-            TrainConfig(
-                **params.for_config(TrainConfig),
-                convergence=ConvergenceRule() if params.stopping == "velocity" else None,
-            ),
-            progress=on_epoch,
-            should_stop=should_stop,
-        )
+        model, history = train_velovi(result, params, on_epoch, should_stop)
 
     with stages.stage("posterior", f"posterior: {params.n_samples} samples"):
         posterior = model.posterior(

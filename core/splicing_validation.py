@@ -194,21 +194,11 @@ class ReferenceVeloVI:
 def fit_reference_velovi(train: AnnData, params) -> ReferenceVeloVI:
     """Preprocess and fit veloVI on ``train`` (raw ``spliced``/``unspliced`` counts) as
     :func:`core.pipeline.run` does with :class:`core.params.FitParams` ``params``."""
-    from core.convergence import ConvergenceRule
+    from core.pipeline import train_velovi
     from core.preprocess import PreprocessConfig, preprocess
-    from core.train import TrainConfig
-    from core.velovi import ModelConfig, VeloVI
 
     prepared = preprocess(train, PreprocessConfig(**params.for_config(PreprocessConfig)))
-    model = VeloVI(
-        prepared.layers["Ms"],
-        prepared.layers["Mu"],
-        ModelConfig(**params.for_config(ModelConfig)),
-        device=params.device,
-        seed=params.seed,
-    )
-    stopping = ConvergenceRule() if params.stopping == "velocity" else None
-    model.train(TrainConfig(**params.for_config(TrainConfig), convergence=stopping))
+    model, _ = train_velovi(prepared, params)
     posterior = model.posterior(params.n_samples, params.posterior_mode, params.time_statistic)
     targets = None
     if params.normalize:

@@ -374,7 +374,7 @@ def load_results(path: str | Path) -> Results:
     p = Path(path).expanduser().resolve()
     try:
         files = [p, *(stage_files(p) if is_base_file(p) else ())]
-        stats = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        stats = tuple((str(f), s.st_mtime_ns, s.st_size) for f in files for s in [f.stat()])
     except OSError:
         raise ResultsError(
             f"results file {p} does not exist; choose an existing .h5ad file"
