@@ -172,11 +172,16 @@ class StageWriter:
         the slots added since, :func:`core.results_io.extend_results`) and remove the stages
         folder."""
         base = stage_file(self.folder, BASE)
-        if self._base_keys is not None and base.is_file():
+        if self._base_keys is None:
+            path = write_results(adata, self.output)
+        elif base.is_file():
             added = added_since(adata, self._base_keys)
             path = extend_results(base, adata, added, self.output)
-        else:
-            path = write_results(adata, self.output)
+        else:  # the base's layers may live only there (core.analyses.release_landed_layers)
+            raise FileNotFoundError(
+                f"the base landing {base} disappeared before the results were written; fit "
+                "again (nothing else touches a running fit's stages folder)."
+            )
         self._stop.set()
         with self._lock:
             shutil.rmtree(self.folder, ignore_errors=True)
