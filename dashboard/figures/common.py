@@ -348,6 +348,7 @@ def cell_traces(
             customdata=hover.customdata[idx],
             hovertemplate=template + "<extra></extra>",
             marker={"size": size, "opacity": opacity, **marker},
+            _validate=False,
         )
         for name, idx, marker in zip(names, groups, markers, strict=True)
     ]
@@ -414,6 +415,7 @@ def legend_keys(names: list[str], colors: dict[str, str]) -> list[go.Scatter]:
             legendgroup=name,
             hoverinfo="skip",
             marker={"size": 8, "color": colors[name]},
+            _validate=False,
         )
         for name in names
     ]
@@ -452,4 +454,4 @@ def cell_figure(
     layout = base_layout(title, uirevision, " · ".join(filter(None, [subtitle, note])), **axes)
     if values is not None and values.kind == "numeric":
         layout["coloraxis"] = numeric_coloraxis(values.values, values.label, diverging)
-    return go.Figure(data=[*cells, *(extra or []), *keys], layout=layout)
+    return go.Figure(data=[*cells, *(extra or []), *keys], layout=layout, _validate=False)
