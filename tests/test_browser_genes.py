@@ -157,6 +157,23 @@ def _measure_legends(duo, cell_types: list[str]) -> list[str]:
     return problems
 
 
+#: The gene's figures that do not depend on the portrait's colouring.
+OTHER_FIGURES = ["gene-over-time", "gene-velocity-umap", "gene-permutation", "gene-baseline"]
+KEEP_DRAWN = f"""
+for (const id of {OTHER_FIGURES!r}) {{
+  const gd = document.querySelector('#' + id + ' .js-plotly-plot');
+  gd.__drawn = gd.data;
+}}
+"""
+#: The figures among OTHER_FIGURES still showing the data of KEEP_DRAWN's time (not redrawn).
+STILL_DRAWN = f"""
+return {OTHER_FIGURES!r}.filter((id) => {{
+  const gd = document.querySelector('#' + id + ' .js-plotly-plot');
+  return gd.__drawn === gd.data;
+}});
+"""
+
+
 def test_linked_gene_lands_on_its_page_and_every_legend_entry_shows(
     dash_duo, tmp_path, adata, results_path
 ):
@@ -173,9 +190,14 @@ def test_linked_gene_lands_on_its_page_and_every_legend_entry_shows(
         assert _row_background(dash_duo, gene) == HIGHLIGHT
         assert len(_visible_genes(dash_duo)) == 15
         for colour, colour_bar in (("latent time", True), ("cell type", False)):
+            dash_duo.driver.execute_script(KEEP_DRAWN)
             dash_duo.driver.find_element("xpath", f"//label[normalize-space()='{colour}']").click()
             # measure the new figure: latent time has a colour bar, cell type none
             until(lambda c=colour_bar: _has_colour_bar(dash_duo) == c, timeout=20)
+            in_url = colour != "cell type"
+            until(lambda u=in_url: ("latent_time" in dash_duo.driver.current_url) == u, timeout=10)
+            # the colouring redrew the portrait alone: the other figures keep their data
+            assert dash_duo.driver.execute_script(STILL_DRAWN) == OTHER_FIGURES
             problems = _legend_problems(dash_duo, cell_types, timeout=20)
             assert problems == [], f"{width}x{height}, coloured by {colour}"
     assert dash_duo.get_logs() == []

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scvelo as scv
+from dash._callback import GLOBAL_CALLBACK_LIST
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from fake_results import make_fake_results
@@ -190,6 +191,26 @@ def test_a_shared_link_to_a_gene_that_is_not_fitted_says_why(site, genes):
     assert (title, problem) == (fitted, None) and len(portrait.data) > 0
     # … and the page opens with it selected, so the table goes to its page and highlights it
     assert find(genes.layout(ds=ds, gene=fitted.lower()), "genes-selected").data == fitted
+
+
+def test_a_new_colouring_redraws_the_phase_portrait_alone(site, genes):
+    """Colouring the portrait by latent time sends that figure and the URL, not the gene's
+    four other figures (the colouring is only read by `show_gene`, as State)."""
+    ds, results = site
+    gene = results.gene_names[2]
+    portrait, search = genes.recolour_portrait("latent_time", gene.lower(), ds)
+    assert portrait.layout.coloraxis.colorbar.title.text  # numeric colouring: a colour bar
+    cells = [t for t in portrait.data if t.mode == "markers" and t.x is not None and len(t.x) > 1]
+    drawn = np.concatenate([np.asarray(t.marker.color) for t in cells])
+    assert np.allclose(np.sort(drawn), np.sort(results.latent_time.astype(np.float32)))
+    assert f"gene={gene}" in search and "color_by=latent_time" in search
+    # the only callback the colouring triggers writes the portrait and the URL
+    triggered = [c for c in GLOBAL_CALLBACK_LIST if {"id": "gene-color-by", "property": "value"}
+                 in c["inputs"]]  # fmt: skip
+    outputs = {
+        tuple(o.split("@")[0] for o in c["output"].strip(".").split("...")) for c in triggered
+    }
+    assert outputs == {("phase-portrait.figure", f"{genes.ui.URL_STATE}.data")}
 
 
 def test_steps_are_core_steps():

@@ -306,16 +306,15 @@ def select_from_table(active_cell: dict | None) -> str:
     Output("gene-baseline", "figure"),
     Output(ui.URL_STATE, "data"),
     Input("genes-selected", "data"),
-    Input("gene-color-by", "value"),
+    State("gene-color-by", "value"),
     State("genes-ds", "data"),
 )
 def show_gene(gene: str, color_by: str, ds: str):
     """Every figure of the selected gene (a link's name in another case opens the fitted gene),
     and the URL that reopens this view."""
     _, results = context.fitted(ds)
-    if gene not in results.gene_index:
-        gene = results.gene_ignoring_case(gene or "") or gene
-    search = ui.page_href("", ds, gene=gene, color_by=None if color_by == "cell_type" else color_by)
+    gene = fitted_name(results, gene)
+    search = gene_search(ds, gene, color_by)
     if gene not in results.gene_index:
         empty = figures.empty_figure("Pick a gene from the table.")
         problem = ui.alert(gene_filter.unfitted_reason(results, gene), "warning")
@@ -323,14 +322,49 @@ def show_gene(gene: str, color_by: str, ds: str):
     return (
         gene,
         None,
-        figures.phase_portrait_figure(
-            results, gene, color_by=color_by, companion=context.companion(results)
-        ),
+        phase_portrait(results, gene, color_by),
         figures.gene_over_time_figure(results, gene),
         velocity_umap(results, gene),
         figures.permutation_effect_figure(results, gene),
         figures.baseline_agreement_figure(results, gene),
         search,
+    )
+
+
+@callback(
+    Output("phase-portrait", "figure", allow_duplicate=True),
+    Output(ui.URL_STATE, "data", allow_duplicate=True),
+    Input("gene-color-by", "value"),
+    State("genes-selected", "data"),
+    State("genes-ds", "data"),
+    prevent_initial_call=True,
+)
+def recolour_portrait(color_by: str, gene: str, ds: str):
+    """A new colouring redraws the phase portrait alone: no other figure depends on it (at
+    50,000 cells a fifth of the bytes and work of all the gene's figures)."""
+    _, results = context.fitted(ds)
+    gene = fitted_name(results, gene)
+    if gene not in results.gene_index:
+        raise PreventUpdate
+    return phase_portrait(results, gene, color_by), gene_search(ds, gene, color_by)
+
+
+def fitted_name(results: Results, gene: str | None) -> str | None:
+    """``gene`` as the results spell it when it differs only in case, else unchanged."""
+    if gene in results.gene_index:
+        return gene
+    return results.gene_ignoring_case(gene or "") or gene
+
+
+def gene_search(ds: str, gene: str | None, color_by: str) -> str:
+    """The URL query that reopens the gene view of ``gene`` coloured by ``color_by``."""
+    return ui.page_href("", ds, gene=gene, color_by=None if color_by == "cell_type" else color_by)
+
+
+def phase_portrait(results: Results, gene: str, color_by: str):
+    """The gene's phase portrait, with the other transcription rate's fit when there is one."""
+    return figures.phase_portrait_figure(
+        results, gene, color_by=color_by, companion=context.companion(results)
     )
 
 
