@@ -111,6 +111,8 @@ def test_fit_summary_lists_stages_in_pipeline_order(tmp_path, capsys):
     from dashboard.cli import _print_summary
 
     _print_summary(write_fake_results(tmp_path / "r.h5ad", n_cells=30, n_genes=4), 12.0)
-    line = next(x for x in capsys.readouterr().out.splitlines() if "stages:" in x)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("velodash: 30 cells × 4 genes fitted on cpu in 12.0s")
+    line = next(x for x in out if "stages:" in x)
     names = [part.split()[0] for part in line.split("stages:")[1].split(",")]
     assert len(names) == 8 and names == [s for s in STAGES if s in names]
