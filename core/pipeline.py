@@ -30,6 +30,7 @@ from core.io import (
 from core.options import STAGE_SPAN
 from core.params import FitParams, ProgressCallback, ProgressEvent
 from core.preprocess import PreprocessConfig, preprocess
+from core.results_io import drop_rebuildable_raw_moments
 from core.stage_files import BASE
 from core.staged_results import StageFailed, StageWriter
 from core.threads import fit_threads
@@ -288,6 +289,8 @@ def _fit_staged(
     # the raw counts live only while they are preprocessed (at 50,000 cells, over 1 GB)
     prepared = _prepare(adata, params, stages)
     del adata
+    # the file leaves out raw moments that its counts rebuild; so does the fit's memory
+    drop_rebuildable_raw_moments(prepared.result)
     prepared.result.uns["velodash"] = {"input": input_path.name}
     if record is not None:
         prepared.result.uns["velodash"]["splicing"] = record
