@@ -165,9 +165,7 @@ def velocity_graph_samples(
         V, X = space.project(V), space.states
     n_cells = V.shape[1]
     candidates = sorted_candidates(candidates, n_cells)
-    cosines = torch.zeros((V.shape[0], candidates.nnz), dtype=torch.float32, device=dev)
-    positions, values = candidate_cosines(V, X, candidates, np.arange(n_cells), sqrt_transform)
-    cosines[:, positions] = values
+    cosines = candidate_cosines(V, X, candidates, np.arange(n_cells), sqrt_transform)
     return [_split_graph(values, candidates) for values in cosines.cpu().numpy()]
 
 
@@ -190,20 +188,24 @@ def candidate_cosines(
     candidates: sp.csr_matrix,
     rows: np.ndarray,
     sqrt_transform: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Cosines of S velocity samples of some cells with their candidate displacements.
 
     ``V`` (S, n, G): the samples of the cells ``rows`` (n,); ``X`` (N, G) the states of all
-    cells; ``candidates`` sorted CSR (:func:`sorted_candidates`). Returns ``positions`` (k,),
-    indices into ``candidates.indices``/``data`` of the rows' stored entries, and ``values``
-    (S, k) the centred cosines there (scVelo's ``cosine_correlation``; 0 where undefined: zero
-    velocity, identical cells, the cell itself). The candidate gather and the centred,
-    normalised displacements are shared by the S samples (one batched matmul); rows with
-    similar candidate counts are processed together in blocks that stay under
-    ``CPU_CHUNK_BYTES`` (CPU) or ``MAX_CHUNK_BYTES`` (GPU).
+    cells; ``candidates`` sorted CSR (:func:`sorted_candidates`). Writes the centred cosines
+    (scVelo's ``cosine_correlation``; 0 where undefined: zero velocity, identical cells, the
+    cell itself) at the rows' stored entries of ``out`` (S, nnz), aligned with
+    ``candidates.indices``/``data``, and returns it (None: a new zero array; other entries are
+    left as they are). The candidate gather and the centred, normalised displacements are
+    shared by the S samples (one batched matmul); rows with similar candidate counts are
+    processed together in blocks that stay under ``CPU_CHUNK_BYTES`` (CPU) or
+    ``MAX_CHUNK_BYTES`` (GPU), each written straight into ``out`` (no second (S, nnz) array).
     """
     dev = V.device
     n_genes = X.shape[1]
+    if out is None:
+        out = V.new_zeros((V.shape[0], candidates.nnz))
     V_unit = _unit_rows(_centre(_signed_sqrt(V) if sqrt_transform else V))
     V_unit = V_unit.permute(1, 2, 0).contiguous()  # (n, G, S)
     counts = np.diff(candidates.indptr)[rows]
@@ -212,10 +214,6 @@ def candidate_cosines(
     order = np.argsort(-counts, kind="stable")
     budget = MAX_CHUNK_BYTES if dev.type == "cuda" else CPU_CHUNK_BYTES
     per_block = max(1, budget // (4 * n_genes * max(1, int(counts.max(initial=0)))))
-    # outputs written in place: no list of per-block pieces living between the blocks' buffers
-    all_positions = torch.empty(int(counts.sum()), dtype=torch.long, device=dev)
-    all_values = V.new_zeros((V.shape[0], int(counts.sum())))
-    filled = 0
     for start in range(0, len(rows), per_block):
         local = order[start : start + per_block]
         block_rows = rows[local]
@@ -227,12 +225,10 @@ def candidate_cosines(
         dX -= dX.mean(dim=-1, keepdim=True)
         norm = torch.linalg.vector_norm(dX, dim=-1, keepdim=True)
         block = torch.bmm(dX, V_unit[torch.as_tensor(local, device=dev)]) / norm  # (n, w, S)
-        n_valid = int(valid.sum())
-        all_positions[filled : filled + n_valid] = torch.as_tensor(positions[valid], device=dev)
-        all_values[:, filled : filled + n_valid] = block[torch.as_tensor(valid, device=dev)].T
-        filled += n_valid
-        del dX, norm, block
-    return all_positions, torch.nan_to_num_(all_values, nan=0.0)
+        values = block[torch.as_tensor(valid, device=dev)].T.nan_to_num_(nan=0.0)
+        out[:, torch.as_tensor(positions[valid], device=dev)] = values
+        del dX, norm, block, values
+    return out
 
 
 def transition_matrix(

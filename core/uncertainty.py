@@ -8,7 +8,7 @@ reference is replaced by batched torch ops on the samples' device, processed in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -243,8 +243,7 @@ class _FutureStates:
             self._allocate(samples)
         if self.space is None:
             rows = np.arange(cells.start, cells.stop)
-            positions, values = graph.candidate_cosines(samples, self.X, self.candidates, rows)
-            self.cosines[:, positions] = values
+            graph.candidate_cosines(samples, self.X, self.candidates, rows, out=self.cosines)
             return
         self.projected[:, cells] = samples @ self.space.components.T
         self.sums += samples.sum(dim=1)
@@ -256,9 +255,9 @@ class _FutureStates:
             n_cells = self.Ms.shape[0]
             V = self.space.finish(self.projected, self.sums / n_cells, self.zero)
             rows = np.arange(n_cells)
-            positions, values = graph.candidate_cosines(V, self.space.states, self.candidates, rows)
-            self.cosines[:, positions] = values
             del self.projected
+            graph.candidate_cosines(V, self.space.states, self.candidates, rows, out=self.cosines)
+            del V
         return _extrinsic_statistics(self.cosines, self.candidates, self.X, scale)
 
 
@@ -275,6 +274,17 @@ def _with_diagonal(candidates: sp.csr_matrix) -> sp.csr_matrix:
 _FUTURE_BLOCK_BYTES = 32 * 2**20
 
 
+def _row_blocks(indptr: np.ndarray, max_entries: int) -> Iterator[slice]:
+    """Consecutive slices of the rows of a CSR pattern (``indptr`` (N + 1,)), each holding at most
+    ``max_entries`` stored entries (or one row, if a row alone holds more)."""
+    n_rows, start = len(indptr) - 1, 0
+    while start < n_rows:
+        stop = int(np.searchsorted(indptr, int(indptr[start]) + max_entries, side="right")) - 1
+        stop = min(max(stop, start + 1), n_rows)
+        yield slice(start, stop)
+        start = stop
+
+
 def _extrinsic_statistics(
     cosines: torch.Tensor, candidates: sp.csr_matrix, X: torch.Tensor, scale: float
 ) -> pd.DataFrame:
@@ -284,17 +294,24 @@ def _extrinsic_statistics(
     :func:`core.graph.transition_matrix`), built row block by row block from the cosines.
     """
     n_cells, n_genes = X.shape
-    rows_of = torch.as_tensor(
-        np.repeat(np.arange(n_cells), np.diff(candidates.indptr)), device=cosines.device
-    )
     # self-transition confidence: clip(P98(c) − c, 0, 1), c = row max of the positive graph
     confidence = torch.zeros((len(cosines), n_cells), device=cosines.device)
-    confidence.scatter_reduce_(
-        1, rows_of.expand(len(cosines), -1), cosines.clamp(0.0, 1.0), "amax", include_self=True
-    )
+    indptr = candidates.indptr
+    for cells in _row_blocks(indptr, max(1, _FUTURE_BLOCK_BYTES // (4 * len(cosines)))):
+        counts = np.diff(indptr[cells.start : cells.stop + 1])
+        rows_of = torch.as_tensor(np.repeat(np.arange(cells.start, cells.stop), counts))
+        entries = slice(indptr[cells.start], indptr[cells.stop])
+        confidence.scatter_reduce_(
+            1,
+            rows_of.to(cosines.device).expand(len(cosines), -1),
+            cosines[:, entries].clamp(0.0, 1.0),
+            "amax",
+            include_self=True,
+        )
     confidence = confidence.double()
     p98 = torch.quantile(confidence, 0.98, dim=1, keepdim=True)
     self_transition = (p98 - confidence).clamp(0.0, 1.0).float()
+    del confidence
     width = int(np.diff(candidates.indptr).max(initial=1))
     step = max(1, _FUTURE_BLOCK_BYTES // (4 * width * n_genes))
 

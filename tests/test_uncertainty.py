@@ -186,6 +186,41 @@ def test_extrinsic_equals_the_reference_tutorial_on_the_same_samples(n_vars):
         assert not np.allclose(over_genes["cosine_variance"], expected["cosine_variance"], rtol=0.1)
 
 
+def test_extrinsic_in_small_blocks_still_equals_the_reference_tutorial(monkeypatch):
+    """The candidate cosines written block by block into one (S, nnz) array and the
+    self-transition confidence taken a few rows at a time (bounded memory at 100,000 cells)
+    give the tutorial's statistics, and the same numbers as one block."""
+    adata = _knn_adata(150, 150, seed=0)
+    Ms = adata.layers["Ms"]
+    rng = np.random.default_rng(3)
+    base = np.log1p(adata.layers["unspliced"]) - 0.5 * Ms
+    samples = base[None] + 0.3 * np.abs(base).mean() * rng.normal(size=(4, *Ms.shape))
+    samples = samples.astype(np.float32)
+    candidates = graph.candidate_neighbors(adata)
+    whole = extrinsic_uncertainty(samples, Ms, candidates)
+    monkeypatch.setattr(graph, "CPU_CHUNK_BYTES", 4 * 30 * 40)  # ~1 cell per cosine block
+    monkeypatch.setattr(uncertainty, "_FUTURE_BLOCK_BYTES", 4 * 4 * 100)  # 100 entries a block
+    blocks = list(uncertainty._row_blocks(candidates.indptr, 100))
+    assert len(blocks) > 10
+    blocked = extrinsic_uncertainty(samples, Ms, candidates)
+    pd.testing.assert_frame_equal(blocked, whole, rtol=1e-5, atol=1e-6)  # float32 block shapes
+    expected = _tutorial_extrinsic(adata, samples)
+    np.testing.assert_allclose(blocked.to_numpy(), expected.to_numpy(), atol=1e-4)
+
+
+def test_row_blocks_cover_every_row_within_the_entry_budget():
+    """Row blocks of a CSR pattern: consecutive, covering every row once, each at most the
+    budget of stored entries unless one row alone exceeds it."""
+    counts = np.array([3, 0, 5, 2, 9, 1, 1, 0, 4])
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    blocks = list(uncertainty._row_blocks(indptr, 5))
+    assert blocks[0].start == 0 and blocks[-1].stop == len(counts)
+    for block in blocks:
+        entries = counts[block].sum()
+        assert entries <= 5 or block.stop - block.start == 1
+    assert [(b.start, b.stop) for b in blocks] == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 8), (8, 9)]
+
+
 def test_approx_velocity_graph_equals_scvelo():
     """core.graph.velocity_graph(approx=True) gives scVelo's approx=True graph: cosines in the
     same 30-component PCA of Ms, velocities projected as scVelo projects them."""
