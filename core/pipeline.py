@@ -191,6 +191,8 @@ def _fit_prepared(
             n_samples=params.n_samples,
             mode=params.posterior_mode,
             time_statistic=params.time_statistic,
+            # staged: the layers no stage before the base landing reads wait on disk for it
+            spill=stages.writer.row_spill(result.shape) if stages.writer is not None else None,
         )
         add_posterior_to_adata(result, posterior)
         del posterior  # its arrays now live in result

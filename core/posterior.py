@@ -42,8 +42,14 @@ from core.dirichlet import STATE_AXIS
 from core.model import STATE_NAMES, Components, Rates, VeloVAE
 from core.options import POSTERIOR_MODES as MODES
 from core.options import TIME_STATISTICS
+from core.row_spill import RowSpill
 
 T = TypeVar("T")
+
+#: results layers of the four state planes, in :data:`core.model.STATE_NAMES` order.
+STATE_LAYERS = tuple(f"state_{name}" for name in STATE_NAMES)
+#: results layers a posterior pass with a spill writes to disk rather than keeping.
+SPILLED_LAYERS = ("velocity_var", "fit_t", "fit_s", "fit_u", *STATE_LAYERS)
 
 #: Elements (draws × cells × states × genes) of the largest per-batch tensor.
 _ELEMENT_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 26}
@@ -66,11 +72,11 @@ class Posterior:
     """
 
     velocity: np.ndarray
-    velocity_var: np.ndarray
-    fit_t: np.ndarray
-    fit_s: np.ndarray
-    fit_u: np.ndarray
-    states: np.ndarray
+    velocity_var: np.ndarray | None
+    fit_t: np.ndarray | None
+    fit_s: np.ndarray | None
+    fit_u: np.ndarray | None
+    states: np.ndarray | None
     latent_z: np.ndarray
     alpha: np.ndarray
     beta: np.ndarray
@@ -183,15 +189,19 @@ def latent_time_raw(
 
 
 def _cell_outputs(
-    n_cells: int, n_genes: int, n_latent: int, device: torch.device
+    n_cells: int, n_genes: int, n_latent: int, device: torch.device, spilled: bool
 ) -> dict[str, torch.Tensor]:
     """Preallocated per-cell summaries of a posterior pass, each batch writing its rows: (N, G)
-    ``v_mean``, ``v_var``, ``t``, ``fit_s``, ``fit_u``; ``states`` (4, N, G); ``z`` (N, L).
+    ``v_mean``, ``v_var``, ``t``, ``fit_s``, ``fit_u``; ``states`` (4, N, G); ``z`` (N, L);
+    without ``fit_s``, ``fit_u`` and ``states`` when they are ``spilled`` to disk.
 
     Writing in place (rather than keeping every batch's result and concatenating) keeps the
     pass's memory at one copy of the outputs plus the batches in flight."""
-    shapes = {key: (n_cells, n_genes) for key in ("v_mean", "v_var", "t", "fit_s", "fit_u")}
-    shapes.update(states=(len(STATE_NAMES), n_cells, n_genes), z=(n_cells, n_latent))
+    shapes = {key: (n_cells, n_genes) for key in ("v_mean", "v_var", "t")}
+    shapes["z"] = (n_cells, n_latent)
+    if not spilled:
+        shapes.update(fit_s=(n_cells, n_genes), fit_u=(n_cells, n_genes))
+        shapes["states"] = (len(STATE_NAMES), n_cells, n_genes)
     return {key: torch.empty(shape, device=device) for key, shape in shapes.items()}
 
 
@@ -205,6 +215,7 @@ def posterior_pass(
     generator: torch.Generator | None = None,
     time_statistic: str = TIME_STATISTICS[0],
     scaling: torch.Tensor | None = None,
+    spill: RowSpill | None = None,
 ) -> Posterior:
     """Every posterior summary from one batched pass over (N, G) device tensors Ms, Mu.
 
@@ -213,7 +224,10 @@ def posterior_pass(
     are in the units of the fit); None: t_max / the latest latent time of each gene over these
     cells (the reference tutorial's rescaling). Batches draw from their
     own generators derived from ``generator`` and, on the CPU, run in threads as in
-    :func:`velocity_sample_chunks` (same seed → same summaries)."""
+    :func:`velocity_sample_chunks` (same seed → same summaries). With ``spill`` the (N, G)
+    summaries other than the velocity go to disk under their layer names
+    (:data:`SPILLED_LAYERS`) as they are made, and are None in the result: the pass then holds
+    three (N, G) arrays at most instead of eleven."""
     check_mode(mode)
     if time_statistic not in TIME_STATISTICS:
         choices = ", ".join(TIME_STATISTICS)
@@ -225,11 +239,12 @@ def posterior_pass(
     n_cells, n_genes = spliced.shape
     batches = blocks(n_cells, batch_size_for(n_draws, n_genes, spliced.device))
 
-    out = _cell_outputs(n_cells, n_genes, module.config.n_latent, spliced.device)
+    out = _cell_outputs(n_cells, n_genes, module.config.n_latent, spliced.device, spill is not None)
 
-    def summarise(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def summarise(index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Write batch ``index``'s rows of ``out``; return its per-gene sums (G,) of the
-        log-likelihood and of the squared error (ŝ − s)² + (û − u)²."""
+        log-likelihood and of the squared error (ŝ − s)² + (û − u)², and (when spilling) its
+        rows of the spilled layers."""
         sl, rng = batches[index], _chunk_generator(generator, index)
         with torch.no_grad():
             s, u = spliced[sl], unspliced[sl]
@@ -244,30 +259,46 @@ def posterior_pass(
                 total = d.concentration.sum(STATE_AXIS)
                 v_var += ((second - v.square()) / (total + 1.0)).mean(0)
             fit_s, fit_u = (x.mean(0) for x in d.comp.mixture_mean(pi))
+            states = pi.mean(0).transpose(0, 1)  # (4, B, G)
             out["v_mean"][sl] = v.mean(0)
             out["v_var"][sl] = v_var
             out["t"][sl] = latent_time_raw(d, pi, time_statistic).mean(0)
-            out["fit_s"][sl], out["fit_u"][sl] = fit_s, fit_u
-            out["states"][:, sl] = pi.mean(0).transpose(0, 1)
             out["z"][sl] = d.z_mean
+            if spill is None:
+                out["fit_s"][sl], out["fit_u"][sl] = fit_s, fit_u
+                out["states"][:, sl] = states
+                rows = {}
+            else:
+                rows = {
+                    "fit_s": fit_s,
+                    "fit_u": fit_u,
+                    **dict(zip(STATE_LAYERS, states, strict=True)),
+                }
             # per-gene fit quality from the first draw, as the reference's get_gene_likelihood
             first = Components._make(x[0] if x.dim() == 3 else x for x in d.comp)
             log_pi = pi[0].clamp_min(torch.finfo(pi.dtype).tiny).log()
             loglik = module.log_likelihood(s, u, first, log_pi).sum(0)
-            return loglik, ((fit_s - s).square() + (fit_u - u).square()).sum(0)
+            return loglik, ((fit_s - s).square() + (fit_u - u).square()).sum(0), rows
 
     workers = _workers(spliced.device, None, generator)
     loglik = squared_error = torch.zeros(n_genes, device=spliced.device)
-    for batch_loglik, batch_squared_error in _in_order(summarise, len(batches), workers):
+    for index, (batch_loglik, batch_squared_error, rows) in enumerate(
+        _in_order(summarise, len(batches), workers)
+    ):
         loglik = loglik + batch_loglik
         squared_error = squared_error + batch_squared_error
+        for name, values in rows.items():
+            spill.append(name, batches[index], values.float().cpu().numpy())
     rates = module.rates()
     tiny = torch.finfo(torch.float32).tiny
     if scaling is None:
         scaling = module.config.t_max / out["t"].amax(0).clamp_min(tiny)
     # in place from here on: no second (N, G) copy of any summary
-    velocity = torch.maximum(out["v_mean"], -spliced, out=out["v_mean"]).div_(scaling)
-    velocity_var = out["v_var"].div_(scaling.square())
+    velocity = out["v_mean"]
+    for sl in batches:
+        torch.maximum(velocity[sl], -spliced[sl], out=velocity[sl])
+    velocity.div_(scaling)
+    out["v_var"].div_(scaling.square())
     fit_t = out["t"].mul_(scaling)
     cell_time = fit_t.mean(1)
     span = (cell_time.max() - cell_time.min()).clamp_min(tiny)
@@ -278,13 +309,20 @@ def posterior_pass(
     def genes(x: torch.Tensor) -> np.ndarray:
         return x.double().cpu().numpy()
 
+    def kept(name: str, x: torch.Tensor) -> np.ndarray | None:
+        """``x`` as an array, or None once written to the spill whole (and freed)."""
+        if spill is None:
+            return cells(x)
+        spill.append(name, slice(0, n_cells), cells(x))
+        return None
+
     return Posterior(
         velocity=cells(velocity),
-        velocity_var=cells(velocity_var),
-        fit_t=cells(fit_t),
-        fit_s=cells(out["fit_s"]),
-        fit_u=cells(out["fit_u"]),
-        states=cells(out["states"]),
+        velocity_var=kept("velocity_var", out.pop("v_var")),
+        fit_t=kept("fit_t", out.pop("t")),
+        fit_s=None if spill else cells(out["fit_s"]),
+        fit_u=None if spill else cells(out["fit_u"]),
+        states=None if spill else cells(out["states"]),
         latent_z=cells(out["z"]),
         alpha=genes(rates.alpha / scaling),
         beta=genes(rates.beta / scaling),
@@ -440,6 +478,15 @@ def expression_fit(
     return torch.cat(fits_s).cpu().numpy(), torch.cat(fits_u).cpu().numpy()
 
 
+def _varies_over_cells(values: np.ndarray, block: int = 64) -> np.ndarray:
+    """(G,) bool: ``np.nanstd(values, axis=0) > 0`` for (N, G) ``values``, a few genes at a time
+    (the whole-array call makes several (N, G) temporaries)."""
+    varies = np.empty(values.shape[1], dtype=bool)
+    for start in range(0, values.shape[1], block):
+        varies[start : start + block] = np.nanstd(values[:, start : start + block], axis=0) > 0
+    return varies
+
+
 def add_posterior_to_adata(adata, posterior: Posterior) -> None:
     """Write the DESIGN.md results slots of ``posterior`` into ``adata`` (in place).
 
@@ -448,7 +495,8 @@ def add_posterior_to_adata(adata, posterior: Posterior) -> None:
     fit_velovi_scaling (the per-gene factor applied), fit_mse, fit_likelihood, velocity_genes
     (an existing column AND a finite likelihood AND a velocity that varies over cells);
     obs: latent_time; obsm: X_velovi; uns: velocity_params (mode 'velovi', so scVelo does not
-    square-root-transform the velocities).
+    square-root-transform the velocities). Layers the pass spilled to disk (None) are left out:
+    the base landing writes them from the spill (:meth:`core.staged_results.StageWriter.land`).
     """
     n_obs, n_vars = posterior.velocity.shape
     if adata.shape != (n_obs, n_vars):
@@ -456,10 +504,13 @@ def add_posterior_to_adata(adata, posterior: Posterior) -> None:
             f"posterior is for {n_obs} cells × {n_vars} genes but adata is {adata.shape}; "
             "pass the AnnData the model was fitted on."
         )
-    for key in ("velocity", "velocity_var", "fit_t", "fit_s", "fit_u"):
-        adata.layers[key] = getattr(posterior, key)
-    for k, name in enumerate(STATE_NAMES):
-        adata.layers[f"state_{name}"] = posterior.states[k]
+    layers = {key: getattr(posterior, key) for key in ("velocity", "velocity_var", "fit_t")}
+    layers.update(fit_s=posterior.fit_s, fit_u=posterior.fit_u)
+    if posterior.states is not None:
+        layers.update(zip(STATE_LAYERS, posterior.states, strict=True))
+    for key, values in layers.items():
+        if values is not None:  # else spilled to disk by the pass
+            adata.layers[key] = values
     adata.var["fit_alpha"] = posterior.alpha
     adata.var["fit_beta"] = posterior.beta
     adata.var["fit_gamma"] = posterior.gamma
@@ -475,7 +526,7 @@ def add_posterior_to_adata(adata, posterior: Posterior) -> None:
         if "velocity_genes" in adata.var
         else np.ones(n_vars, dtype=bool)
     )
-    varies = np.nanstd(posterior.velocity, axis=0) > 0
+    varies = _varies_over_cells(posterior.velocity)
     adata.var["velocity_genes"] = selected & np.isfinite(posterior.likelihood) & varies
     adata.obs["latent_time"] = posterior.latent_time
     adata.obsm["X_velovi"] = posterior.latent_z

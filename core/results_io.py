@@ -27,6 +27,8 @@ import numpy as np
 from anndata.io import write_elem
 from scipy import sparse
 
+from core.row_spill import RowSpill
+
 #: Target bytes of one chunk of a dense layer (all cells × a few genes): one gene's column
 #: alone from 64,000 cells on, so a gene click decompresses no other gene's values.
 CHUNK_BYTES = 256 << 10
@@ -72,13 +74,17 @@ def _write_dense(group: h5py.Group, key: str, values: np.ndarray) -> None:
     write_elem(group, key, values, dataset_kwargs=kwargs)
 
 
-def write_results(adata: ad.AnnData, path: str | os.PathLike) -> Path:
+def write_results(
+    adata: ad.AnnData, path: str | os.PathLike, spill: RowSpill | None = None
+) -> Path:
     """Write a results AnnData to ``path`` atomically in the gene-chunked layout.
 
     Dense layers are chunked by gene (see the module docstring), ``Ms_raw``/``Mu_raw`` are
     left out when the counts and connectivities that rebuild them are present, and everything
-    else is written by anndata with gzip. ``adata`` is not modified. Readers never see a
-    half-written file: a temp file in the same folder is renamed over ``path``.
+    else is written by anndata with gzip. The layers of ``spill`` (:class:`RowSpill` of
+    ``adata``'s shape, not in ``adata``) are written too, read back one at a time. ``adata`` is
+    not modified. Readers never see a half-written file: a temp file in the same folder is
+    renamed over ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +108,8 @@ def write_results(adata: ad.AnnData, path: str | os.PathLike) -> Path:
             for key, values in dense.items():
                 if key not in dropped:
                     _write_dense(f["layers"], key, values)
+            for key in spill.names if spill is not None else ():
+                _write_dense(f["layers"], key, spill.load(key))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -8,6 +8,9 @@ read them without loading anything: :mod:`core.stage_files`):
   the late analyses, written as soon as the graph is done;
 - ``<stage>.h5ad`` for each late stage (``LATE_STAGES``) once it is done: the slots that
   stage added (obs/var columns, obsm/varm/layers/uns entries), in the same gene-chunked layout;
+- ``spill/``: until the base lands, the posterior's layers but the velocity, written a block
+  of cells at a time as they are made (:class:`core.row_spill.RowSpill`), so that the fit
+  does not hold them all in memory;
 - ``status.json``: the planned stages, those landed, the one running, a failure, the fit's
   progress (the fields :func:`core.progress.seconds_left` reads), and the writer's pid, host
   and heartbeat.
@@ -37,8 +40,11 @@ import pandas as pd
 
 from core.progress import ProgressClock
 from core.results_io import extend_results, write_results
+from core.row_spill import RowSpill
 from core.stage_files import BASE, HEARTBEAT_S, STATUS_FILE, stage_file, stages_dir
 
+#: Sub-folder of the stages folder holding the posterior's spilled layers until the base lands.
+SPILL_DIR = "spill"
 #: Least seconds between two progress writes of ``status.json``.
 STATUS_INTERVAL_S = 2.0
 
@@ -96,6 +102,7 @@ class StageWriter:
         self._stop = threading.Event()
         self._last_write = 0.0
         self._base_keys: dict[str, set[str]] | None = None
+        self._spill: RowSpill | None = None
         self.status: dict[str, Any] = {
             "format": 1,
             "output": self.output.name,
@@ -141,13 +148,24 @@ class StageWriter:
         if new_stage or time.monotonic() - self._last_write >= STATUS_INTERVAL_S:
             self._write_status()
 
+    def row_spill(self, shape: tuple[int, int]) -> RowSpill:
+        """A :class:`RowSpill` of (cells, genes) ``shape`` in the stages folder, for layers the
+        base landing writes (with ``adata``'s own) and then deletes."""
+        self._spill = RowSpill(self.folder / SPILL_DIR, shape)
+        return self._spill
+
     def land(self, stage: str, adata: ad.AnnData, before: Mapping[str, set[str]] | None) -> None:
         """Write stage ``stage`` atomically: ``adata`` whole for ``BASE`` (``before`` None),
-        else the slots it gained since ``before`` (:func:`added_since`)."""
+        with the layers of :meth:`row_spill` if any, else the slots it gained since ``before``
+        (:func:`added_since`)."""
         part = adata if before is None else added_since(adata, before)
-        write_results(part, stage_file(self.folder, stage))
+        spill = self._spill if before is None else None
+        write_results(part, stage_file(self.folder, stage), spill)
         if before is None:
             self._base_keys = slot_keys(adata)
+            if spill is not None:
+                spill.remove()
+                self._spill = None
         self.status["landed"].append(stage)
         self._write_status()
 

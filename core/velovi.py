@@ -16,6 +16,7 @@ from core.posterior import (
     posterior_pass,
     velocity_sample_chunks,
 )
+from core.row_spill import RowSpill
 from core.train import EpochReport, History, TrainConfig, train
 
 __all__ = ["ModelConfig", "TrainConfig", "VeloVI", "resolve_device"]
@@ -137,12 +138,15 @@ class VeloVI:
         spliced: np.ndarray | None = None,
         unspliced: np.ndarray | None = None,
         scaling: np.ndarray | None = None,
+        spill: RowSpill | None = None,
     ) -> Posterior:
         """All posterior summaries in one batched pass (see :mod:`core.posterior`), of the
         training cells, or of new cells given as ``spliced``/``unspliced`` moments (N', G) of
         the same genes, min-max scaled with the training cells' per-gene minimum and maximum
         (not their own); ``scaling`` (G,) fixes the per-gene rescaling (pass the training
-        posterior's ``scaling`` to put new cells in its units; None: from the cells passed)."""
+        posterior's ``scaling`` to put new cells in its units; None: from the cells passed).
+        ``spill``: write the (N, G) summaries but the velocity to disk as they are made
+        (:func:`core.posterior.posterior_pass`)."""
         factor = None if scaling is None else torch.as_tensor(scaling, dtype=torch.float32)
         return posterior_pass(
             self.module,
@@ -152,6 +156,7 @@ class VeloVI:
             self._generator(2),
             time_statistic,
             None if factor is None else factor.to(self.device),
+            spill,
         )
 
     def velocity_samples(

@@ -16,6 +16,7 @@ import torch
 from core import posterior
 from core.kinetics import trajectory
 from core.posterior import add_posterior_to_adata
+from core.row_spill import RowSpill
 from core.train import TrainConfig
 from core.velovi import ModelConfig, VeloVI
 
@@ -150,6 +151,45 @@ def test_posterior_batches_write_their_own_rows(fitted, monkeypatch):
         np.testing.assert_allclose(getattr(batched, key), getattr(whole, key), rtol=1e-5, atol=1e-6)
     for key in ("fit_mse", "likelihood", "scaling"):
         np.testing.assert_allclose(getattr(batched, key), getattr(whole, key), rtol=1e-5)
+
+
+def test_a_spilled_pass_writes_the_same_layers_to_disk(fitted, tmp_path, monkeypatch):
+    """With a spill, the (N, G) summaries but the velocity go to disk batch by batch (several
+    batches, drawn in threads) and are None in the result; read back they equal the kept
+    pass's, and so does everything else (same seed, same draws)."""
+    adata, model, _ = fitted
+    monkeypatch.setitem(posterior._ELEMENT_BUDGET, "cpu", 37 * 4 * 5 * model.module.n_genes)
+    kept = model.posterior(n_samples=5)
+    spill = RowSpill(tmp_path / "spill", adata.shape)
+    spilled = model.posterior(n_samples=5, spill=spill)
+    assert sorted(spill.names) == sorted(posterior.SPILLED_LAYERS)
+    for key in ("velocity_var", "fit_t", "fit_s", "fit_u", "states"):
+        assert getattr(spilled, key) is None, key
+    layers = {"velocity_var": kept.velocity_var, "fit_t": kept.fit_t}
+    layers |= {"fit_s": kept.fit_s, "fit_u": kept.fit_u}
+    layers |= dict(zip(posterior.STATE_LAYERS, kept.states, strict=True))
+    for key, expected in layers.items():
+        np.testing.assert_array_equal(spill.load(key), expected, err_msg=key)
+    for key in ("velocity", "latent_z", "latent_time", "fit_mse", "likelihood", "scaling"):
+        np.testing.assert_array_equal(getattr(spilled, key), getattr(kept, key), err_msg=key)
+    target = ad.AnnData(np.zeros(adata.shape, dtype=np.float32))
+    add_posterior_to_adata(target, spilled)
+    assert set(target.layers) == {"velocity"}
+
+
+def test_row_spill_takes_blocks_in_order_and_reads_whole_layers(tmp_path):
+    spill = RowSpill(tmp_path / "s", (5, 3))
+    values = np.arange(15, dtype=np.float32).reshape(5, 3)
+    spill.append("a", slice(0, 2), values[:2])
+    with pytest.raises(ValueError, match="2 of 5 rows"):
+        spill.load("a")
+    with pytest.raises(ValueError, match="in order"):
+        spill.append("a", slice(3, 5), values[3:])
+    spill.append("a", slice(2, 5), values[2:].astype(np.float64))  # stored as float32
+    np.testing.assert_array_equal(spill.load("a"), values)
+    assert spill.load("a").dtype == np.float32 and spill.names == ["a"]
+    spill.remove()
+    assert not (tmp_path / "s").exists() and spill.names == []
 
 
 def test_chunk_parallel_draws_equal_serial_draws_and_differ_between_chunks(fitted):

@@ -19,9 +19,10 @@ from fake_results import QUICK_FIT
 
 from core.params import FitParams
 from core.pipeline import fit_file
+from core.posterior import SPILLED_LAYERS
 from core.progress import seconds_left
 from core.stage_files import BASE, STATUS_FILE, failed_stages, is_complete, stages_dir
-from core.staged_results import StageFailed
+from core.staged_results import SPILL_DIR, StageFailed
 from dashboard.data.results import Results, load_results
 from dashboard.data.stages import StageReport, stage_report
 from dashboard.data.store import ResultsStore
@@ -36,7 +37,7 @@ class Snapshots:
     """Progress callback that copies the stages folder when each stage starts."""
 
     def __init__(self, output: Path, keep: Path) -> None:
-        self.output, self.keep, self.seen = output, keep, {}
+        self.output, self.keep, self.seen, self.spilled = output, keep, {}, {}
         self.stage = None
 
     def __call__(self, event) -> None:
@@ -46,6 +47,7 @@ class Snapshots:
         folder = stages_dir(self.output)
         files = sorted(p.name for p in folder.glob("*.h5ad")) if folder.is_dir() else None
         self.seen[event.stage] = files
+        self.spilled[event.stage] = sorted(p.stem for p in (folder / SPILL_DIR).glob("*"))
         if event.stage == "write" and folder.is_dir():
             shutil.copytree(folder, self.keep)
 
@@ -64,6 +66,9 @@ def test_stages_land_in_order_and_the_folder_goes_at_the_end(staged):
     output, snapshots, _ = staged
     seen = snapshots.seen
     assert seen["train"] == [] and seen["graph"] == []  # nothing lands before the graph
+    # the posterior's layers wait on disk for the base landing, which takes them along
+    assert snapshots.spilled["graph"] == sorted(SPILLED_LAYERS)
+    assert snapshots.spilled["uncertainty"] == []
     assert seen["uncertainty"] == ["base.h5ad"]
     assert seen["coherence"] == ["base.h5ad", "uncertainty.h5ad"]
     assert seen["permutation"] == ["base.h5ad", "coherence.h5ad", "uncertainty.h5ad"]

@@ -1,0 +1,64 @@
+"""Dense layers kept on disk while a fit runs: written a block of cells at a time, in order, as
+the posterior makes them, and read back whole, one layer at a time, when they are written to
+the results file (gene-chunked, :mod:`core.results_io`). At 100,000 cells × 2,000 genes each
+float32 layer is 0.74 GB; a fit that holds none of them between the posterior and the base
+landing stays within its memory bound.
+
+Each layer is one raw little-endian float32 file, row-major, in a folder the caller owns.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+_DTYPE = np.dtype("<f4")
+
+
+class RowSpill:
+    """(N, G) float32 layers on disk in ``folder``, filled by consecutive blocks of rows."""
+
+    def __init__(self, folder: str | Path, shape: tuple[int, int]) -> None:
+        """Start an empty spill of ``shape`` (cells, genes) layers in ``folder`` (created)."""
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self._rows: dict[str, int] = {}
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name}.f32"
+
+    def append(self, name: str, rows: slice, values: np.ndarray) -> None:
+        """Write rows ``rows`` (n cells) of layer ``name``: ``values`` (n, G). Blocks of a layer
+        come in order, each starting where the previous one stopped."""
+        written = self._rows.get(name, 0)
+        n_rows = rows.stop - rows.start
+        if rows.start != written or values.shape != (n_rows, self.shape[1]):
+            raise ValueError(
+                f"layer {name!r} has {written} rows written; got rows {rows.start}:{rows.stop} "
+                f"with values of shape {values.shape} (blocks must come in order, G = "
+                f"{self.shape[1]})."
+            )
+        with self._path(name).open("ab" if written else "wb") as f:
+            f.write(np.ascontiguousarray(values, dtype=_DTYPE).tobytes())
+        self._rows[name] = rows.stop
+
+    @property
+    def names(self) -> list[str]:
+        """The layers written so far, in the order they were started."""
+        return list(self._rows)
+
+    def load(self, name: str) -> np.ndarray:
+        """Layer ``name`` whole (N, G) float32; every row must have been written."""
+        if self._rows.get(name) != self.shape[0]:
+            raise ValueError(
+                f"layer {name!r} has {self._rows.get(name, 0)} of {self.shape[0]} rows written."
+            )
+        return np.fromfile(self._path(name), dtype=_DTYPE).reshape(self.shape)
+
+    def remove(self) -> None:
+        """Delete the folder and its layers."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self._rows.clear()
