@@ -58,22 +58,22 @@ class FitParams:
     min_shared_counts: int = option(
         20, "genes need this many spliced + unspliced counts (scVelo filter_genes)", min=0
     )
-    n_top_genes: int = option(2000, "highly variable genes kept", min=1)
-    n_pcs: int = option(30, "principal components for the kNN graph", min=1)
-    n_neighbors: int = option(30, "neighbours for the kNN graph and the moments", min=2)
+    n_top_genes: int = option(2000, "highly variable genes kept", min=1, max=50_000)
+    n_pcs: int = option(30, "principal components for the kNN graph", min=1, max=500)
+    n_neighbors: int = option(30, "neighbours for the kNN graph and the moments", min=2, max=200)
     compute_umap: bool = option(True, "a UMAP when the data has none", cli=False)
     # model
-    n_hidden: int = option(256, "hidden units of the encoder", min=1, cli=False)
-    n_latent: int = option(10, "latent dimensions", min=1, cli=False)
+    n_hidden: int = option(256, "hidden units of the encoder", min=1, max=4096, cli=False)
+    n_latent: int = option(10, "latent dimensions", min=1, max=256, cli=False)
     time_dependent_rate: bool = option(
         False, "time-dependent transcription rate α(t) (veloVI paper, Fig. 5)"
     )
     # training
     max_epochs: int = option(500, "most training epochs", min=1, max=100_000)
-    batch_size: int = option(256, "cells per training batch", min=2)
+    batch_size: int = option(256, "cells per training batch", min=2, max=65_536)
     lr: float = option(1e-2, "Adam learning rate", min=1e-6, max=1.0, cli=False)
     weight_decay: float = option(1e-2, "Adam weight decay", min=0.0, max=1.0, cli=False)
-    patience: int = option(45, "early-stopping patience", min=1)
+    patience: int = option(45, "early-stopping patience", min=1, max=100_000)
     early_stopping: bool = option(True, "early stopping (else training runs max_epochs)", cli=False)
     stopping: str = option(
         STOPPING_RULES[0],
@@ -96,7 +96,7 @@ class FitParams:
     )
     seed: int = option(0, "random seed of every stage", min=0, max=_MAX_SEED)
     # posterior and analyses
-    n_samples: int = option(25, "posterior samples", min=1)
+    n_samples: int = option(25, "posterior samples", min=1, max=1_000)
     posterior_mode: str = option(
         POSTERIOR_MODES[0],
         "posterior estimator: 'rao-blackwell' (exact over the state weights, the default), "
@@ -111,13 +111,17 @@ class FitParams:
         choices=TIME_STATISTICS,
     )
     n_samples_intrinsic: int = option(
-        100, "velocity draws per cell for the intrinsic uncertainty", min=1, cli=False
+        100, "velocity draws per cell for the intrinsic uncertainty", min=1, max=1_000, cli=False
     )
     n_samples_extrinsic: int = option(
-        25, "future states per cell for the extrinsic uncertainty", min=1, cli=False
+        25, "future states per cell for the extrinsic uncertainty", min=1, max=200, cli=False
     )
     permutation_cells: int = option(
-        200, "most cells per cell type in the permutation score's t-tests", min=1, cli=False
+        200,
+        "most cells per cell type in the permutation score's t-tests",
+        min=1,
+        max=100_000,
+        cli=False,
     )
     baseline: str = option(
         BASELINES[0],

@@ -78,7 +78,9 @@ def test_parse_fit_options_takes_json_values_and_keeps_the_rest_default():
         ({"max_epochs": "5; rm -rf /"}, "'max_epochs' must be an integer between 1 and 100000;"),
         ({"max_epochs": 5.0}, "'max_epochs' must be an integer between 1 and 100000; got 5.0"),
         ({"max_epochs": True}, "'max_epochs' must be an integer between 1 and 100000; got True"),
-        ({"n_neighbors": 1}, "'n_neighbors' must be an integer of at least 2; got 1"),
+        ({"n_neighbors": 1}, "'n_neighbors' must be an integer between 2 and 200; got 1"),
+        ({"n_samples": 10**9}, "'n_samples' must be an integer between 1 and 1000; got 1000000000"),
+        ({"n_hidden": 10**7}, "'n_hidden' must be an integer between 1 and 4096; got 10000000"),
         ({"seed": -1}, "'seed' must be an integer between 0 and 4294967295; got -1"),
         ({"lr": math.nan}, "'lr' must be a number between 1e-06 and 1.0; got nan"),
         ({"normalize": 1}, "'normalize' must be true or false; got 1"),
@@ -104,7 +106,8 @@ def test_a_non_mapping_is_refused():
 
 
 def test_fit_params_checks_every_option_when_built():
-    with pytest.raises(ValueError, match="'batch_size' must be an integer of at least 2; got 1"):
+    message = "'batch_size' must be an integer between 2 and 65536; got 1"
+    with pytest.raises(ValueError, match=message):
         FitParams(batch_size=1)
     with pytest.raises(ValueError, match="unknown analysis"):
         FitParams(skip=("nonsense",))
@@ -189,7 +192,7 @@ def test_fit_flags_make_the_declared_options():
     ("argv", "message"),
     [
         (["--max-epochs", "0"], "argument --max-epochs: must be an integer between 1 and 100000"),
-        (["--n-pcs", "abc"], "argument --n-pcs: must be an integer of at least 1; got 'abc'"),
+        (["--n-pcs", "abc"], "argument --n-pcs: must be an integer between 1 and 500; got 'abc'"),
         (["--seed", "1.5"], "argument --seed: must be an integer between 0 and 4294967295"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     ],
