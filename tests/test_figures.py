@@ -97,6 +97,22 @@ def test_gene_colouring_shares_one_coloraxis_with_robust_range(adata, results):
     np.testing.assert_array_equal(colours, ms[idx])
 
 
+def test_colour_bars_name_obs_columns_readably_with_their_unit(adata, results):
+    """A colour bar shows what a biologist reads ("latent time", the uncertainty's unit), not
+    the raw obs column name; a gene colouring names its layer."""
+    titles = {}
+    for key in ("latent_time", "intrinsic_uncertainty", adata.var_names[4]):
+        fig = F.embedding_figure(results, key, velocity="none")
+        titles[key] = fig.layout.coloraxis.colorbar.title.text
+    assert titles["latent_time"] == "latent time"
+    assert titles["intrinsic_uncertainty"] == "intrinsic uncertainty (cosine variance)"
+    assert titles[adata.var_names[4]] == f"{adata.var_names[4]} (Ms)"
+    assert (
+        "UMAP coloured by latent time"
+        in F.embedding_figure(results, "latent_time").layout.title.text
+    )
+
+
 def test_palette_is_the_same_in_every_figure(adata, results):
     colours = F.cell_type_colors(results)
     assert len(set(colours.values())) == len(results.cell_types)

@@ -48,7 +48,7 @@ from dashboard.data.stages import (
     stage_report,
 )
 from dashboard.data.store import MemoryStore, ResultsStore
-from dashboard.data.values import ColorValues, GeneArrays
+from dashboard.data.values import ColorValues, GeneArrays, obs_title
 
 T = TypeVar("T")
 
@@ -244,7 +244,7 @@ class Results(GeneLookup, RunRecord):
                 [str(c) for c in cat.categories],
             )
         if kind == "numeric":
-            return ColorValues(key, key, "numeric", self.obs_numeric(key))
+            return ColorValues(key, obs_title(key), "numeric", self.obs_numeric(key))
         if key in self.gene_index:
             values = self.store.column(layer, self.gene_index[key])
             return ColorValues(key, f"{key} ({layer})", "numeric", values)

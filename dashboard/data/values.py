@@ -8,6 +8,22 @@ from typing import Literal
 
 import numpy as np
 
+#: Readable names of the obs columns biologists colour by first (obs column -> (name, unit or
+#: "")): the "Colour by" choices show the name, a colour bar the name with its unit.
+OBS_LABELS = {
+    "latent_time": ("latent time", ""),
+    "intrinsic_uncertainty": ("intrinsic uncertainty", "cosine variance"),
+    "extrinsic_uncertainty": ("extrinsic uncertainty", "cosine variance"),
+    "velocity_length": ("velocity speed", ""),
+    "velocity_confidence": ("velocity confidence", "mean cosine with neighbours"),
+}
+
+
+def obs_title(column: str) -> str:
+    """A colour bar's title for obs ``column``: its readable name and unit, else the name."""
+    name, unit = OBS_LABELS.get(column, (column, ""))
+    return f"{name} ({unit})" if unit else name
+
 
 @dataclass(frozen=True)
 class ColorValues:

@@ -10,7 +10,7 @@ import numpy as np
 
 from dashboard.data.results import Results
 from dashboard.data.selections import COLOR_PREFIX, SelectionError
-from dashboard.data.values import ColorValues
+from dashboard.data.values import OBS_LABELS, ColorValues
 from dashboard.web import selection_panel
 from dashboard.web import widgets as ui
 
@@ -18,13 +18,7 @@ SELECTED_COLOR, REST_COLOR = "#d62728", "#c9ced6"
 #: The colourings biologists look at first, after the cell types (obs column -> label); offered
 #: when the results have them, before the file's other categorical annotations. Every other
 #: column is listed under "more" by its own name.
-COLOR_FIRST = {
-    "latent_time": "latent time",
-    "intrinsic_uncertainty": "intrinsic uncertainty",
-    "extrinsic_uncertainty": "extrinsic uncertainty",
-    "velocity_length": "velocity speed",
-    "velocity_confidence": "velocity confidence",
-}
+COLOR_FIRST = {column: name for column, (name, _unit) in OBS_LABELS.items()}
 MORE = {"label": "— more —", "value": "", "disabled": True}
 #: A gene colouring in the "Colour by" dropdown (the gene box holds the gene itself).
 GENE_PREFIX = "gene:"
