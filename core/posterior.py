@@ -310,7 +310,7 @@ def posterior_pass(
         return x.double().cpu().numpy()
 
     def kept(name: str, x: torch.Tensor) -> np.ndarray | None:
-        """``x`` as an array, or None once written to the spill whole (and freed)."""
+        """``x`` as an array, or None once written to the spill whole (not kept in the result)."""
         if spill is None:
             return cells(x)
         spill.append(name, slice(0, n_cells), cells(x))
