@@ -45,3 +45,53 @@ def test_freed_blocks_pinned_by_live_ones_are_returned():
         pytest.skip("no glibc malloc_trim here (another C library)")
     assert result["freed"] > 150 * 2**20
     assert result["pins_intact"]  # the live arrays are untouched
+
+
+#: Two threads each allocate, fill and free three 12 MB buffers again and again, as the
+#: posterior's chunk workers do with a chunk's temporaries; the minor page faults count the
+#: pages the kernel had to zero-fill anew.
+THREAD_CHURN = """
+import json, resource, sys, threading
+import numpy as np
+from core.memory import keep_thread_heaps
+
+kept = keep_thread_heaps() if sys.argv[1] == "keep" else False
+
+def churn():
+    for _ in range(40):
+        buffers = [np.empty(3_000_000, dtype=np.float32) for _ in range(3)]  # 12 MB each
+        for buffer in buffers:
+            buffer.fill(1.0)
+        del buffers, buffer
+
+warm = threading.Thread(target=churn)
+warm.start(); warm.join()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+threads = [threading.Thread(target=churn) for _ in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps({"kept": kept,
+                  "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def _churn_faults(mode: str) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-c", THREAD_CHURN, mode], capture_output=True, text=True, check=True
+    )
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts Linux page faults")
+def test_kept_thread_heaps_stop_refaulting_freed_chunk_buffers():
+    kept = _churn_faults("keep")
+    if not kept["kept"]:
+        pytest.skip("no glibc mallopt here (another C library)")
+    default = _churn_faults("default")
+    pages_per_pass = 36e6 / 4096
+    # by default each thread's arena gives the freed buffer back and faults it in again
+    assert default["faults"] > 3 * pages_per_pass
+    # kept: a thread's first buffers fault in once, then the pages are reused
+    assert kept["faults"] < default["faults"] / 5
