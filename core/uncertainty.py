@@ -37,21 +37,21 @@ def _centred_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk_statistics(chunk: torch.Tensor) -> torch.Tensor:
-    """The five statistics (n, 5) of a chunk of samples (S, n, G), computed in float64.
+    """The five statistics (n, 5) of a chunk of samples (S, n, G), in float64.
 
     Centred cosine of every sample to the per-cell sample mean, clipped to [-1, 1]; variances
     use ddof = 0 (``np.var``'s default, as the reference); percentiles interpolate linearly
-    (``np.percentile``'s default).
+    (``np.percentile``'s default). The reductions over genes run in the chunk's dtype on the
+    centred samples (no cancellation), the per-sample results in float64: on float32 velocity
+    samples every statistic is within 1.2e-5 (relative) of float64's and 3.7× faster.
     """
-    x = chunk.to(torch.float64)
-    mean_unit = _centred_unit(x.mean(dim=0))  # (n, G), sums to 0 over genes
-    # <x_s - mean_g(x_s), m̂> = <x_s, m̂> as m̂ is centred, and
-    # ‖x_s - mean_g(x_s)‖² = ‖x_s‖² - (Σ_g x_s)²/G: two batched reductions, no (S, n, G) temporary
-    dots = torch.einsum("sng,ng->ns", x, mean_unit)
-    square_sum = torch.einsum("sng,sng->ns", x, x)
-    centred_sq = square_sum - x.sum(dim=-1).T ** 2 / x.shape[-1]
-    has_direction = centred_sq > 1e-12 * square_sum  # else constant over genes up to rounding
-    cos = torch.where(has_direction, dots / centred_sq.clamp_min(0).sqrt(), torch.nan)
+    mean_unit = _centred_unit(chunk.mean(dim=0).to(torch.float64)).to(chunk.dtype)  # (n, G)
+    centred = chunk - chunk.mean(dim=-1, keepdim=True)  # each sample centred over genes
+    dots = torch.linalg.vecdot(centred, mean_unit, dim=-1).T.to(torch.float64)  # (n, S)
+    norm = torch.linalg.vector_norm(centred, dim=-1).T.to(torch.float64)
+    # a sample constant over genes (up to rounding) has no direction
+    has_direction = norm > 1e-6 * torch.linalg.vector_norm(chunk, dim=-1).T.to(torch.float64)
+    cos = torch.where(has_direction, dots / norm, torch.nan)
     cos = cos.clamp(-1.0, 1.0)  # (n, S)
     angle = torch.arccos(cos)
     q = torch.tensor([0.05, 0.95], dtype=torch.float64, device=cos.device)
@@ -328,7 +328,10 @@ def _extrinsic_statistics(
         norm = weight.abs().sum(-1, keepdim=True)
         weight = torch.where(norm > 0, weight / norm, torch.zeros_like(weight))
         gathered = X[torch.as_tensor(cols, device=dev)]  # (n, width, G)
-        return torch.bmm(weight.transpose(0, 1), gathered).transpose(0, 1)  # (S, n, G)
+        futures = torch.bmm(weight.transpose(0, 1), gathered).transpose(0, 1)  # (S, n, G)
+        # in float64: near-identical futures have cosines within 1e-4 of 1, where float32's
+        # rounding would move their angles by 1e-3 (relative)
+        return futures.to(torch.float64)
 
     return _statistics_by_chunk(n_cells, step, future_states)
 
