@@ -7,10 +7,11 @@ stage to stage (bench/RESULTS.md, "Scale"). ``malloc_trim(0)`` returns every who
 every arena; it takes milliseconds and changes nothing the program can observe but its RSS.
 
 The opposite problem slows chunked work in threads (the posterior's and the uncertainty's
-cell chunks, :func:`core.posterior._in_order`): a worker thread's arena hands the top of its
-heap back (``madvise``) as soon as a chunk's buffers are freed, so the next chunk page-faults
-its buffers in again, zero-filled by the kernel (about 500,000 faults per 300 cells × 100
-draws, 12 % of the stage). :func:`keep_thread_heaps` stops that.
+cell chunks, :func:`core.posterior._in_order`): until the process has freed a large block
+(which raises glibc's adaptive thresholds), a worker thread's arena hands the top of its heap
+back (``madvise``) as soon as a chunk's buffers are freed, so the next chunk page-faults its
+buffers in again, zero-filled by the kernel (about 500,000 faults per 300 cells × 100 draws,
+12 % of the draws). :func:`keep_thread_heaps` stops that whatever ran before.
 """
 
 from __future__ import annotations
