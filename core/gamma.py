@@ -114,8 +114,9 @@ def log_standard_gamma(
             while pending.numel():
                 proposal = torch.empty_like(pending, dtype=a.dtype)
                 accepted, log_uniform = _propose(d[pending], c[pending], proposal, generator)
-                values[pending[accepted]] = proposal[accepted]
-                log_uniforms[pending[accepted]] = log_uniform[accepted]
+                done = pending[accepted]
+                values[done] = proposal[accepted]
+                log_uniforms[done] = log_uniform[accepted]
                 pending = pending[~accepted]
             _add_boost(values, a, boost, log_uniforms)
             out[index] = values

@@ -56,9 +56,9 @@ def keep_thread_heaps() -> bool:
     (at most one heap's worth per arena) and :func:`release_free_memory` still returns it all.
     True if set; False off glibc, where nothing changes.
     """
-    libc = _libc()
-    if libc is None or getattr(libc, "malloc_trim", None) is None:
+    if _malloc_trim() is None:  # not glibc: its mallopt parameters mean nothing here
         return False
+    libc = _libc()
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
         libc.mallopt(_M_TOP_PAD, _TOP_PAD)
     )

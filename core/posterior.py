@@ -484,8 +484,10 @@ def expression_fit(
 def _varies_over_cells(values: np.ndarray, block: int = 64) -> np.ndarray:
     """(G,) bool: ``np.nanstd(values, axis=0) > 0`` for (N, G) ``values``, a few genes at a time
     (the whole-array call makes several (N, G) temporaries)."""
-    parts = [np.nanstd(values[:, genes], axis=0) > 0 for genes in blocks(values.shape[1], block)]
-    return np.concatenate([np.zeros(0, dtype=bool), *parts])
+    varies = np.zeros(values.shape[1], dtype=bool)
+    for genes in blocks(values.shape[1], block):
+        varies[genes] = np.nanstd(values[:, genes], axis=0) > 0
+    return varies
 
 
 def add_posterior_to_adata(adata, posterior: Posterior) -> None:
