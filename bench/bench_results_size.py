@@ -6,8 +6,9 @@ copy when it is not already in the gene-chunked layout, then per dense layer rep
 size (N × G × 4 bytes), its stored size (HDF5's allocated storage), the compression ratio, the
 median time to read one gene's column (20 random genes, cold: each read decompresses its chunk)
 and the speed of streaming the whole layer by gene blocks (as selection statistics do). Also
-the whole file's size against the raw sum, and which layers were left out as exactly
-rebuildable.
+the whole file's size against the raw sum, the stored size of every other slot (X, each
+obsp/uns/obsm entry, the sparse counts), and which slots were left out as exactly rebuildable
+(X, the raw moments, the derived layers of ``core.derived_layers``).
 
 Run:  .venv/bin/python bench/bench_results_size.py /tmp/results/pancreas_now.h5ad [more.h5ad …]
 Raw numbers: bench/out/results_size.json.
@@ -42,7 +43,7 @@ def layer_table(path: Path) -> dict:
     rows = {}
     with h5py.File(path, "r") as f:
         for name, info in store.layers.items():
-            if not info.dense:
+            if not info.dense or info.derived:
                 continue
             ds = f["layers"][name]
             raw = ds.size * ds.dtype.itemsize
@@ -69,6 +70,26 @@ def layer_table(path: Path) -> dict:
     return rows
 
 
+def slot_sizes(path: Path) -> dict[str, float]:
+    """Stored MiB of each slot (``layers/Ms``, ``uns/velocity_graph``, ``X``, ``obs`` …): the
+    HDF5 storage of its datasets, summed."""
+    sizes: dict[str, int] = {}
+    with h5py.File(path, "r") as f:
+
+        def visit(name: str, node: h5py.Dataset | h5py.Group) -> None:
+            if isinstance(node, h5py.Dataset):
+                parts = name.split("/")
+                slot = (
+                    "/".join(parts[:2])
+                    if parts[0] in ("layers", "obsp", "obsm", "uns")
+                    else parts[0]
+                )
+                sizes[slot] = sizes.get(slot, 0) + node.id.get_storage_size()
+
+        f.visititems(visit)
+    return {slot: size / 2**20 for slot, size in sorted(sizes.items(), key=lambda kv: -kv[1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path)
@@ -80,16 +101,17 @@ def main() -> None:
             if ResultsStore(source).adata.uns["velodash"].get("layout") != LAYOUT:
                 path = convert_results(source, Path(tmp) / source.name)
             rows = layer_table(path)
+            store = ResultsStore(path)
             with h5py.File(path, "r") as f:
                 left_out = [k for k in RAW_MOMENTS if k not in f["layers"]]
-            raw_layers = sum(r["raw_mib"] for r in rows.values())
-            raw_left_out = len(left_out) * rows["Ms"]["raw_mib"]  # same shape as Ms
+                left_out += [k for k, info in store.layers.items() if info.derived]
+                left_out += ["X"] * ("X" not in f)
             report[str(source)] = {
                 "before_mib": source.stat().st_size / 2**20,
                 "after_mib": path.stat().st_size / 2**20,
-                "dense_raw_mib_incl_left_out": raw_layers + raw_left_out,
                 "left_out": left_out,
                 "layers": rows,
+                "slots_mib": slot_sizes(path),
                 "load_1min": os.getloadavg()[0],
             }
             print(source, json.dumps(report[str(source)], indent=1), flush=True)

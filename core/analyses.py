@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from anndata import AnnData
 
+from core.derived_layers import drop_rebuildable
 from core.memory import release_free_memory
 from core.options import STAGE_SPAN
 from core.params import FitParams, ProgressCallback, ProgressEvent
@@ -243,3 +244,5 @@ def _baseline_stage(
             from core.graph import add_velocity_graph
 
             add_velocity_graph(result, vkey="velocity_baseline")
+        if stages.writer is not None:  # its landing keeps γ, not the (N, G) Mu − γ·Ms
+            drop_rebuildable(result, ["velocity_baseline"])

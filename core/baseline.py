@@ -25,24 +25,27 @@ _BLOCK_ELEMENTS = 2**23
 @dataclass(frozen=True)
 class BaselineResult:
     """``velocity`` (N, G) scVelo velocity (NaN for genes scVelo did not fit);
-    ``sign_agreement`` and ``pearson`` (G,) against the veloVI velocity; ``mode``."""
+    ``sign_agreement`` and ``pearson`` (G,) against the veloVI velocity; ``mode``; ``gamma``
+    (G,) the steady-state ratio γ of each gene (velocity = Mu − γ·Ms), None when dynamical."""
 
     velocity: np.ndarray
     sign_agreement: np.ndarray
     pearson: np.ndarray
     mode: BaselineMode
+    gamma: np.ndarray | None = None
 
 
 def scvelo_velocity(
     adata: AnnData, mode: BaselineMode = "steady_state", n_jobs: int = 1
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """scVelo velocity (N, G), float32, from ``adata.layers['Ms']``/``['Mu']``, leaving
-    ``adata`` untouched.
+    ``adata`` untouched, and (steady state) its per-gene ratio γ (G,), in scVelo's dtype.
 
     ``mode="steady_state"``: ``scv.tl.velocity(mode='deterministic')`` (extreme-quantile
-    steady-state ratio, no offset). ``mode="dynamical"``: ``scv.tl.recover_dynamics`` on all
-    genes (``n_jobs`` workers) then ``scv.tl.velocity(mode='dynamical')``; this needs
-    ``obsp['connectivities']`` and is slow (minutes per thousand genes).
+    steady-state ratio γ, no offset: velocity = Mu − γ·Ms). ``mode="dynamical"``:
+    ``scv.tl.recover_dynamics`` on all genes (``n_jobs`` workers) then
+    ``scv.tl.velocity(mode='dynamical')``; this needs ``obsp['connectivities']`` and is slow
+    (minutes per thousand genes); its γ is None.
     """
     missing = [key for key in ("Ms", "Mu") if key not in adata.layers]
     if missing:
@@ -58,15 +61,21 @@ def scvelo_velocity(
             "(scanpy.pp.neighbors) before calling it."
         )
     velocity = np.empty(adata.shape, dtype=np.float32)
+    ratios = []
     # scVelo fits each gene on its own, so blocks of genes give the same velocities while its
     # dense float64 temporaries stay bounded
     for genes in blocks_within(adata.n_vars, adata.n_obs, _BLOCK_ELEMENTS):
-        velocity[:, genes] = _scvelo_block(adata, genes, mode, n_jobs)
-    return velocity
+        velocity[:, genes], gamma = _scvelo_block(adata, genes, mode, n_jobs)
+        ratios.append(gamma)
+    gamma = np.concatenate(ratios) if mode == "steady_state" and ratios else None
+    return velocity, gamma
 
 
-def _scvelo_block(adata: AnnData, genes: slice, mode: BaselineMode, n_jobs: int) -> np.ndarray:
-    """:func:`scvelo_velocity` of one block of genes (N, g), on a minimal AnnData."""
+def _scvelo_block(
+    adata: AnnData, genes: slice, mode: BaselineMode, n_jobs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scvelo_velocity` of one block of genes (N, g) and scVelo's γ (g,), on a minimal
+    AnnData."""
     Ms, Mu = (np.asarray(adata.layers[key])[:, genes] for key in ("Ms", "Mu"))
     work = AnnData(
         X=Ms,
@@ -81,7 +90,9 @@ def _scvelo_block(adata: AnnData, genes: slice, mode: BaselineMode, n_jobs: int)
         work.uns["neighbors"] = {"connectivities_key": "connectivities"}
         scv.tl.recover_dynamics(work, var_names="all", n_jobs=n_jobs, show_progress_bar=False)
         scv.tl.velocity(work, mode="dynamical", use_highly_variable=False)
-    return np.asarray(work.layers["velocity"], dtype=np.float32)
+    return np.asarray(work.layers["velocity"], dtype=np.float32), work.var[
+        "velocity_gamma"
+    ].to_numpy()
 
 
 def velocity_agreement(
@@ -139,9 +150,9 @@ def scvelo_baseline(
             f"adata has no layers[{velocity_key!r}]; write the veloVI posterior first "
             "(core.posterior.add_posterior_to_adata)."
         )
-    velocity = scvelo_velocity(adata, mode=mode, n_jobs=n_jobs)
+    velocity, gamma = scvelo_velocity(adata, mode=mode, n_jobs=n_jobs)
     sign_agreement, pearson = velocity_agreement(velocity, adata.layers[velocity_key])
-    return BaselineResult(velocity, sign_agreement, pearson, mode)
+    return BaselineResult(velocity, sign_agreement, pearson, mode, gamma)
 
 
 def add_baseline_to_adata(
@@ -153,11 +164,14 @@ def add_baseline_to_adata(
     """Compute :func:`scvelo_baseline` and write it to ``adata`` in place.
 
     Writes ``layers['velocity_baseline']`` (N, G), ``var['baseline_sign_agreement']``,
-    ``var['baseline_pearson']`` and ``uns['velodash']['baseline'] = {'mode': mode}`` (other
-    ``uns['velodash']`` content is kept). Returns the result.
+    ``var['baseline_pearson']``, (steady state) ``var['baseline_gamma']``, from which
+    ``core.derived_layers`` rebuilds the layer, and ``uns['velodash']['baseline'] = {'mode':
+    mode}`` (other ``uns['velodash']`` content is kept). Returns the result.
     """
     result = scvelo_baseline(adata, mode=mode, velocity_key=velocity_key, n_jobs=n_jobs)
     adata.layers["velocity_baseline"] = result.velocity
+    if result.gamma is not None:
+        adata.var["baseline_gamma"] = result.gamma
     adata.var["baseline_sign_agreement"] = result.sign_agreement
     adata.var["baseline_pearson"] = result.pearson
     adata.uns.setdefault("velodash", {})["baseline"] = {"mode": result.mode}

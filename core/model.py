@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import dirichlet, kinetics
+from core.derived_layers import STATE_NAMES
 from core.dirichlet import STATE_AXIS
 from core.options import PI_ESTIMATORS
 
-N_STATES = 4
-STATE_NAMES = ("induction", "induction_steady", "repression", "repression_steady")
+N_STATES = len(STATE_NAMES)
 RATE_MAX = 50.0
 #: Floor of the Dirichlet concentrations: a softplus that underflows to 0 would make ψ, lgamma
 #: and the Dirichlet draws infinite or NaN (it only cuts outputs whose softplus is already < 1e-12).

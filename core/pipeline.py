@@ -20,6 +20,7 @@ from anndata import AnnData
 
 from core import __version__
 from core.analyses import Stages, planned_late_stages, quiet_libraries, run_analyses
+from core.derived_layers import drop_rebuildable
 from core.io import (
     DatasetError,
     detect_groupby,
@@ -291,8 +292,10 @@ def _fit_staged(
     # the raw counts live only while they are preprocessed (at 50,000 cells, over 1 GB)
     prepared = _prepare(adata, params, stages)
     del adata
-    # the file leaves out raw moments that its counts rebuild; so does the fit's memory
+    # the file leaves out layers that its other slots rebuild (raw moments from the counts, a
+    # simulation's true velocity from its truth); so does the fit's memory
     drop_rebuildable_raw_moments(prepared.result)
+    drop_rebuildable(prepared.result)
     prepared.result.uns["velodash"] = {"input": input_path.name}
     if record is not None:
         prepared.result.uns["velodash"]["splicing"] = record

@@ -38,6 +38,7 @@ import torch
 
 from core import gamma
 from core.blocks import blocks
+from core.derived_layers import STATE_ASSIGNMENT
 from core.dirichlet import STATE_AXIS
 from core.memory import keep_thread_heaps
 from core.model import STATE_NAMES, Components, Rates, VeloVAE
@@ -47,10 +48,8 @@ from core.row_spill import RowSpill
 
 T = TypeVar("T")
 
-#: results layers of the four state planes, in :data:`core.model.STATE_NAMES` order.
-STATE_LAYERS = tuple(f"state_{name}" for name in STATE_NAMES)
 #: results layers a posterior pass with a spill writes to disk rather than keeping.
-SPILLED_LAYERS = ("velocity_var", "fit_t", "fit_s", "fit_u", *STATE_LAYERS)
+SPILLED_LAYERS = ("velocity_var", "fit_t", "fit_s", "fit_u", STATE_ASSIGNMENT)
 
 #: Elements (draws × cells × states × genes) of the largest per-batch tensor.
 _ELEMENT_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 26}
@@ -270,11 +269,7 @@ def posterior_pass(
                 out["states"][:, sl] = states
                 rows = {}
             else:
-                rows = {
-                    "fit_s": fit_s,
-                    "fit_u": fit_u,
-                    **dict(zip(STATE_LAYERS, states, strict=True)),
-                }
+                rows = {"fit_s": fit_s, "fit_u": fit_u, STATE_ASSIGNMENT: states.argmax(0)}
             # per-gene fit quality from the first draw, as the reference's get_gene_likelihood
             first = Components._make(x[0] if x.dim() == 3 else x for x in d.comp)
             log_pi = pi[0].clamp_min(torch.finfo(pi.dtype).tiny).log()
@@ -289,7 +284,8 @@ def posterior_pass(
         loglik = loglik + batch_loglik
         squared_error = squared_error + batch_squared_error
         for name, values in rows.items():
-            spill.append(name, batches[index], values.float().cpu().numpy())
+            values = values.to(torch.int8 if name == STATE_ASSIGNMENT else torch.float32)
+            spill.append(name, batches[index], values.cpu().numpy())
     rates = module.rates()
     tiny = torch.finfo(torch.float32).tiny
     if scaling is None:
@@ -481,6 +477,12 @@ def expression_fit(
     return torch.cat(fits_s).cpu().numpy(), torch.cat(fits_u).cpu().numpy()
 
 
+def state_assignment(states: np.ndarray) -> np.ndarray:
+    """(N, G) int8: the most probable state of each cell and gene, from the state probabilities
+    (4, N, G) (codes in :data:`core.model.STATE_NAMES` order; the first on a tie)."""
+    return states.argmax(axis=0).astype(np.int8)
+
+
 def _varies_over_cells(values: np.ndarray, block: int = 64) -> np.ndarray:
     """(G,) bool: ``np.nanstd(values, axis=0) > 0`` for (N, G) ``values``, a few genes at a time
     (the whole-array call makes several (N, G) temporaries)."""
@@ -493,7 +495,9 @@ def _varies_over_cells(values: np.ndarray, block: int = 64) -> np.ndarray:
 def add_posterior_to_adata(adata, posterior: Posterior) -> None:
     """Write the DESIGN.md results slots of ``posterior`` into ``adata`` (in place).
 
-    layers: velocity, velocity_var, fit_t, fit_s, fit_u, state_<name> (4); var: fit_alpha,
+    layers: velocity, velocity_var, fit_t, fit_s, fit_u, state_assignment (int8: the argmax of
+    the mean state probabilities ``posterior.states``, codes in :data:`core.model.STATE_NAMES`
+    order; the probabilities themselves stay in the Posterior); var: fit_alpha,
     fit_beta, fit_gamma, fit_t_, fit_scaling (= 1), fit_alpha_1, fit_lambda_alpha,
     fit_velovi_scaling (the per-gene factor applied), fit_mse, fit_likelihood, velocity_genes
     (an existing column AND a finite likelihood AND a velocity that varies over cells);
@@ -510,7 +514,7 @@ def add_posterior_to_adata(adata, posterior: Posterior) -> None:
     layers = {key: getattr(posterior, key) for key in ("velocity", "velocity_var", "fit_t")}
     layers.update(fit_s=posterior.fit_s, fit_u=posterior.fit_u)
     if posterior.states is not None:
-        layers.update(zip(STATE_LAYERS, posterior.states, strict=True))
+        layers[STATE_ASSIGNMENT] = state_assignment(posterior.states)
     for key, values in layers.items():
         if values is not None:  # else spilled to disk by the pass
             adata.layers[key] = values

@@ -7,10 +7,13 @@ whole layer can be streamed gene block by gene block in bounded memory. Layers t
 streams whole (:data:`FAST_LAYERS`, selection statistics) are stored uncompressed; the others
 with HDF5's built-in byte shuffle + gzip, which every HDF5 reader (h5py, anndata, R) decodes.
 
-The raw moments ``Ms_raw``/``Mu_raw`` are not stored: they are exactly ``connectivities ×
-counts`` of layers the file keeps (:func:`restore_raw_moments`). The file stays an AnnData:
-``anndata.read_h5ad`` opens it (scVelo, CellRank) with every other slot; :func:`read_results`
-also restores the raw moments.
+Slots that other slots rebuild exactly are not stored: X when it is ``log1p`` of the spliced
+layer (the preprocessing's), the raw moments ``Ms_raw``/``Mu_raw``
+are ``connectivities × counts`` of layers the file keeps (:func:`restore_raw_moments`), and the
+derived layers of :mod:`core.derived_layers` (the steady-state baseline, a simulation's true
+velocity) are closed forms of its slots; each is left out only where its rebuild equals it
+bit for bit. The file stays an AnnData: ``anndata.read_h5ad`` opens it (scVelo, CellRank) with
+every other slot; :func:`read_results` also restores the left-out layers.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from anndata.io import write_elem
 from scipy import sparse
 
+from core import derived_layers
 from core.row_spill import RowSpill
 
 #: Target bytes of one chunk of a dense layer (all cells × a few genes): one gene's column
@@ -43,6 +47,9 @@ COMPRESSED = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 RAW_MOMENTS = {"Ms_raw": "spliced", "Mu_raw": "unspliced"}
 #: ``uns['velodash']['layout']`` of files written by :func:`write_results`.
 LAYOUT = "gene-chunked-1"
+#: ``uns['velodash']['X']`` of a file that left X out because it is ``log1p`` of its spliced
+#: layer, entry for entry (the preprocessing's X); :func:`read_results` rebuilds it.
+X_FROM_SPLICED = "log1p(layers['spliced'])"
 
 
 def genes_per_chunk(n_cells: int, itemsize: int = 4) -> int:
@@ -58,6 +65,41 @@ def gene_blocks(n_genes: int, block: int) -> Iterator[slice]:
 
 def _dense_layers(adata: ad.AnnData) -> dict[str, np.ndarray]:
     return {k: v for k, v in adata.layers.items() if isinstance(v, np.ndarray) and v.ndim == 2}
+
+
+def _x_is_log1p_spliced(adata: ad.AnnData) -> bool:
+    """Whether X is ``log1p`` of ``layers['spliced']`` bit for bit: the same sparse pattern and
+    dtype, and every stored value equal to numpy's ``log1p`` of the spliced one."""
+    X, spliced = adata.X, adata.layers.get("spliced")
+    if not (sparse.issparse(X) and sparse.issparse(spliced)) or X.shape != spliced.shape:
+        return False
+    X, spliced = sparse.csr_matrix(X), sparse.csr_matrix(spliced)
+    return (
+        X.dtype == spliced.dtype
+        and np.array_equal(X.indptr, spliced.indptr)
+        and np.array_equal(X.indices, spliced.indices)
+        and np.array_equal(X.data, np.log1p(spliced.data))
+    )
+
+
+def x_from_spliced(spliced: sparse.spmatrix) -> sparse.csr_matrix:
+    """X rebuilt from the spliced layer (N, G): ``log1p`` of each stored value."""
+    X = sparse.csr_matrix(spliced, copy=True)
+    np.log1p(X.data, out=X.data)
+    return X
+
+
+def _left_out(adata: ad.AnnData, keys: set[str]) -> set[str]:
+    """The dense layers among ``keys`` that ``adata``'s other slots rebuild bit for bit: raw
+    moments (:func:`_can_restore`) and derived layers
+    (:func:`core.derived_layers.rebuilds_exactly`)."""
+    dense = _dense_layers(adata)
+    source = derived_layers.AnnDataSource(adata)
+    return {k for k in RAW_MOMENTS if k in keys and k in dense and _can_restore(adata, k)} | {
+        k
+        for k in derived_layers.DERIVED
+        if k in keys and k in dense and derived_layers.rebuilds_exactly(source, k, dense[k])
+    }
 
 
 def layer_storage(key: str, shape: tuple[int, int], itemsize: int = 4) -> dict:
@@ -79,9 +121,9 @@ def write_results(
 ) -> Path:
     """Write a results AnnData to ``path`` atomically in the gene-chunked layout.
 
-    Dense layers are chunked by gene (see the module docstring), ``Ms_raw``/``Mu_raw`` are
-    left out when the counts and connectivities that rebuild them are present, and everything
-    else is written by anndata with gzip. The layers of ``spill`` (:class:`RowSpill` of
+    Dense layers are chunked by gene (see the module docstring), layers that the other slots
+    rebuild bit for bit are left out (:func:`_left_out`), and everything else is written by
+    anndata with gzip. The layers of ``spill`` (:class:`RowSpill` of
     ``adata``'s shape, not in ``adata``) are written too, read back one at a time. ``adata`` is
     not modified. Readers never see a half-written file: a temp file in the same folder is
     renamed over ``path``.
@@ -89,16 +131,20 @@ def write_results(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dense = _dense_layers(adata)
-    dropped = {k for k in RAW_MOMENTS if k in dense and _can_restore(adata, k)}
+    dropped = _left_out(adata, set(dense))
     others = {k: v for k, v in adata.layers.items() if k not in dense}
+    velodash = {**adata.uns.get("velodash", {}), "layout": LAYOUT}
+    x_left_out = _x_is_log1p_spliced(adata)
+    if x_left_out:
+        velodash["X"] = X_FROM_SPLICED
     skeleton = ad.AnnData(
-        X=adata.X,
+        X=None if x_left_out else adata.X,
         obs=adata.obs,
         var=adata.var,
         obsm=dict(adata.obsm),
         varm=dict(adata.varm),
         obsp=dict(adata.obsp),
-        uns={**adata.uns, "velodash": {**adata.uns.get("velodash", {}), "layout": LAYOUT}},
+        uns={**adata.uns, "velodash": velodash},
         layers=others,
     )
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -125,7 +171,8 @@ def extend_results(
     of the same cells and genes holding only them) with those slots added: the bytes of
     ``base`` are copied, not encoded again. ``obs``, ``var`` and ``uns['velodash']`` are
     rewritten whole from ``adata``; every other slot of ``base`` must be unchanged in
-    ``adata``. The file equals what :func:`write_results` writes, slot for slot."""
+    ``adata``. The file equals what :func:`write_results` writes, slot for slot (an added
+    layer that ``adata`` rebuilds is left out)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     gzip = {"compression": "gzip", "compression_opts": 1}
@@ -139,15 +186,20 @@ def extend_results(
             for kind in ("obsm", "varm"):
                 for key in getattr(added, kind):
                     write_elem(f[kind], key, getattr(adata, kind)[key], dataset_kwargs=gzip)
+            left_out = _left_out(adata, set(added.layers))
             for key, values in added.layers.items():
+                if key in left_out:
+                    continue
                 if isinstance(values, np.ndarray) and values.ndim == 2:
                     _write_dense(f["layers"], key, values)
                 else:
                     write_elem(f["layers"], key, values, dataset_kwargs=gzip)
             for key in set(added.uns) - {"velodash"}:
                 write_elem(f["uns"], key, adata.uns[key], dataset_kwargs=gzip)
-            del f["uns/velodash"]
             velodash = {**adata.uns.get("velodash", {}), "layout": LAYOUT}
+            if "X" in f["uns/velodash"]:  # the base left X out (it is log1p of the spliced)
+                velodash["X"] = X_FROM_SPLICED
+            del f["uns/velodash"]
             write_elem(f["uns"], "velodash", velodash, dataset_kwargs=gzip)
         os.replace(tmp, path)
     except BaseException:
@@ -223,8 +275,13 @@ def restore_raw_moments(adata: ad.AnnData) -> None:
 
 
 def read_results(path: str | os.PathLike) -> ad.AnnData:
-    """The whole results file as an AnnData (every layer in memory, raw moments restored):
-    what scVelo and CellRank take (``scv.pl.velocity_embedding_stream(read_results(p))``)."""
+    """The whole results file as an AnnData (every layer in memory, the left-out slots
+    restored: X, the raw moments and :mod:`core.derived_layers`): what scVelo and CellRank take
+    (``scv.pl.velocity_embedding_stream(read_results(p))``)."""
     adata = ad.read_h5ad(path)
+    x_left_out = adata.uns.get("velodash", {}).get("X") == X_FROM_SPLICED
+    if adata.X is None and x_left_out and "spliced" in adata.layers:
+        adata.X = x_from_spliced(adata.layers["spliced"])
     restore_raw_moments(adata)
+    derived_layers.restore(adata)
     return adata

@@ -17,22 +17,25 @@ other) and lineage-specific (switched on after the branch point in one lineage o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
-import torch
 from scipy import sparse
 
 from core.blocks import blocks_within
 from core.io import write_h5ad_atomic
-from core.kinetics import induction, repression
+from core.simulation_truth import (
+    LINEAGES,
+    GeneKinetics,
+    expected_abundances,
+    lineage_index,
+    velocity_of,
+)
 
 T_MAX = 20.0
 T_BRANCH = 8.0
-LINEAGES = ("A", "B")
 #: (name, lineage or None for the trunk, start time, end time) of each cell type.
 CELL_TYPES = (
     ("Progenitor", None, 0.0, 4.0),
@@ -49,19 +52,6 @@ T_NEVER = 1.0e3
 T_ALWAYS = -60.0
 NB_DISPERSION = 20.0
 LIBRARY_LOG_SD = 0.3
-
-
-@dataclass(frozen=True)
-class GeneKinetics:
-    """Per-gene rates (G,) and per-lineage switch times (G, 2), columns ordered as LINEAGES."""
-
-    alpha: np.ndarray
-    beta: np.ndarray
-    gamma: np.ndarray
-    t_on: np.ndarray
-    t_off: np.ndarray
-    programme: np.ndarray
-    lineage: np.ndarray
 
 
 def _gene_kinetics(rng: np.random.Generator, n_genes: int) -> GeneKinetics:
@@ -107,27 +97,6 @@ def _gene_kinetics(rng: np.random.Generator, n_genes: int) -> GeneKinetics:
     t_off = np.where(lineage_other, T_NEVER, t_off)
     gene_lineage = np.where(np.isin(programme, ("fate", "lineage")), np.take(LINEAGES, own), "")
     return GeneKinetics(alpha, beta, gamma, t_on, t_off, programme, gene_lineage)
-
-
-def expected_abundances(
-    t: np.ndarray, lineage: np.ndarray, kinetics: GeneKinetics
-) -> tuple[np.ndarray, np.ndarray]:
-    """Noiseless (u, s) of shape (N, G) for cells at times ``t`` (N,) on ``lineage`` (N,) ∈ {0, 1}.
-
-    Induction (rate α) runs from the cell's switch-on time to min(t, switch-off) and repression
-    from then to t; both use the closed forms of :mod:`core.kinetics` (float64). Units: expected
-    counts of a cell with library-size factor 1.
-    """
-    as_tensor = torch.as_tensor
-    t_on = as_tensor(kinetics.t_on[:, lineage].T)
-    t_off = as_tensor(kinetics.t_off[:, lineage].T)
-    time = as_tensor(np.asarray(t, dtype=np.float64))[:, None]
-    alpha, beta, gamma = (as_tensor(x) for x in (kinetics.alpha, kinetics.beta, kinetics.gamma))
-    induced_for = (torch.minimum(time, t_off) - t_on).clamp(min=0.0)
-    repressed_for = (time - t_off).clamp(min=0.0)
-    u_switch, s_switch = induction(alpha, beta, gamma, induced_for)
-    u, s = repression(u_switch, s_switch, beta, gamma, repressed_for)
-    return u.numpy(), s.numpy()
 
 
 def _cell_layout(rng: np.random.Generator, n_cells: int) -> pd.DataFrame:
@@ -190,7 +159,7 @@ def simulate_branching(n_cells: int = 2400, n_genes: int = 400, seed: int = 0) -
     rng = np.random.default_rng(seed)
     kinetics = _gene_kinetics(rng, n_genes)
     obs = _cell_layout(rng, n_cells)
-    lineage = np.maximum(obs["true_lineage"].cat.codes.to_numpy() - 1, 0)  # trunk uses A's path
+    lineage = lineage_index(obs)  # trunk cells use lineage A's switch times
     true_t = obs["true_t"].to_numpy()
     library = np.exp(rng.normal(0.0, LIBRARY_LOG_SD, n_cells))
     # a block of cells at a time; all unspliced counts are drawn before the spliced ones (the
@@ -203,7 +172,7 @@ def simulate_branching(n_cells: int = 2400, n_genes: int = 400, seed: int = 0) -
         u, s = expected_abundances(true_t[cells], lineage[cells], kinetics)
         unspliced_parts.append(_sample_counts(rng, library[cells, None] * u))
         spliced_mean[cells] = library[cells, None] * s
-        velocity[cells] = kinetics.beta * u - kinetics.gamma * s
+        velocity[cells] = velocity_of(u, s, kinetics)
     unspliced = sparse.vstack(unspliced_parts, format="csr")
     del unspliced_parts
     spliced = sparse.vstack([_sample_counts(rng, spliced_mean[c]) for c in blocks], format="csr")
@@ -248,20 +217,6 @@ def simulate_branching(n_cells: int = 2400, n_genes: int = 400, seed: int = 0) -
                 "never": T_NEVER,
             }
         },
-    )
-
-
-def kinetics_from_adata(adata: ad.AnnData) -> GeneKinetics:
-    """Rebuild the :class:`GeneKinetics` ground truth stored by :func:`simulate_branching`."""
-    var = adata.var
-    return GeneKinetics(
-        alpha=var["true_alpha"].to_numpy(),
-        beta=var["true_beta"].to_numpy(),
-        gamma=var["true_gamma"].to_numpy(),
-        t_on=np.asarray(adata.varm["true_t_on"]),
-        t_off=np.asarray(adata.varm["true_t_off"]),
-        programme=var["true_programme"].to_numpy(),
-        lineage=var["true_gene_lineage"].to_numpy(),
     )
 
 

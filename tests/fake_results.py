@@ -21,7 +21,6 @@ from sklearn.neighbors import NearestNeighbors
 
 T_MAX = 20.0
 T_BRANCH = 0.4  # latent time at which the trunk splits into two lineages
-STATES = ("induction", "induction_steady", "repression", "repression_steady")
 
 
 def closed_form_induction(alpha, beta, gamma, t):
@@ -227,7 +226,6 @@ def make_fake_results(
         "fit_u": fit_u,
         "velocity_coherence": coherence_cell,
         "velocity_baseline": baseline,
-        **{f"state_{name}": states[..., k] for k, name in enumerate(STATES)},
     }
     adata = ad.AnnData(
         X=ms.astype(f32),
@@ -241,6 +239,7 @@ def make_fake_results(
         },
         varm={"coherence": coherence.astype(f32), "permutation_effect": effect.astype(f32)},
     )
+    adata.layers["state_assignment"] = states.argmax(-1).astype(np.int8)
     n_epochs = 120
     epochs = np.arange(n_epochs)
     elbo = 2000 * np.exp(-epochs / 25) + 300 + rng.normal(0, 5, n_epochs)

@@ -9,6 +9,7 @@ import scvelo as scv
 
 from core import baseline
 from core.baseline import add_baseline_to_adata, scvelo_velocity, velocity_agreement
+from core.derived_layers import drop_rebuildable, restore
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +25,13 @@ def simulated() -> ad.AnnData:
 def test_steady_state_reproduces_scvelo_velocity(simulated, genes_per_block, monkeypatch):
     if genes_per_block:  # scVelo run a block of genes at a time (bounded memory): same numbers
         monkeypatch.setattr(baseline, "_BLOCK_ELEMENTS", genes_per_block * simulated.n_obs)
-    ours = scvelo_velocity(simulated, mode="steady_state")
+    ours, ours_gamma = scvelo_velocity(simulated, mode="steady_state")
     direct = simulated.copy()
     scv.tl.velocity(direct, mode="deterministic")
     np.testing.assert_allclose(ours, direct.layers["velocity"], rtol=1e-6, atol=1e-8)
-    # the steady-state model's velocity is u - γ s on the same moments
+    # the steady-state model's velocity is u - γ s on the same moments, with scVelo's γ
     gamma = direct.var["velocity_gamma"].to_numpy()
+    np.testing.assert_allclose(ours_gamma, gamma, rtol=1e-6)
     np.testing.assert_allclose(
         ours, simulated.layers["Mu"] - gamma * simulated.layers["Ms"], rtol=1e-5, atol=1e-7
     )
@@ -65,12 +67,18 @@ def test_agreement_matches_numpy_oracles_and_handles_constant_and_nan(genes_per_
 
 def test_add_baseline_to_adata(simulated):
     adata = simulated.copy()
-    adata.layers["velocity"] = scvelo_velocity(adata)
+    adata.layers["velocity"] = scvelo_velocity(adata)[0]
     adata.uns["velodash"] = {"version": "x"}
     result = add_baseline_to_adata(adata)
     np.testing.assert_allclose(adata.var["baseline_pearson"], 1.0)
     np.testing.assert_allclose(adata.var["baseline_sign_agreement"], 1.0)
     assert adata.layers["velocity_baseline"].shape == adata.shape
+    # the stored γ rebuilds the layer bit for bit, so a results file leaves it out
+    stored = adata.layers["velocity_baseline"].copy()
+    assert drop_rebuildable(adata) == ["velocity_baseline"]
+    assert "velocity_baseline" not in adata.layers
+    assert restore(adata) == ["velocity_baseline"]
+    np.testing.assert_array_equal(adata.layers["velocity_baseline"], stored)
     assert adata.uns["velodash"] == {"version": "x", "baseline": {"mode": "steady_state"}}
     assert result.mode == "steady_state"
     with pytest.raises(ValueError, match="layers"):

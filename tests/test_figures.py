@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from fake_results import STATES, closed_form_induction, closed_form_repression
+from fake_results import closed_form_induction, closed_form_repression
 
 import core.streams
 from core.kinetics import trajectory
 from dashboard import figures as F
+from dashboard.data.contract import STATES
 from dashboard.data.results import Results
 
 FAKE_RESULTS = dict(n_cells=400, n_genes=30, n_types=5, seed=2)
@@ -264,9 +265,8 @@ def test_steady_state_line_has_slope_gamma_over_beta(adata, results):
 def test_phase_portrait_by_state_uses_state_argmax(adata, results):
     j = 2
     fig = F.phase_portrait_figure(results, adata.var_names[j], color_by="state")
-    probs = np.stack([adata.layers[f"state_{s}"][:, j] for s in STATES], 1)
     counts = {t.name: len(t.x) for t in fig.data if t.name in STATES}
-    expected = np.bincount(probs.argmax(1), minlength=4)
+    expected = np.bincount(adata.layers["state_assignment"][:, j], minlength=4)
     assert [counts[s] for s in STATES] == expected.tolist()
     with pytest.raises(ValueError, match="color_by"):
         F.phase_portrait_figure(results, adata.var_names[j], color_by="nope")
@@ -400,8 +400,7 @@ def test_skipped_analyses_give_empty_states(adata):
         del slim.varm[key]
     slim.var = slim.var.drop(columns=["permutation_score"])
     slim.obs = slim.obs.drop(columns=["extrinsic_uncertainty"])
-    for s in STATES:
-        del slim.layers[f"state_{s}"]
+    del slim.layers["state_assignment"]
     del slim.layers["velocity_baseline"]
     r = Results(slim)
     gene = r.gene_names[0]

@@ -105,8 +105,11 @@ def test_scvelo_round_trip(fitted):
     adata, _, post = fitted
     adata = adata.copy()
     add_posterior_to_adata(adata, post)
-    for key in ("velocity", "velocity_var", "fit_t", "fit_s", "fit_u", "state_repression"):
+    for key in ("velocity", "velocity_var", "fit_t", "fit_s", "fit_u", "state_assignment"):
         assert key in adata.layers
+    # the state assignment is the most probable of the four mean state probabilities
+    np.testing.assert_array_equal(adata.layers["state_assignment"], post.states.argmax(0))
+    assert adata.layers["state_assignment"].dtype == np.int8
     assert adata.uns["velocity_params"]["mode"] == "velovi"
     scv.tl.velocity_graph(adata, xkey="Ms", n_jobs=1, show_progress_bar=False)
     assert adata.uns["velocity_graph"].shape == (adata.n_obs, adata.n_obs)
@@ -167,7 +170,7 @@ def test_a_spilled_pass_writes_the_same_layers_to_disk(fitted, tmp_path, monkeyp
         assert getattr(spilled, key) is None, key
     layers = {"velocity_var": kept.velocity_var, "fit_t": kept.fit_t}
     layers |= {"fit_s": kept.fit_s, "fit_u": kept.fit_u}
-    layers |= dict(zip(posterior.STATE_LAYERS, kept.states, strict=True))
+    layers["state_assignment"] = posterior.state_assignment(kept.states)
     for key, expected in layers.items():
         np.testing.assert_array_equal(spill.load(key), expected, err_msg=key)
     for key in ("velocity", "latent_z", "latent_time", "fit_mse", "likelihood", "scaling"):
@@ -185,9 +188,13 @@ def test_row_spill_takes_blocks_in_order_and_reads_whole_layers(tmp_path):
         spill.load("a")
     with pytest.raises(ValueError, match="in order"):
         spill.append("a", slice(3, 5), values[3:])
-    spill.append("a", slice(2, 5), values[2:].astype(np.float64))  # stored as float32
+    spill.append("a", slice(2, 5), values[2:].astype(np.float64))  # in the first block's dtype
     np.testing.assert_array_equal(spill.load("a"), values)
     assert spill.load("a").dtype == np.float32 and spill.names == ["a"]
+    codes = (values % 4).astype(np.int8)  # a state assignment stays one byte per entry
+    spill.append("codes", slice(0, 5), codes)
+    np.testing.assert_array_equal(spill.load("codes"), codes)
+    assert (tmp_path / "s" / "codes.i1").stat().st_size == codes.size
     spill.remove()
     assert not (tmp_path / "s").exists() and spill.names == []
 

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from fake_results import STATES, write_fake_results
+from fake_results import write_fake_results
 
 from dashboard.data.contract import REQUIRED_SLOTS, ResultsError, validate_results
 from dashboard.data.results import Results, load_results
@@ -124,8 +124,8 @@ def test_gene_arrays_equal_layers_and_state_argmax(adata, results):
     g = results.gene_arrays(adata.var_names[j])
     np.testing.assert_array_equal(g.ms, adata.layers["Ms"][:, j])
     np.testing.assert_array_equal(g.fit_t, adata.layers["fit_t"][:, j])
-    probs = np.stack([adata.layers[f"state_{s}"][:, j] for s in STATES], 1)
-    np.testing.assert_array_equal(g.state, probs.argmax(1))
+    np.testing.assert_array_equal(g.state, adata.layers["state_assignment"][:, j])
+    assert g.state.dtype == np.int8
     assert g.beta == pytest.approx(adata.var["fit_beta"].iloc[j])
     assert results.gene_arrays(adata.var_names[j]) is g  # memoised
 
@@ -146,7 +146,7 @@ def test_skipped_analyses_degrade_gracefully(adata):
         "varm/coherence",
         "obs/extrinsic_uncertainty",
         "layers/velocity_baseline",
-        *(f"layers/state_{s}" for s in STATES),
+        "layers/state_assignment",
     )
     r = Results(slim)
     assert not r.has("permutation") and "--skip permutation" in r.missing_reason("permutation")

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from fake_results import make_fake_results
 
 from core import results_io
+from core.derived_layers import STATE_NAMES
 from core.preprocess import PreprocessConfig, preprocess
 from core.results_io import (
     FAST_LAYERS,
@@ -129,6 +130,38 @@ def test_the_lazy_file_holds_no_layer_and_answers_as_the_results_in_memory(fake,
     assert lazy.obsp("distances").shape == (fake.n_obs, fake.n_obs)
 
 
+def test_derived_layers_are_left_out_and_served_as_the_stored_layers(fake, tmp_path):
+    """A steady-state baseline (Mu − γ·Ms) and, in a file of an older version, the four state
+    planes: the file leaves the baseline out, the store lists both derived layers and answers
+    a gene as the stored layer would, bit for bit; one bit off and the layer is kept."""
+    rng = np.random.default_rng(4)
+    old = fake.copy()
+    del old.layers["state_assignment"]
+    planes = rng.dirichlet(np.ones(4), size=old.shape).astype(np.float32)  # (N, G, 4)
+    for k, name in enumerate(STATE_NAMES):
+        old.layers[f"state_{name}"] = planes[..., k]
+    gamma = rng.uniform(0.2, 2.0, old.n_vars).astype(np.float32)
+    old.var["baseline_gamma"] = gamma
+    old.uns["velodash"] = {**old.uns.get("velodash", {}), "baseline": {"mode": "steady_state"}}
+    baseline = np.asarray(old.layers["Mu"] - gamma * old.layers["Ms"], dtype=np.float32)
+    old.layers["velocity_baseline"] = baseline
+    path = write_results(old, tmp_path / "old.h5ad")
+    with h5py.File(path, "r") as f:
+        assert "velocity_baseline" not in f["layers"] and "state_induction" in f["layers"]
+    results = load_results(path)
+    assert results.store.layers["velocity_baseline"].derived
+    assert results.store.layers["state_assignment"].derived and results.has("states")
+    for j in (0, 17, old.n_vars - 1):
+        np.testing.assert_array_equal(results.store.column("velocity_baseline", j), baseline[:, j])
+        state = results.gene_arrays(old.var_names[j]).state
+        np.testing.assert_array_equal(state, planes[:, j].argmax(-1))
+    np.testing.assert_array_equal(read_results(path).layers["velocity_baseline"], baseline)
+    off = old.copy()
+    off.layers["velocity_baseline"][3, 5] = np.nextafter(baseline[3, 5], np.float32(np.inf))
+    with h5py.File(write_results(off, tmp_path / "off.h5ad"), "r") as f:
+        assert "velocity_baseline" in f["layers"]
+
+
 def test_drivers_streamed_by_block_match_the_whole_matrix_oracle(fake, lazy):
     """The blocked Welch test equals core.selection's whole-matrix one (independent path)."""
     from core.selection import velocity_drivers
@@ -171,11 +204,12 @@ def test_convert_refuses_a_counts_file(tmp_path, capsys):
 
 def test_every_view_is_drawn_under_a_memory_limit_smaller_than_the_layers(tmp_path):
     """A fresh process, its data segment capped at its size after start-up plus 96 MB, opens a
-    results file whose layers hold 17 × 16 MB and draws every page's figures, selection
-    statistics included; reading the file whole, as the dashboard did, runs out of memory."""
+    results file whose layers hold 11 × 16 MB (and a 4 MB state assignment) and draws every
+    page's figures, selection statistics included; reading the file whole, as the dashboard
+    did, runs out of memory."""
     adata = make_fake_results(n_cells=4000, n_genes=1000, n_types=5, seed=1)
     layer_bytes = sum(v.nbytes for v in adata.layers.values())
-    assert layer_bytes > 200e6
+    assert layer_bytes > 175e6
     path = write_results(adata, tmp_path / "big.h5ad")
     del adata
     script = textwrap.dedent(

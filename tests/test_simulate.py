@@ -14,10 +14,14 @@ from core.simulate import (
     T_ALWAYS,
     T_BRANCH,
     T_MAX,
-    expected_abundances,
-    kinetics_from_adata,
     simulate_branching,
     write_sample_data,
+)
+from core.simulation_truth import (
+    expected_abundances,
+    has_truth,
+    kinetics_from_adata,
+    true_velocity,
 )
 from dashboard.config import SAMPLE_PATH
 
@@ -107,6 +111,19 @@ def test_branching_structure(sim):
 
 def _lineage_index(adata: ad.AnnData) -> np.ndarray:
     return np.maximum(adata.obs["true_lineage"].cat.codes.to_numpy() - 1, 0)
+
+
+def test_true_velocity_rebuilds_bit_for_bit_from_the_stored_truth(sim):
+    """What a results file relies on to leave the layer out: any block of genes (one gene, a
+    scattered few, all) rebuilds from obs/var/varm equal to the stored layer, also on a gene
+    subset (as preprocessing keeps; the round trip through a fit's file: test_pipeline)."""
+    assert has_truth(sim)
+    stored = sim.layers["true_velocity"]
+    for genes in (slice(0, sim.n_vars), slice(7, 8), np.array([3, 90, 11])):
+        np.testing.assert_array_equal(true_velocity(sim, genes), stored[:, genes])
+    subset = sim[:, 40:70].copy()
+    np.testing.assert_array_equal(true_velocity(subset, slice(None)), stored[:, 40:70])
+    assert not has_truth(ad.AnnData(obs=sim.obs[["true_t"]], var=sim.var))
 
 
 def test_true_velocity_is_ds_dt(sim):

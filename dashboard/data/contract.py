@@ -12,7 +12,10 @@ from typing import Any
 
 import anndata as ad
 
-STATES = ("induction", "induction_steady", "repression", "repression_steady")
+from core.derived_layers import STATE_ASSIGNMENT, STATE_NAMES
+
+#: The four posterior states, in the order of ``layers['state_assignment']``'s codes.
+STATES = STATE_NAMES
 
 REQUIRED_SLOTS: tuple[str, ...] = (
     "layers/Ms",
@@ -54,7 +57,7 @@ FEATURES: dict[str, tuple[tuple[str, ...], str]] = {
         ("obsm/velocity_umap",),
         "no projected velocity obsm['velocity_umap'] (fitted with --skip graph)",
     ),
-    "states": (tuple(f"layers/state_{s}" for s in STATES), "no posterior state probabilities"),
+    "states": ((f"layers/{STATE_ASSIGNMENT}",), "no posterior state assignment"),
     "fitted": (("layers/fit_s", "layers/fit_u"), "no posterior predictive means (fit_s/fit_u)"),
     "history": (("uns/velodash/history",), "no training history was recorded"),
 }

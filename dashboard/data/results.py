@@ -32,7 +32,7 @@ from dashboard.data import view_cache
 from dashboard.data.contract import (
     FEATURE_STAGES,
     FEATURES,
-    STATES,
+    STATE_ASSIGNMENT,
     ResultsError,
     has_slot,
     validate_results,
@@ -265,10 +265,7 @@ class Results(GeneLookup, RunRecord):
         def optional(name: str) -> np.ndarray | None:
             return column(name, j) if self.has_layer(name) else None
 
-        state = None
-        if self.has("states"):
-            probs = np.stack([column(f"state_{s}", j) for s in STATES], axis=1)
-            state = probs.argmax(1).astype(np.int8)
+        state = column(STATE_ASSIGNMENT, j).astype(np.int8) if self.has("states") else None
         return GeneArrays(
             gene=gene,
             index=j,

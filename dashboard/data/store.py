@@ -26,6 +26,7 @@ import pandas as pd
 from anndata.io import read_elem, sparse_dataset
 from scipy import sparse
 
+from core.derived_layers import DERIVED
 from core.results_io import gene_blocks, genes_per_chunk
 from core.stage_files import STAGES_SUFFIX
 from dashboard.data.contract import ResultsError
@@ -42,13 +43,15 @@ _SPARSE_ENCODINGS = {"csr_matrix", "csc_matrix"}
 @dataclass(frozen=True)
 class LayerInfo:
     """Where a layer lives: its name, shape, whether it is a dense array, its chunks, and the
-    file that holds it (0: the results file; k: its k-th stage file)."""
+    file that holds it (0: the results file; k: its k-th stage file); ``derived``: not
+    stored, rebuilt from other slots on each read (:mod:`core.derived_layers`)."""
 
     name: str
     shape: tuple[int, int]
     dense: bool
     chunks: tuple[int, ...] | None
     part: int = 0
+    derived: bool = False
 
 
 def _encoding(node: h5py.Group | h5py.Dataset) -> str:
@@ -71,7 +74,8 @@ class _GeneChunks:
     """Reads a dense layer stored in chunks of all cells × w genes chunk by chunk, decoding
     HDF5's shuffle and deflate filters with numpy and zlib: h5py's own reading of such a
     selection copies element by element (≈130 MB/s here), the chunks themselves read and
-    decode at disk or zlib speed (≈1.3 GB/s uncompressed)."""
+    decode at disk or zlib speed (≈1.3 GB/s uncompressed). Any numeric dtype (float32 layers,
+    the int8 state assignment)."""
 
     _DEFLATE, _SHUFFLE = 1, 2  # HDF5 filter ids
 
@@ -81,16 +85,16 @@ class _GeneChunks:
 
     @classmethod
     def of(cls, ds: h5py.Dataset) -> _GeneChunks | None:
-        """A reader of ``ds`` when it is a float32 layer in whole-cell chunks with no filters
+        """A reader of ``ds`` when it is a numeric layer in whole-cell chunks with no filters
         but shuffle and deflate, else None (h5py reads it)."""
-        if ds.chunks is None or ds.chunks[0] != ds.shape[0] or ds.dtype != np.float32:
+        if ds.chunks is None or ds.chunks[0] != ds.shape[0] or ds.dtype.kind not in "fiu":
             return None
         plist = ds.id.get_create_plist()
         filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
         return cls(ds, filters) if set(filters) <= {cls._DEFLATE, cls._SHUFFLE} else None
 
     def _chunk(self, start: int) -> np.ndarray:
-        """The chunk whose first gene is ``start``, as float32 (N, w)."""
+        """The chunk whose first gene is ``start``, (N, w) in the layer's dtype."""
         mask, raw = self.ds.id.read_direct_chunk((0, start))
         # filters were applied in pipeline order on write: undo them in reverse; a set bit
         # of the mask marks a filter that was skipped for this chunk
@@ -100,13 +104,14 @@ class _GeneChunks:
             if self.filters[position] == self._DEFLATE:
                 raw = zlib.decompress(raw)
             else:
-                raw = np.frombuffer(raw, dtype=np.uint8).reshape(4, -1).T.tobytes()
-        return np.frombuffer(raw, dtype=np.float32).reshape(self.ds.chunks)
+                size = self.ds.dtype.itemsize
+                raw = np.frombuffer(raw, dtype=np.uint8).reshape(size, -1).T.tobytes()
+        return np.frombuffer(raw, dtype=self.ds.dtype).reshape(self.ds.chunks)
 
     def read(self, genes: np.ndarray) -> np.ndarray:
-        """float32 (N, k) values of the increasing gene indices ``genes``."""
+        """(N, k) values of the increasing gene indices ``genes``, in the layer's dtype."""
         width = self.ds.chunks[1]
-        out = np.empty((self.ds.shape[0], len(genes)), dtype=np.float32)
+        out = np.empty((self.ds.shape[0], len(genes)), dtype=self.ds.dtype)
         starts = genes // width * width
         for start in np.unique(starts):
             where = np.flatnonzero(starts == start)
@@ -115,20 +120,50 @@ class _GeneChunks:
 
 
 class _LayerReaders:
-    """What both stores share: the layer table and the readers built on ``columns``."""
+    """What both stores share: the layer table (stored layers, then the derived layers their
+    slots rebuild) and the readers built on ``columns``."""
 
     layers: dict[str, LayerInfo]
+    adata: ad.AnnData
 
-    def columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
+    def _stored_columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
         raise NotImplementedError
 
-    def block_genes(self, key: str) -> int:
+    def _stored_block_genes(self, key: str) -> int:
         raise NotImplementedError
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Every layer that can be read, stored or derived."""
+        return list(self.layers)
+
+    def _add_derived(self, shape: tuple[int, int]) -> None:
+        """List the derived layers (:data:`core.derived_layers.DERIVED`) that are not stored
+        but rebuild from the slots at hand (cells × genes ``shape``)."""
+        for name, layer in DERIVED.items():
+            if name not in self.layers and layer.available(self):
+                self.layers[name] = LayerInfo(name, shape, True, None, derived=True)
 
     def _info(self, key: str) -> LayerInfo:
         if key not in self.layers:
             raise KeyError(f"no layer {key!r}; layers are {', '.join(self.layers)}")
         return self.layers[key]
+
+    def columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
+        """float32 (N, k) C-contiguous values of ``layers[key]`` for ``genes`` (a slice or
+        column indices, any order and repeats): a stored layer reads only the chunks holding
+        them, a derived one is rebuilt from theirs."""
+        if self._info(key).derived:
+            values = DERIVED[key].rebuild(self, genes)
+            return np.ascontiguousarray(values, dtype=np.float32)
+        return self._stored_columns(key, genes)
+
+    def block_genes(self, key: str) -> int:
+        """Genes per block when ``key`` is streamed whole (about :data:`BLOCK_BYTES`)."""
+        info = self._info(key)
+        if info.derived:
+            return max(1, BLOCK_BYTES // max(1, info.shape[0] * 4))
+        return self._stored_block_genes(key)
 
     def column(self, key: str, j: int) -> np.ndarray:
         """float32 (N,) values of ``layers[key]`` for gene ``j``."""
@@ -182,6 +217,7 @@ class ResultsStore(_LayerReaders):
             uns=base["uns"],
         )
         self._refuse_large_contiguous()
+        self._add_derived(self.adata.shape)
 
     def _read_skeleton(self, part: int, path: Path) -> dict:
         """obs, var, obsm, varm and uns (without its sparse matrices) of file ``part``; records
@@ -256,9 +292,9 @@ class ResultsStore(_LayerReaders):
         return self._readers[key]
 
     # -- layers ------------------------------------------------------------------------------
-    def columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
-        """float32 (N, k) C-contiguous values of ``layers[key]`` for ``genes`` (a slice or
-        column indices, any order and repeats): reads only the chunks holding them."""
+    def _stored_columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
+        """float32 (N, k) values of stored ``layers[key]``: reads only the chunks holding
+        ``genes``."""
         info = self._info(key)
         with self._lock:
             if not info.dense:
@@ -280,9 +316,9 @@ class ResultsStore(_LayerReaders):
         positions = np.searchsorted(order, idx)
         return np.ascontiguousarray(np.asarray(values, dtype=np.float32)[:, positions])
 
-    def block_genes(self, key: str) -> int:
-        """Genes per block when ``key`` is streamed whole: a multiple of its chunk width,
-        about :data:`BLOCK_BYTES`."""
+    def _stored_block_genes(self, key: str) -> int:
+        """Genes per block when stored ``key`` is streamed whole: a multiple of its chunk
+        width, about :data:`BLOCK_BYTES`."""
         info = self._info(key)
         width = info.chunks[1] if info.chunks else genes_per_chunk(info.shape[0])
         per_block = max(1, BLOCK_BYTES // max(1, info.shape[0] * 4))
@@ -318,15 +354,15 @@ class MemoryStore(_LayerReaders):
         }
         self.obsp_names = list(adata.obsp.keys())
         self.uns_matrices = [k for k, v in adata.uns.items() if sparse.issparse(v)]
+        self._add_derived(adata.shape)
 
-    def columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
-        """float32 (N, k) C-contiguous values of ``layers[key]`` for ``genes``."""
-        self._info(key)
+    def _stored_columns(self, key: str, genes: slice | Sequence[int]) -> np.ndarray:
+        """float32 (N, k) values of ``layers[key]`` for ``genes``."""
         block = self.adata.layers[key][:, genes]
         block = block.toarray() if sparse.issparse(block) else block
         return np.ascontiguousarray(block, dtype=np.float32)
 
-    def block_genes(self, key: str) -> int:
+    def _stored_block_genes(self, key: str) -> int:
         """Genes per block when ``key`` is streamed whole (about :data:`BLOCK_BYTES`)."""
         return max(1, BLOCK_BYTES // max(1, self._info(key).shape[0] * 4))
 
