@@ -4,16 +4,16 @@ cheap read.
 Every dense (cells × genes) layer is stored in HDF5 chunks that hold *all cells of a few genes*
 (about :data:`CHUNK_BYTES` each), so reading one gene's column decompresses one chunk, and a
 whole layer can be streamed gene block by gene block in bounded memory. Layers the dashboard
-streams whole (:data:`FAST_LAYERS`, selection statistics) are stored uncompressed; the others
+streams whole (:data:`FAST_LAYERS`, the velocity) are stored uncompressed; the others
 with HDF5's built-in byte shuffle + gzip, which every HDF5 reader (h5py, anndata, R) decodes.
 
-Slots that other slots rebuild exactly are not stored: X when it is ``log1p`` of the spliced
-layer (the preprocessing's), the raw moments ``Ms_raw``/``Mu_raw``
-are ``connectivities × counts`` of layers the file keeps (:func:`restore_raw_moments`), and the
-derived layers of :mod:`core.derived_layers` (the steady-state baseline, a simulation's true
-velocity) are closed forms of its slots; each is left out only where its rebuild equals it
-bit for bit. The file stays an AnnData: ``anndata.read_h5ad`` opens it (scVelo, CellRank) with
-every other slot; :func:`read_results` also restores the left-out layers.
+Slots that other slots rebuild exactly are not stored, each only where its rebuild equals it
+bit for bit: X when it is ``log1p`` of the spliced layer (the preprocessing's); the raw moments
+``Ms_raw``/``Mu_raw``, ``connectivities × counts`` of layers the file keeps
+(:func:`restore_raw_moments`); the derived layers of :mod:`core.derived_layers` (the
+steady-state baseline, a simulation's true velocity), closed forms of its slots. The file
+stays an AnnData: ``anndata.read_h5ad`` opens it (scVelo, CellRank) with every other slot;
+:func:`read_results` also restores the left-out ones.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from core.row_spill import RowSpill
 #: Target bytes of one chunk of a dense layer (all cells × a few genes): one gene's column
 #: alone from 64,000 cells on, so a gene click decompresses no other gene's values.
 CHUNK_BYTES = 256 << 10
-#: Dense layers stored uncompressed: the dashboard streams them whole (selection statistics),
-#: where gzip would cost 5–8× the read time for a 1.2–1.4× smaller layer.
-FAST_LAYERS = frozenset({"velocity", "velocity_coherence"})
+#: Dense layers stored uncompressed: the dashboard streams the velocity whole (selection
+#: statistics, projections), where gzip costs 3–5× the read time for a 1.3× smaller layer. The
+#: coherence, streamed only by a selection's drivers, compresses 1.6× and is gzipped.
+FAST_LAYERS = frozenset({"velocity"})
 #: HDF5 filters of every other dense layer (shuffle + gzip 1: 1.2–1.4× on fitted float32
 #: layers; level 4 gains under 5 % for 25 % more write time).
 COMPRESSED = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
