@@ -135,20 +135,26 @@ def rebuilds_exactly(source: LayerSource, name: str, stored: np.ndarray) -> bool
     )
 
 
-def drop_rebuildable(adata: ad.AnnData, names: Collection[str] | None = None) -> list[str]:
-    """Remove (in place) the dense derived layers of ``adata`` (those in ``names``, default
-    all) that rebuild exactly from its other slots (:func:`rebuilds_exactly`); returns their
-    names. What a results file then leaves out, and a fit no longer holds in memory."""
+def rebuildable(adata: ad.AnnData, names: Collection[str] | None = None) -> list[str]:
+    """The dense derived layers of ``adata`` (those in ``names``, default all) that rebuild
+    exactly from its other slots (:func:`rebuilds_exactly`): what a results file leaves out."""
     source = AnnDataSource(adata)
-    dropped = []
-    for name in DERIVED if names is None else names:
-        values = adata.layers.get(name) if name in DERIVED else None
-        if isinstance(values, np.ndarray) and values.ndim == 2:
-            del adata.layers[name]  # a rebuild must not read the layer itself
-            if rebuilds_exactly(source, name, values):
-                dropped.append(name)
-            else:
-                adata.layers[name] = values
+    wanted = DERIVED if names is None else [name for name in names if name in DERIVED]
+    return [
+        name
+        for name in wanted
+        if isinstance(values := adata.layers.get(name), np.ndarray)
+        and values.ndim == 2
+        and rebuilds_exactly(source, name, values)
+    ]
+
+
+def drop_rebuildable(adata: ad.AnnData, names: Collection[str] | None = None) -> list[str]:
+    """Remove (in place) the layers :func:`rebuildable` finds and return their names: a fit
+    then no longer holds them in memory."""
+    dropped = rebuildable(adata, names)
+    for name in dropped:
+        del adata.layers[name]
     return dropped
 
 

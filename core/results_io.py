@@ -92,15 +92,10 @@ def x_from_spliced(spliced: sparse.spmatrix) -> sparse.csr_matrix:
 
 def _left_out(adata: ad.AnnData, keys: set[str]) -> set[str]:
     """The dense layers among ``keys`` that ``adata``'s other slots rebuild bit for bit: raw
-    moments (:func:`_can_restore`) and derived layers
-    (:func:`core.derived_layers.rebuilds_exactly`)."""
+    moments (:func:`_can_restore`) and derived layers (:func:`core.derived_layers.rebuildable`)."""
     dense = _dense_layers(adata)
-    source = derived_layers.AnnDataSource(adata)
-    return {k for k in RAW_MOMENTS if k in keys and k in dense and _can_restore(adata, k)} | {
-        k
-        for k in derived_layers.DERIVED
-        if k in keys and k in dense and derived_layers.rebuilds_exactly(source, k, dense[k])
-    }
+    raw = {k for k in RAW_MOMENTS if k in keys and k in dense and _can_restore(adata, k)}
+    return raw | set(derived_layers.rebuildable(adata, keys))
 
 
 def layer_storage(key: str, shape: tuple[int, int], itemsize: int = 4) -> dict:

@@ -11,7 +11,7 @@ truth without importing torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import anndata as ad
 import numpy as np
@@ -37,7 +37,7 @@ class GeneKinetics:
 
     def subset(self, genes: slice | Sequence[int] | np.ndarray) -> GeneKinetics:
         """The kinetics of ``genes`` only."""
-        return GeneKinetics(*(np.asarray(field)[genes] for field in self.__dict__.values()))
+        return GeneKinetics(*(np.asarray(getattr(self, f.name))[genes] for f in fields(self)))
 
 
 def expected_abundances(
